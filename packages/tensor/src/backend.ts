@@ -1,0 +1,110 @@
+import type { DType, QuantSpec } from './dtype';
+import type { QuantizedTensor, Tensor, Weight } from './tensor';
+
+/**
+ * Version of the {@link Backend} interface. A backend declares the version it implements; the runtime refuses a
+ * backend whose major version differs. Additive changes (new optional ops) keep the version; anything else bumps it.
+ */
+export const BACKEND_API_VERSION = 1 as const;
+
+/** RoPE layouts: `half` rotates element i with i + d/2 (HF / rotate-half); `pair` rotates 2i with 2i+1 (GPT-J / llama2.c / `rope_traditional`). */
+export type RopeLayout = 'half' | 'pair';
+
+export interface AttentionOptions {
+  /** Absolute position of query row 0; query row r is at position `startPos + r`. */
+  readonly startPos: number;
+  readonly nHeads: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  /** Multiplier of q·k, usually `1 / sqrt(headDim)`. */
+  readonly scale: number;
+  /** Sliding window: a query at position p sees keys at positions `p - window < j <= p`. 0 or absent = unlimited. */
+  readonly window?: number;
+}
+
+export interface RopeOptions {
+  readonly nHeads: number;
+  readonly headDim: number;
+  readonly layout: RopeLayout;
+}
+
+/**
+ * The compute seam. The JS reference backend, the WASM SIMD backend and native backends (Metal) implement it; every
+ * implementation must pass the conformance suite (`@mnemo/tensor/conformance`).
+ *
+ * Rules every op follows:
+ * - Outputs are passed in, preallocated; ops allocate nothing on the JS heap in steady state.
+ * - Matrices are row-major 2-D tensors (or views); the row count of an op is the first dimension of its input.
+ * - Compute and accumulation are f32. Each output row depends only on its own input row (and, for attention, on the
+ *   cache rows at or before its position), with a reduction order fixed by the row's content and absolute positions
+ *   only: never by how many rows are computed together, where a chunk boundary falls, or what unused cache rows hold.
+ * - Bad arguments (shape mismatch, wrong dtype, foreign tensors, out-of-range sizes) throw a `TypeError` or
+ *   `RangeError` naming the op and the problem, before any memory is touched.
+ */
+export interface Backend {
+  readonly apiVersion: typeof BACKEND_API_VERSION;
+  /** Short unique name: `js`, `wasm`, `metal`, ... */
+  readonly name: string;
+
+  // ---- memory -------------------------------------------------------------------------------------------------
+  /** A new tensor with unspecified contents. */
+  alloc(dtype: DType, shape: readonly number[]): Tensor;
+  /** A new tensor holding a copy of `data` (raw little-endian bytes or a typed array of the same element type). */
+  upload(dtype: DType, shape: readonly number[], data: ArrayBufferView): Tensor;
+  /** A quantized weight from its three raw parts (see {@link QuantSpec} for shapes and layout). */
+  uploadQuantized(
+    spec: QuantSpec,
+    shape: readonly [rows: number, cols: number],
+    packed: ArrayBufferView,
+    scales: ArrayBufferView,
+    biases: ArrayBufferView,
+  ): QuantizedTensor;
+  /** A tensor sharing `t`'s storage: elements `[offset, offset + prod(shape))` of `t` under `shape`. */
+  view(t: Tensor, shape: readonly number[], offset?: number): Tensor;
+  /** Copies `src`'s elements into `dst` (same dtype and size). */
+  write(dst: Tensor, src: ArrayBufferView): void;
+  /** Copies `t` (f32) into `out` (a new array if absent) and returns it. */
+  read(t: Tensor, out?: Float32Array): Float32Array;
+  /** Copies raw bytes of `t` into `out` (a new array if absent). */
+  readBytes(t: Tensor, out?: Uint8Array): Uint8Array;
+  /** Releases the storage of `t` (and of every view on it). Using it afterwards throws. */
+  free(t: Weight): void;
+  /** Bytes currently held by live tensors. */
+  memoryInUse(): number;
+  /** Releases everything the backend holds. */
+  dispose(): void;
+
+  // ---- ops ----------------------------------------------------------------------------------------------------
+  /** `dst[dstRow + i] = src[srcRow + i]` for `rows` rows; same row width and dtype; ranges may not overlap. */
+  copyRows(dst: Tensor, dstRow: number, src: Tensor, srcRow: number, rows: number): void;
+  /** Converts `src` (f32, f16 or bf16) to f32 into `out` (same size). */
+  toF32(out: Tensor, src: Tensor): void;
+  /** `y[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`. `x` f32 `[rows, in]`, `w` `[out, in]`, `y` f32 `[rows, out]`, bias f32 `[out]`. */
+  matmul(y: Tensor, x: Tensor, w: Weight, bias?: Tensor): void;
+  /** `out[r] = table[ids[r]]` as f32. `table` `[vocab, dim]` (dense or quantized), `out` f32 `[ids.length, dim]`. */
+  embedding(out: Tensor, table: Weight, ids: Int32Array): void;
+  /** Row-wise `out = x / sqrt(mean(x²) + eps) · weight`. `x`, `out` f32 `[rows, dim]`, `weight` f32 `[dim]`. */
+  rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+  /**
+   * In-place rotary embedding of `x` f32 `[rows, nHeads * headDim]`. `cos`/`sin` are f32 `[rows, rotDim / 2]` for the
+   * rows' positions (rotDim ≤ headDim; dimensions past rotDim are left as they are).
+   */
+  rope(x: Tensor, cos: Tensor, sin: Tensor, opts: RopeOptions): void;
+  /** `out = silu(gate) · up`, elementwise, f32, same shapes. */
+  swiglu(out: Tensor, gate: Tensor, up: Tensor): void;
+  /** `out = a + b`, elementwise, f32, same shapes (`out` may alias `a` or `b`). */
+  add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** In-place row-wise softmax of f32 `[rows, n]`. */
+  softmax(x: Tensor): void;
+  /** Index of the largest element of row `row` (default 0) of f32 `[rows, n]`; the first on ties. */
+  argmax(x: Tensor, row?: number): number;
+  /**
+   * Causal grouped-query attention. `q`, `out` f32 `[rows, nHeads * headDim]`; `k`, `v` f32 `[capacity, nKvHeads * headDim]`,
+   * row j holding the key/value of absolute position j. Query row r (position p = startPos + r) attends to keys
+   * `max(0, p - window + 1) ..= p` and reads no other cache row. Query head h uses kv head `h / (nHeads / nKvHeads)`.
+   */
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void;
+}
+
+/** Creates a backend; async because compiling WebAssembly or loading a native addon is. */
+export type BackendFactory = () => Promise<Backend>;

@@ -1,0 +1,59 @@
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Root of the mnemo repository. */
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** Folder of the synthetic checkpoints copied into the repo (`fixtures/synthetic`). */
+export const syntheticDir = join(repoRoot, 'fixtures', 'synthetic');
+
+/** Names of the synthetic presets. */
+export const SYNTHETIC_PRESETS = [
+  'llama-f32',
+  'llama3-f16-tied',
+  'llama-bf16-headdim',
+  'qwen2-bias-f32',
+  'llama-q4g32',
+  'llama-q8g64',
+  'llama-q4g64-deep',
+] as const;
+export type SyntheticPreset = (typeof SYNTHETIC_PRESETS)[number];
+
+export function syntheticPreset(name: SyntheticPreset): string {
+  return join(syntheticDir, name);
+}
+
+/** The shared real fixtures (`../shared/fixtures/real` beside the repo); they are read in place, never copied. */
+export const realFixturesDir = resolve(repoRoot, '..', 'shared', 'fixtures', 'real');
+
+/**
+ * Path of a real fixture, or `null` (with a one-line note on stderr) where the shared folder does not exist, so the
+ * caller can skip: `const dir = realFixture('stories260K-hf'); describe.skipIf(!dir)(...)`.
+ */
+export function realFixture(relative: string): string | null {
+  const p = join(realFixturesDir, relative);
+  if (existsSync(p)) return p;
+  process.stderr.write(`[mnemo tests] skipping: real fixture folder ${p} does not exist (outside the shared workplace)\n`);
+  return null;
+}
+
+/** Small deterministic PRNG (mulberry32) for test data. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Float32Array of n values uniform in [-scale, scale). */
+export function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
+  return out;
+}

@@ -1,0 +1,691 @@
+/**
+ * The mnemo prompt-cache file, format v1 (specified in docs/prompt-cache-format.md): a safetensors file holding the
+ * used rows of every layer, with the model and tokenizer fingerprints, the cached token ids and checksums in its
+ * metadata. Loading validates everything and refuses, with a PromptCacheError, anything it cannot trust.
+ */
+import {
+  type NamedTensorInput,
+  openSafetensors,
+  SafetensorsError,
+  type SafetensorsFile,
+  type TensorInfo,
+  writeSafetensors,
+} from '@mnemo/safetensors';
+import type { Backend } from '@mnemo/tensor';
+import pkg from '../package.json';
+import { freeCaches, importState } from './caches';
+import type { CacheKind, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
+import { isSha256Hex, metadataDigest, sha256Hex } from './digest';
+import { PromptCacheError } from './errors';
+
+export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
+export const PROMPT_CACHE_FORMAT_VERSION = '1';
+/** Version of this package, written as `mnemo_version` unless the caller gives one. */
+export const MNEMO_VERSION: string = pkg.version;
+
+/** Metadata keys every v1 file has. */
+export const PROMPT_CACHE_KEYS = [
+  'format',
+  'format_version',
+  'mnemo_version',
+  'model_fingerprint',
+  'model_config',
+  'tokenizer_fingerprint',
+  'chat_template',
+  'tokens',
+  'prompt',
+  'cache',
+  'checksum',
+  'metadata_checksum',
+  'created_at',
+] as const;
+
+/** What the caller says about the cached prompt when saving. */
+export interface PromptCacheMeta {
+  /** sha256 hex (64 lowercase digits) of the model identity: architecture config + weights. */
+  readonly modelFingerprint: string;
+  /** sha256 hex of the tokenizer identity. */
+  readonly tokenizerFingerprint: string;
+  /** The cached token ids; their count must equal the caches' offset. */
+  readonly tokens: readonly number[];
+  /** The prompt text (informative). */
+  readonly prompt?: string;
+  /** The model config (informative): a JSON-serializable value or a JSON string. */
+  readonly modelConfig?: unknown;
+  /** Chat-template information (informative, caller-defined, e.g. the template's name or hash). */
+  readonly chatTemplate?: string;
+  /** Overrides `mnemo_version` (default: this package's version). */
+  readonly mnemoVersion?: string;
+  /** Overrides `created_at` (default: now). */
+  readonly createdAt?: Date;
+}
+
+/** One layer as the `cache` entry describes it. */
+export type LayerDescription =
+  | { readonly kind: 'standard'; readonly offset: number; readonly rows: number }
+  | {
+      readonly kind: 'rotating';
+      readonly offset: number;
+      readonly rows: number;
+      readonly maxSize: number;
+      readonly keep: number;
+    }
+  | {
+      readonly kind: 'quantized';
+      readonly offset: number;
+      readonly rows: number;
+      readonly bits: 4 | 8;
+      readonly groupSize: 32 | 64;
+      readonly start: number;
+      /** true: rows are stored quantized (packed/scales/biases); false: exact f32 rows (not yet converted). */
+      readonly quantized: boolean;
+    };
+
+/** The `cache` metadata entry. */
+export interface CacheDescription {
+  readonly kind: CacheKind;
+  readonly nLayers: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  readonly layers: readonly LayerDescription[];
+}
+
+/** A file's metadata, parsed and validated. */
+export interface PromptCacheInfo {
+  readonly format: string;
+  readonly formatVersion: string;
+  readonly mnemoVersion: string;
+  readonly modelFingerprint: string;
+  /** `model_config` parsed (informative). */
+  readonly modelConfig: unknown;
+  readonly tokenizerFingerprint: string;
+  readonly chatTemplate: string;
+  readonly tokens: readonly number[];
+  readonly prompt: string;
+  readonly cache: CacheDescription;
+  readonly checksum: string;
+  readonly createdAt: string;
+}
+
+/** What the loader checks the file against; any difference refuses the file. */
+export interface PromptCacheExpectation {
+  readonly modelFingerprint: string;
+  readonly tokenizerFingerprint: string;
+  readonly nLayers: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+}
+
+export interface LoadPromptCacheOptions {
+  readonly backend: Backend;
+  readonly expect?: PromptCacheExpectation;
+}
+
+export interface LoadedPromptCache {
+  readonly caches: KVCache[];
+  readonly meta: PromptCacheInfo;
+}
+
+export interface PromptCacheInspection {
+  readonly path: string;
+  /** File size in bytes (0 when it could not be read). */
+  readonly fileSize: number;
+  /** The raw `__metadata__` entries (empty when the header could not be read). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The parsed metadata, when it parses. */
+  readonly info: PromptCacheInfo | undefined;
+  /** Whether the file passes every check `loadPromptCache` makes without an expectation. */
+  readonly valid: boolean;
+  /** Why it does not. */
+  readonly error: { readonly code: PromptCacheError['code']; readonly message: string } | undefined;
+}
+
+// ---- names and layout -----------------------------------------------------------------------------------------
+
+/** Tensor names of layer `layer`'s keys or values: one dense tensor, or packed/scales/biases. */
+export function layerTensorNames(layer: number, side: 'keys' | 'values', quantized: boolean): string[] {
+  const base = `layers.${layer}.${side}`;
+  return quantized ? [`${base}.packed`, `${base}.scales`, `${base}.biases`] : [base];
+}
+
+function rowsHeld(d: LayerDescription): number {
+  return d.kind === 'rotating' ? Math.min(d.offset, d.maxSize) : d.offset;
+}
+
+function describe(state: LayerState): LayerDescription {
+  switch (state.kind) {
+    case 'standard':
+      return { kind: 'standard', offset: state.offset, rows: state.keys.rows };
+    case 'rotating':
+      return {
+        kind: 'rotating',
+        offset: state.offset,
+        rows: state.keys.rows,
+        maxSize: state.maxSize,
+        keep: state.keep,
+      };
+    case 'quantized':
+      return {
+        kind: 'quantized',
+        offset: state.offset,
+        rows: state.keys.rows,
+        bits: state.bits,
+        groupSize: state.groupSize,
+        start: state.start,
+        quantized: state.keys.format === 'quantized',
+      };
+  }
+}
+
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+// ---- save -----------------------------------------------------------------------------------------------------
+
+/**
+ * Saves `caches` (one per layer, all of one kind and shape, all at offset `meta.tokens.length`) to `path`, atomically:
+ * everything is checked and encoded first, then written to a temporary file in the same folder, fsynced and renamed
+ * over `path`. On any failure nothing is left half-written and an existing file at `path` is untouched.
+ */
+export async function savePromptCache(
+  path: string,
+  caches: readonly KVCache[],
+  meta: PromptCacheMeta,
+): Promise<void> {
+  const bad = (msg: string): PromptCacheError => new PromptCacheError('BAD_INPUT', msg, { file: path });
+  if (!Array.isArray(caches) || caches.length === 0) throw bad('no caches to save');
+  if (!isSha256Hex(meta.modelFingerprint))
+    throw bad('modelFingerprint must be a sha256 digest (64 lowercase hex digits)');
+  if (!isSha256Hex(meta.tokenizerFingerprint))
+    throw bad('tokenizerFingerprint must be a sha256 digest (64 lowercase hex digits)');
+  if (!Array.isArray(meta.tokens) || !meta.tokens.every((t) => Number.isSafeInteger(t) && t >= 0))
+    throw bad('tokens must be an array of non-negative integer token ids');
+  const first = caches[0]!;
+  const { nKvHeads, headDim } = first.shape;
+  caches.forEach((c, i) => {
+    if (c.kind !== first.kind) throw bad(`layer ${i} is a ${c.kind} cache, layer 0 a ${first.kind} cache`);
+    if (c.shape.nKvHeads !== nKvHeads || c.shape.headDim !== headDim)
+      throw bad(
+        `layer ${i} has shape ${c.shape.nKvHeads}x${c.shape.headDim}, layer 0 ${nKvHeads}x${headDim} (kv heads x head size)`,
+      );
+    if (c.offset !== meta.tokens.length)
+      throw bad(`layer ${i} holds ${c.offset} tokens but ${meta.tokens.length} token ids were given`);
+  });
+  let modelConfig: string;
+  if (meta.modelConfig === undefined) modelConfig = '{}';
+  else if (typeof meta.modelConfig === 'string') {
+    try {
+      JSON.parse(meta.modelConfig);
+    } catch {
+      throw bad('modelConfig is a string but not JSON');
+    }
+    modelConfig = meta.modelConfig;
+  } else {
+    const s = JSON.stringify(meta.modelConfig);
+    if (s === undefined) throw bad('modelConfig is not JSON-serializable');
+    modelConfig = s;
+  }
+
+  const states = caches.map((c) => c.exportState());
+  const tensors: NamedTensorInput[] = [];
+  const layers: LayerDescription[] = [];
+  states.forEach((s, L) => {
+    const d = describe(s);
+    layers.push(d);
+    for (const side of ['keys', 'values'] as const)
+      tensors.push(...layerTensors(L, side, s[side], nKvHeads, headDim));
+  });
+  const description: CacheDescription = {
+    kind: first.kind,
+    nLayers: caches.length,
+    nKvHeads,
+    headDim,
+    layers,
+  };
+  const metadata: Record<string, string> = {
+    format: PROMPT_CACHE_FORMAT,
+    format_version: PROMPT_CACHE_FORMAT_VERSION,
+    mnemo_version: meta.mnemoVersion ?? MNEMO_VERSION,
+    model_fingerprint: meta.modelFingerprint,
+    model_config: modelConfig,
+    tokenizer_fingerprint: meta.tokenizerFingerprint,
+    chat_template: meta.chatTemplate ?? '',
+    tokens: JSON.stringify(meta.tokens),
+    prompt: meta.prompt ?? '',
+    cache: JSON.stringify(description),
+    checksum: sha256Hex(tensors.map((t) => bytesOf(t.data))),
+    created_at: (meta.createdAt ?? new Date()).toISOString(),
+  };
+  metadata.metadata_checksum = metadataDigest(metadata, 'metadata_checksum');
+  try {
+    await writeSafetensors(path, tensors, metadata);
+  } catch (err) {
+    throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
+      file: path,
+      cause: err,
+    });
+  }
+}
+
+function layerTensors(L: number, side: 'keys' | 'values', data: RowData, nKvHeads: number, headDim: number) {
+  const out: NamedTensorInput[] = [];
+  if (data.format === 'f32') {
+    const [name] = layerTensorNames(L, side, false);
+    out.push({ name: name!, dtype: 'F32', shape: [data.rows, nKvHeads, headDim], data: data.data });
+  } else {
+    const width = nKvHeads * headDim;
+    const [p, s, b] = layerTensorNames(L, side, true);
+    out.push({ name: p!, dtype: 'U32', shape: [data.rows, (width * data.bits) / 32], data: data.packed });
+    out.push({ name: s!, dtype: 'F32', shape: [data.rows, width / data.groupSize], data: data.scales });
+    out.push({ name: b!, dtype: 'F32', shape: [data.rows, width / data.groupSize], data: data.biases });
+  }
+  return out;
+}
+
+// ---- load -----------------------------------------------------------------------------------------------------
+
+/**
+ * Loads a prompt cache saved by {@link savePromptCache}, checking format, version, metadata and data checksums, the
+ * expectation (model and tokenizer fingerprints, layer count and shape) and every tensor's shape against the metadata.
+ * Throws a PromptCacheError naming the reason; never returns a cache it cannot trust.
+ */
+export async function loadPromptCache(
+  path: string,
+  opts: LoadPromptCacheOptions,
+): Promise<LoadedPromptCache> {
+  const { info, states } = await readPromptCache(path, opts.expect);
+  const caches: KVCache[] = [];
+  try {
+    for (const s of states) caches.push(importState(opts.backend, s));
+  } catch (err) {
+    freeCaches(caches);
+    if (err instanceof PromptCacheError) throw err;
+    throw new PromptCacheError(
+      'CORRUPT',
+      `cannot rebuild layer ${caches.length}: ${(err as Error).message}`,
+      {
+        file: path,
+        cause: err,
+      },
+    );
+  }
+  return { caches, meta: info };
+}
+
+/** Reads a prompt-cache file's metadata and runs every check `loadPromptCache` makes, without a backend. */
+export async function inspectPromptCache(path: string): Promise<PromptCacheInspection> {
+  let file: SafetensorsFile;
+  try {
+    file = await openSafetensors(path);
+  } catch (err) {
+    const e = fromSafetensorsError(path, err);
+    return {
+      path,
+      fileSize: 0,
+      metadata: {},
+      info: undefined,
+      valid: false,
+      error: { code: e.code, message: e.message },
+    };
+  }
+  const metadata = file.metadata;
+  let info: PromptCacheInfo | undefined;
+  try {
+    info = parseMetadata(path, metadata);
+    await readStates(path, file, info);
+    return { path, fileSize: file.size, metadata, info, valid: true, error: undefined };
+  } catch (err) {
+    const e = err instanceof PromptCacheError ? err : fromSafetensorsError(path, err);
+    return {
+      path,
+      fileSize: file.size,
+      metadata,
+      info,
+      valid: false,
+      error: { code: e.code, message: e.message },
+    };
+  } finally {
+    await file.close();
+  }
+}
+
+async function readPromptCache(
+  path: string,
+  expect: PromptCacheExpectation | undefined,
+): Promise<{ info: PromptCacheInfo; states: LayerState[] }> {
+  let file: SafetensorsFile;
+  try {
+    file = await openSafetensors(path);
+  } catch (err) {
+    throw fromSafetensorsError(path, err);
+  }
+  try {
+    const info = parseMetadata(path, file.metadata);
+    if (expect) checkExpectation(path, info, expect);
+    const states = await readStates(path, file, info);
+    return { info, states };
+  } catch (err) {
+    throw err instanceof PromptCacheError ? err : fromSafetensorsError(path, err);
+  } finally {
+    await file.close();
+  }
+}
+
+function fromSafetensorsError(path: string, err: unknown): PromptCacheError {
+  if (err instanceof PromptCacheError) return err;
+  if (err instanceof SafetensorsError) {
+    const code =
+      err.code === 'IO'
+        ? 'IO'
+        : err.code === 'TRUNCATED' || err.code === 'OUT_OF_BOUNDS'
+          ? 'TRUNCATED'
+          : 'CORRUPT';
+    const what =
+      code === 'TRUNCATED'
+        ? 'the file ends early (truncated)'
+        : code === 'IO'
+          ? 'cannot read the file'
+          : 'the safetensors container is damaged';
+    return new PromptCacheError(code, `${what}: ${err.message}`, { file: path, cause: err });
+  }
+  return new PromptCacheError(
+    'IO',
+    `cannot read the file: ${err instanceof Error ? err.message : String(err)}`,
+    {
+      file: path,
+      cause: err,
+    },
+  );
+}
+
+function parseMetadata(path: string, m: Readonly<Record<string, string>>): PromptCacheInfo {
+  const corrupt = (msg: string) => new PromptCacheError('CORRUPT', msg, { file: path });
+  if (m.format !== PROMPT_CACHE_FORMAT) {
+    const hint = Object.keys(m).some((k) => k.startsWith('2.'))
+      ? ' (an mlx-lm prompt cache? use importMlxPromptCache)'
+      : '';
+    throw new PromptCacheError(
+      'UNKNOWN_FORMAT',
+      m.format === undefined
+        ? `not a mnemo prompt cache: no 'format' entry${hint}`
+        : `not a mnemo prompt cache: format is ${JSON.stringify(m.format)}, expected "${PROMPT_CACHE_FORMAT}"`,
+      { file: path },
+    );
+  }
+  if (m.format_version !== PROMPT_CACHE_FORMAT_VERSION)
+    throw new PromptCacheError(
+      'UNKNOWN_VERSION',
+      `prompt-cache format_version ${JSON.stringify(m.format_version)} is not supported (this reader knows "${PROMPT_CACHE_FORMAT_VERSION}")`,
+      { file: path },
+    );
+  for (const k of PROMPT_CACHE_KEYS)
+    if (typeof m[k] !== 'string') throw corrupt(`metadata entry '${k}' is missing`);
+  if (metadataDigest(m, 'metadata_checksum') !== m.metadata_checksum)
+    throw corrupt('metadata checksum mismatch: the header was altered or damaged');
+  if (!isSha256Hex(m.model_fingerprint)) throw corrupt('model_fingerprint is not a sha256 hex digest');
+  if (!isSha256Hex(m.tokenizer_fingerprint))
+    throw corrupt('tokenizer_fingerprint is not a sha256 hex digest');
+  if (!isSha256Hex(m.checksum)) throw corrupt('checksum is not a sha256 hex digest');
+  const tokens = parseJsonEntry(path, m, 'tokens');
+  if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && t >= 0))
+    throw corrupt("'tokens' is not an array of token ids");
+  const cache = parseCacheDescription(path, parseJsonEntry(path, m, 'cache'));
+  return {
+    format: m.format,
+    formatVersion: m.format_version,
+    mnemoVersion: m.mnemo_version!,
+    modelFingerprint: m.model_fingerprint!,
+    modelConfig: parseJsonEntry(path, m, 'model_config'),
+    tokenizerFingerprint: m.tokenizer_fingerprint!,
+    chatTemplate: m.chat_template!,
+    tokens: tokens as number[],
+    prompt: m.prompt!,
+    cache,
+    checksum: m.checksum!,
+    createdAt: m.created_at!,
+  };
+}
+
+function parseJsonEntry(path: string, m: Readonly<Record<string, string>>, key: string): unknown {
+  try {
+    return JSON.parse(m[key]!);
+  } catch {
+    throw new PromptCacheError('CORRUPT', `metadata entry '${key}' is not valid JSON`, { file: path });
+  }
+}
+
+function isObj(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function isCount(x: unknown, min = 0): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= min;
+}
+
+function parseCacheDescription(path: string, c: unknown): CacheDescription {
+  const corrupt = (msg: string) =>
+    new PromptCacheError('CORRUPT', `metadata 'cache': ${msg}`, { file: path });
+  if (!isObj(c)) throw corrupt('not an object');
+  const { kind, nLayers, nKvHeads, headDim, layers } = c;
+  if (kind !== 'standard' && kind !== 'rotating' && kind !== 'quantized') {
+    throw new PromptCacheError('UNSUPPORTED', `cache kind ${JSON.stringify(kind)} is not supported`, {
+      file: path,
+    });
+  }
+  if (!isCount(nLayers, 1) || !isCount(nKvHeads, 1) || !isCount(headDim, 1))
+    throw corrupt('nLayers, nKvHeads and headDim must be positive integers');
+  if (!Array.isArray(layers)) throw corrupt('layers is not an array');
+  if (layers.length !== nLayers)
+    throw new PromptCacheError(
+      'SHAPE_MISMATCH',
+      `'cache' announces ${nLayers} layers but describes ${layers.length}`,
+      {
+        file: path,
+      },
+    );
+  const width = nKvHeads * headDim;
+  const out: LayerDescription[] = layers.map((l: unknown, i): LayerDescription => {
+    if (!isObj(l)) throw corrupt(`layer ${i} is not an object`);
+    if (l.kind !== kind) throw corrupt(`layer ${i} is '${String(l.kind)}', the cache '${kind}'`);
+    if (!isCount(l.offset) || !isCount(l.rows)) throw corrupt(`layer ${i}: offset and rows must be integers`);
+    let d: LayerDescription;
+    if (kind === 'standard') d = { kind, offset: l.offset, rows: l.rows };
+    else if (kind === 'rotating') {
+      if (!isCount(l.maxSize, 1) || !isCount(l.keep) || l.keep >= l.maxSize)
+        throw corrupt(`layer ${i}: bad maxSize/keep`);
+      d = { kind, offset: l.offset, rows: l.rows, maxSize: l.maxSize, keep: l.keep };
+    } else {
+      if ((l.bits !== 4 && l.bits !== 8) || (l.groupSize !== 32 && l.groupSize !== 64))
+        throw new PromptCacheError(
+          'UNSUPPORTED',
+          `layer ${i}: quantization bits ${String(l.bits)} group ${String(l.groupSize)} is not supported`,
+          { file: path },
+        );
+      if (!isCount(l.start) || typeof l.quantized !== 'boolean')
+        throw corrupt(`layer ${i}: bad start/quantized`);
+      if (width % l.groupSize !== 0)
+        throw corrupt(`layer ${i}: row width ${width} is not a multiple of ${l.groupSize}`);
+      d = {
+        kind,
+        offset: l.offset,
+        rows: l.rows,
+        bits: l.bits,
+        groupSize: l.groupSize,
+        start: l.start,
+        quantized: l.quantized,
+      };
+    }
+    if (d.rows !== rowsHeld(d))
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `layer ${i} says ${d.rows} rows for offset ${d.offset}, expected ${rowsHeld(d)}`,
+        {
+          file: path,
+        },
+      );
+    return d;
+  });
+  return { kind, nLayers, nKvHeads, headDim, layers: out };
+}
+
+function checkExpectation(path: string, info: PromptCacheInfo, e: PromptCacheExpectation): void {
+  if (info.modelFingerprint !== e.modelFingerprint)
+    throw new PromptCacheError(
+      'MODEL_MISMATCH',
+      `made for another model: model_fingerprint ${info.modelFingerprint}, this model is ${e.modelFingerprint}`,
+      { file: path },
+    );
+  if (info.tokenizerFingerprint !== e.tokenizerFingerprint)
+    throw new PromptCacheError(
+      'TOKENIZER_MISMATCH',
+      `made with another tokenizer: tokenizer_fingerprint ${info.tokenizerFingerprint}, this tokenizer is ${e.tokenizerFingerprint}`,
+      { file: path },
+    );
+  const c = info.cache;
+  for (const [what, got, want] of [
+    ['layers', c.nLayers, e.nLayers],
+    ['kv heads', c.nKvHeads, e.nKvHeads],
+    ['head size', c.headDim, e.headDim],
+  ] as const) {
+    if (got !== want)
+      throw new PromptCacheError('SHAPE_MISMATCH', `the cache has ${got} ${what}, the model ${want}`, {
+        file: path,
+      });
+  }
+}
+
+interface ExpectedTensor {
+  readonly name: string;
+  readonly dtype: 'F32' | 'U32';
+  readonly shape: readonly number[];
+}
+
+function expectedTensors(c: CacheDescription): ExpectedTensor[] {
+  const out: ExpectedTensor[] = [];
+  const width = c.nKvHeads * c.headDim;
+  c.layers.forEach((d, L) => {
+    const quantized = d.kind === 'quantized' && d.quantized;
+    for (const side of ['keys', 'values'] as const) {
+      const names = layerTensorNames(L, side, quantized);
+      if (d.kind === 'quantized' && d.quantized) {
+        out.push({ name: names[0]!, dtype: 'U32', shape: [d.rows, (width * d.bits) / 32] });
+        out.push({ name: names[1]!, dtype: 'F32', shape: [d.rows, width / d.groupSize] });
+        out.push({ name: names[2]!, dtype: 'F32', shape: [d.rows, width / d.groupSize] });
+      } else out.push({ name: names[0]!, dtype: 'F32', shape: [d.rows, c.nKvHeads, c.headDim] });
+    }
+  });
+  return out;
+}
+
+/** Checks the tensors against the metadata, verifies the data checksum and returns the layer states. */
+async function readStates(path: string, file: SafetensorsFile, info: PromptCacheInfo): Promise<LayerState[]> {
+  const c = info.cache;
+  c.layers.forEach((d, L) => {
+    if (d.offset !== info.tokens.length)
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `layer ${L} holds ${d.offset} tokens but the file lists ${info.tokens.length} token ids`,
+        { file: path },
+      );
+  });
+  const expected = expectedTensors(c);
+  const wanted = new Set(expected.map((t) => t.name));
+  for (const name of file.tensors.keys())
+    if (!wanted.has(name))
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `unexpected tensor '${name}' (the metadata describes ${c.nLayers} layers)`,
+        {
+          file: path,
+        },
+      );
+  for (const t of expected) {
+    const got: TensorInfo | undefined = file.tensors.get(t.name);
+    if (!got)
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `tensor '${t.name}' is missing (the metadata describes ${c.nLayers} layers)`,
+        {
+          file: path,
+        },
+      );
+    if (
+      got.dtype !== t.dtype ||
+      got.shape.length !== t.shape.length ||
+      got.shape.some((n, i) => n !== t.shape[i])
+    )
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `tensor '${t.name}' is ${got.dtype} [${got.shape.join(', ')}], the metadata implies ${t.dtype} [${t.shape.join(', ')}]`,
+        { file: path },
+      );
+  }
+
+  // Read in file order, hashing the data region as we go.
+  const byOffset = [...file.tensors.values()].sort((a, b) => a.byteOffset - b.byteOffset);
+  const data = new Map<string, Uint8Array>();
+  for (const t of byOffset) data.set(t.name, await file.read(t.name));
+  const sum = sha256Hex(byOffset.map((t) => data.get(t.name)!));
+  if (sum !== info.checksum)
+    throw new PromptCacheError(
+      'CHECKSUM',
+      `tensor data checksum mismatch: the file says ${info.checksum}, the data hashes to ${sum}`,
+      {
+        file: path,
+      },
+    );
+
+  const f32 = (name: string) => {
+    const b = data.get(name)!;
+    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  };
+  const u32 = (name: string) => {
+    const b = data.get(name)!;
+    return new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  };
+  const shape = { nKvHeads: c.nKvHeads, headDim: c.headDim };
+  return c.layers.map((d, L): LayerState => {
+    const dense = (side: 'keys' | 'values'): DenseRows => ({
+      format: 'f32',
+      rows: d.rows,
+      data: f32(layerTensorNames(L, side, false)[0]!),
+    });
+    if (d.kind === 'standard')
+      return { kind: 'standard', shape, offset: d.offset, keys: dense('keys'), values: dense('values') };
+    if (d.kind === 'rotating')
+      return {
+        kind: 'rotating',
+        shape,
+        offset: d.offset,
+        maxSize: d.maxSize,
+        keep: d.keep,
+        keys: dense('keys'),
+        values: dense('values'),
+      };
+    const quantized = (side: 'keys' | 'values'): QuantizedRows => {
+      const [p, s, b] = layerTensorNames(L, side, true);
+      return {
+        format: 'quantized',
+        rows: d.rows,
+        bits: d.bits,
+        groupSize: d.groupSize,
+        packed: u32(p!),
+        scales: f32(s!),
+        biases: f32(b!),
+      };
+    };
+    const rows = d.quantized ? quantized : dense;
+    const { bits, groupSize, start } = d;
+    return {
+      kind: 'quantized',
+      shape,
+      offset: d.offset,
+      bits,
+      groupSize,
+      start,
+      keys: rows('keys'),
+      values: rows('values'),
+    };
+  });
+}

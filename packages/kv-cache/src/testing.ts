@@ -1,0 +1,49 @@
+/** Test helpers (not exported from the package). */
+import type { Backend, Tensor } from '@mnemo/tensor';
+import { randomF32 } from '@mnemo/test-utils';
+// TODO(integration): import from '@mnemo/tensor' once its index exports createBackend.
+import { createBackend } from '../../tensor/src/select';
+
+/** Names of the backends to run the tests on: `js` always, `wasm` when it can be created here. */
+export async function testBackends(): Promise<string[]> {
+  const names = ['js'];
+  try {
+    const b = await createBackend({ backend: 'wasm' });
+    b.dispose();
+    names.push('wasm');
+  } catch {
+    // wasm kernels not built in this checkout
+  }
+  return names;
+}
+
+export function makeBackend(name: string): Promise<Backend> {
+  return createBackend({ backend: name });
+}
+
+/** `rows` random rows of `width` as a backend tensor, plus the host copy. */
+export function randomRows(
+  backend: Backend,
+  rows: number,
+  width: number,
+  seed: number,
+): { t: Tensor; host: Float32Array } {
+  const host = randomF32(rows * width, seed);
+  return { t: backend.upload('f32', [rows, width], host), host };
+}
+
+/** Rows `[row, row + rows)` of a `[capacity, width]` tensor. */
+export function readRows(backend: Backend, t: Tensor, row: number, rows: number): Float32Array {
+  const width = t.shape[1]!;
+  if (rows === 0) return new Float32Array(0);
+  return backend.read(backend.view(t, [rows, width], row * width));
+}
+
+/** Byte-level equality of two float arrays (distinguishes -0/+0 and NaN payloads). */
+export function bitsEqual(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}

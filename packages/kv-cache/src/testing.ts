@@ -3,6 +3,7 @@ import type { Backend, Tensor } from '@mnemo/tensor';
 import { randomF32 } from '@mnemo/test-utils';
 // TODO(integration): import from '@mnemo/tensor' once its index exports createBackend.
 import { createBackend } from '../../tensor/src/select';
+import type { LayerState, RowData } from './contract';
 
 /** Names of the backends to run the tests on: `js` always, `wasm` when it can be created here. */
 export async function testBackends(): Promise<string[]> {
@@ -46,4 +47,28 @@ export function bitsEqual(a: Float32Array, b: Float32Array): boolean {
   const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
+}
+
+function rowsEqual(a: RowData, b: RowData): boolean {
+  if (a.format !== b.format || a.rows !== b.rows) return false;
+  if (a.format === 'f32' && b.format === 'f32') return bitsEqual(a.data, b.data);
+  if (a.format === 'quantized' && b.format === 'quantized')
+    return (
+      a.bits === b.bits &&
+      a.groupSize === b.groupSize &&
+      bitsEqual(
+        new Float32Array(a.packed.buffer, a.packed.byteOffset, a.packed.length),
+        new Float32Array(b.packed.buffer, b.packed.byteOffset, b.packed.length),
+      ) &&
+      bitsEqual(a.scales, b.scales) &&
+      bitsEqual(a.biases, b.biases)
+    );
+  return false;
+}
+
+/** Bitwise equality of two exported states (metadata and rows). */
+export function statesEqual(a: LayerState, b: LayerState): boolean {
+  const { keys: ak, values: av, ...am } = a;
+  const { keys: bk, values: bv, ...bm } = b;
+  return JSON.stringify(am) === JSON.stringify(bm) && rowsEqual(ak, bk) && rowsEqual(av, bv);
 }

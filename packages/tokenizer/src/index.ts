@@ -1,0 +1,44 @@
+export {
+  type ChatMessage,
+  ChatTemplate,
+  type ChatTemplateOptions,
+  type ChatTool,
+  chatTemplateFromConfig,
+} from './chat-template';
+export { cleanUpTokenization } from './cleanup';
+export {
+  createDetokenizer,
+  type DetokenizerOptions,
+  type DetokenizerSource,
+  StreamingDetokenizer,
+} from './detokenizer';
+export { ChatTemplateError, TokenizerLoadError } from './errors';
+export { tokenizerFingerprint } from './fingerprint';
+export { byteLevelBpeToTokenizerJson } from './gpt2';
+export { loadTokenizer } from './load';
+export {
+  parseSentencePieceModel,
+  type SentencePiece,
+  type SentencePieceConversionOptions,
+  type SentencePieceModel,
+  SentencePieceModelType,
+  SentencePieceType,
+  sentencePieceToTokenizerJson,
+} from './sentencepiece';
+export { specialTokenStrings } from './special-tokens';
+export {
+  createTokenizer,
+  type DecodeOptions,
+  type EncodeChatOptions,
+  type EncodeOptions,
+  Tokenizer,
+  type TokenizerSources,
+} from './tokenizer';
+export type {
+  AddedTokenJson,
+  ModelConfigLike,
+  NamedChatTemplate,
+  SpecialTokenValue,
+  TokenizerConfig,
+  TokenizerJson,
+} from './types';

@@ -1,0 +1,170 @@
+import { type FileHandle, open } from 'node:fs/promises';
+import type { SafetensorsDType } from './dtype';
+import { ioError, SafetensorsError } from './errors';
+import { checkHeaderLength, LENGTH_PREFIX_BYTES, parseHeader } from './header';
+import { allocBytes, readFully, readFullySync } from './io';
+
+/** Where one tensor lives in a file. */
+export interface TensorInfo {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  /** Absolute offset of the tensor's first byte in the file. */
+  readonly byteOffset: number;
+  readonly byteLength: number;
+}
+
+/** An open safetensors file: header parsed and validated, tensor bytes read on demand. */
+export interface SafetensorsFile {
+  readonly path: string;
+  /** File size in bytes. */
+  readonly size: number;
+  /** Length N of the JSON header (padding included); the data region starts at 8 + N. */
+  readonly headerLength: number;
+  /** Tensors in header order. */
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+  /** `__metadata__` (empty when absent). */
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly closed: boolean;
+  names(): string[];
+  has(name: string): boolean;
+  /** The tensor's description; throws NOT_FOUND. */
+  info(name: string): TensorInfo;
+  /** Exactly the tensor's bytes, in a fresh ArrayBuffer (offset 0, so any typed view of matching size fits). */
+  read(name: string): Promise<Uint8Array>;
+  readSync(name: string): Uint8Array;
+  /** Reads the tensor's bytes into `out`, whose length must equal the tensor's byte length. */
+  readInto(name: string, out: Uint8Array): Promise<void>;
+  /** Closes the file handle; further reads throw CLOSED. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a safetensors file, reading only the 8-byte length and the header, and validates the header completely
+ * (see {@link SafetensorsErrorCode} for what is checked). Throws SafetensorsError.
+ */
+export async function openSafetensors(path: string): Promise<SafetensorsFile> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw ioError(path, 'open', err);
+  }
+  try {
+    let size: number;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new SafetensorsError('IO', 'not a regular file', { file: path });
+      size = st.size;
+    } catch (err) {
+      throw ioError(path, 'stat', err);
+    }
+    const prefix = allocBytes(Math.min(LENGTH_PREFIX_BYTES, size), path);
+    await readFully(fh, prefix, 0, path);
+    const n = checkHeaderLength(prefix, size, path);
+    const headerBytes = allocBytes(n, path);
+    await readFully(fh, headerBytes, LENGTH_PREFIX_BYTES, path);
+    const dataOffset = LENGTH_PREFIX_BYTES + n;
+    const header = parseHeader(headerBytes, size - dataOffset, path);
+    const tensors = new Map<string, TensorInfo>();
+    for (const t of header.tensors) {
+      tensors.set(
+        t.name,
+        Object.freeze({
+          name: t.name,
+          dtype: t.dtype,
+          shape: Object.freeze([...t.shape]),
+          byteOffset: dataOffset + t.begin,
+          byteLength: t.byteLength,
+        }),
+      );
+    }
+    return new OpenFile(fh, path, size, n, tensors, Object.freeze({ ...header.metadata }));
+  } catch (err) {
+    await fh.close().catch(() => {});
+    throw err;
+  }
+}
+
+class OpenFile implements SafetensorsFile {
+  #fh: FileHandle | null;
+
+  constructor(
+    fh: FileHandle,
+    readonly path: string,
+    readonly size: number,
+    readonly headerLength: number,
+    readonly tensors: ReadonlyMap<string, TensorInfo>,
+    readonly metadata: Readonly<Record<string, string>>,
+  ) {
+    this.#fh = fh;
+  }
+
+  get closed(): boolean {
+    return this.#fh === null;
+  }
+
+  names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (t === undefined)
+      throw new SafetensorsError('NOT_FOUND', 'no such tensor in this file', {
+        file: this.path,
+        tensor: name,
+      });
+    return t;
+  }
+
+  async read(name: string): Promise<Uint8Array> {
+    const t = this.info(name);
+    const fh = this.#handle(name);
+    const out = allocBytes(t.byteLength, this.path, name);
+    await readFully(fh, out, t.byteOffset, this.path, name);
+    return out;
+  }
+
+  readSync(name: string): Uint8Array {
+    const t = this.info(name);
+    const fh = this.#handle(name);
+    const out = allocBytes(t.byteLength, this.path, name);
+    readFullySync(fh.fd, out, t.byteOffset, this.path, name);
+    return out;
+  }
+
+  async readInto(name: string, out: Uint8Array): Promise<void> {
+    const t = this.info(name);
+    if (out.byteLength !== t.byteLength) {
+      throw new SafetensorsError(
+        'SIZE_MISMATCH',
+        `readInto target holds ${out.byteLength} bytes, the tensor ${t.byteLength}`,
+        { file: this.path, tensor: name },
+      );
+    }
+    await readFully(this.#handle(name), out, t.byteOffset, this.path, name);
+  }
+
+  async close(): Promise<void> {
+    const fh = this.#fh;
+    this.#fh = null;
+    if (fh !== null) {
+      try {
+        await fh.close();
+      } catch (err) {
+        throw ioError(this.path, 'close', err);
+      }
+    }
+  }
+
+  #handle(name: string): FileHandle {
+    if (this.#fh === null)
+      throw new SafetensorsError('CLOSED', 'file is closed', { file: this.path, tensor: name });
+    return this.#fh;
+  }
+}

@@ -1,0 +1,15 @@
+export {
+  type FakeHub,
+  type FakeHubFault,
+  type FakeHubFile,
+  type FakeHubOptions,
+  type FakeHubRepo,
+  type FakeHubRequest,
+  type FakeHubRequestKind,
+  gitBlobSha1,
+  repoFromDirectory,
+  sha256Hex,
+  startFakeHub,
+  tinyRepo,
+  tinySafetensors,
+} from './fake-hub';

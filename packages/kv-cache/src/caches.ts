@@ -5,10 +5,8 @@ import { RotatingKVCache } from './rotating';
 import { StandardKVCache } from './standard';
 import { CacheStateError } from './state-check';
 
-export interface MakeCachesOptions {
-  readonly backend: Backend;
-  readonly nKvHeads: number;
-  readonly headDim: number;
+/** Which kind of cache `makeCaches` builds (mlx-lm's `max_kv_size`, `kv_bits`, ... options). */
+export interface CacheKindOptions {
   /** Bound the cache: `RotatingKVCache` with this `maxSize` (mlx-lm's `max_kv_size`). */
   readonly maxKvSize?: number;
   /** Leading positions a rotating cache never evicts (default 4, as mlx-lm's `make_prompt_cache`). */
@@ -19,6 +17,12 @@ export interface MakeCachesOptions {
   readonly kvGroupSize?: KvGroupSize;
   /** mlx-lm's `quantized_kv_start` (default 0). */
   readonly quantizedKvStart?: number;
+}
+
+export interface MakeCachesOptions extends CacheKindOptions {
+  readonly backend: Backend;
+  readonly nKvHeads: number;
+  readonly headDim: number;
 }
 
 /** One cache per layer: rotating when `maxKvSize` is set, quantized when `kvBits` is set, standard otherwise. */

@@ -1,5 +1,4 @@
-// TODO(integration): import these from '@mnemo/tensor' once its index exports the convert module.
-import { f32ToBf16, f32ToF16, toFloat32 } from '../../tensor/src/convert';
+import { f32ToBf16, f32ToF16, toFloat32 } from '@mnemo/tensor';
 
 /** f32 values in a storage dtype (f16/bf16 round to nearest even), as raw little-endian elements. */
 export function f32ToStorage(

@@ -1,5 +1,6 @@
 export { CACHE_STEP } from './buffer';
 export {
+  type CacheKindOptions,
   canTrim,
   freeCaches,
   importState,

@@ -291,6 +291,35 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
     );
     expect(e.message).toContain(MODEL);
     expect(e.message).toContain(other);
+    // The file's own fingerprints changed (and the header re-signed): still refused for this model/tokenizer.
+    const m2 = await saved(3);
+    await rewrite(m2, (_t, m) => {
+      m.model_fingerprint = other;
+    });
+    await expectRefusal(
+      loadPromptCache(m2, { backend, expect: EXPECT }),
+      'MODEL_MISMATCH',
+      new RegExp(other),
+    );
+    const t2 = await saved(3);
+    await rewrite(t2, (_t, m) => {
+      m.tokenizer_fingerprint = sha('tokenizer B');
+    });
+    await expectRefusal(
+      loadPromptCache(t2, { backend, expect: EXPECT }),
+      'TOKENIZER_MISMATCH',
+      /another tokenizer/,
+    );
+    // Without re-signing, the same edit is a corrupted header.
+    const m3 = await saved(3);
+    await rewrite(
+      m3,
+      (_t, m) => {
+        m.model_fingerprint = other;
+      },
+      false,
+    );
+    await expectRefusal(loadPromptCache(m3, { backend, expect: EXPECT }), 'CORRUPT', /metadata checksum/);
     await expectRefusal(
       loadPromptCache(path, { backend, expect: { ...EXPECT, tokenizerFingerprint: sha('tokenizer B') } }),
       'TOKENIZER_MISMATCH',

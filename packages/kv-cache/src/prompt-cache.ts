@@ -12,7 +12,7 @@ import {
   writeSafetensors,
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
-import pkg from '../package.json';
+import { version as packageVersion } from '../package.json';
 import { freeCaches, importState } from './caches';
 import type { CacheKind, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
 import { isSha256Hex, metadataDigest, sha256Hex } from './digest';
@@ -21,7 +21,7 @@ import { PromptCacheError } from './errors';
 export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
 export const PROMPT_CACHE_FORMAT_VERSION = '1';
 /** Version of this package, written as `mnemo_version` unless the caller gives one. */
-export const MNEMO_VERSION: string = pkg.version;
+export const MNEMO_VERSION: string = packageVersion;
 
 /** Metadata keys every v1 file has. */
 export const PROMPT_CACHE_KEYS = [

@@ -3,8 +3,7 @@
  * @mnemo/tensor's reference `quantize`/`dequantize` so that the cache's mirror holds exactly what a dequantizing
  * kernel would compute from the stored data.
  */
-// TODO(integration): import from '@mnemo/tensor' once its index exports the quant module.
-import { dequantize, quantize } from '../../tensor/src/quant';
+import { dequantize, quantize } from '@mnemo/tensor';
 import type { KvBits, KvGroupSize } from './contract';
 
 export interface QuantizedBlock {

@@ -1,8 +1,6 @@
 /** Test helpers (not exported from the package). */
-import type { Backend, Tensor } from '@mnemo/tensor';
+import { type Backend, createBackend, type Tensor } from '@mnemo/tensor';
 import { randomF32 } from '@mnemo/test-utils';
-// TODO(integration): import from '@mnemo/tensor' once its index exports createBackend.
-import { createBackend } from '../../tensor/src/select';
 import type { LayerState, RowData } from './contract';
 
 /** Names of the backends to run the tests on: `js` always, `wasm` when it can be created here. */

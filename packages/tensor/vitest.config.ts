@@ -1,1 +1,5 @@
-export { default } from '../../vitest.shared';
+import { defineConfig, mergeConfig } from 'vitest/config';
+import shared from '../../vitest.shared';
+
+// --expose-gc lets the steady-state memory test collect garbage before measuring the heap.
+export default mergeConfig(shared, defineConfig({ test: { execArgv: ['--expose-gc'] } }));

@@ -7,7 +7,11 @@ import type { QuantizedTensor, Tensor, Weight } from './tensor';
  */
 export const BACKEND_API_VERSION = 1 as const;
 
-/** RoPE layouts: `half` rotates element i with i + d/2 (HF / rotate-half); `pair` rotates 2i with 2i+1 (GPT-J / llama2.c / `rope_traditional`). */
+/**
+ * RoPE layouts, within each head's first `rotDim` dimensions (d = rotDim, i < d/2, angle from column i of cos/sin):
+ * `half` rotates element i with i + d/2 (HF / rotate-half); `pair` rotates 2i with 2i+1 (GPT-J / llama2.c /
+ * `rope_traditional`). For a pair (a, b): a' = a·cos − b·sin, b' = a·sin + b·cos.
+ */
 export type RopeLayout = 'half' | 'pair';
 
 export interface AttentionOptions {
@@ -40,6 +44,10 @@ export interface RopeOptions {
  *   only: never by how many rows are computed together, where a chunk boundary falls, or what unused cache rows hold.
  * - Bad arguments (shape mismatch, wrong dtype, foreign tensors, out-of-range sizes) throw a `TypeError` or
  *   `RangeError` naming the op and the problem, before any memory is touched.
+ * - An output may not share memory with an input, except where an op says so (`add`, `swiglu` and `rmsnorm` accept
+ *   an output that is exactly one of their inputs; `rope` and `softmax` work in place); any other overlap throws a
+ *   `RangeError`. Matrix arguments have at least 2 dimensions: `[rows, ...]`, the row width being the product of the
+ *   rest.
  */
 export interface Backend {
   readonly apiVersion: typeof BACKEND_API_VERSION;
@@ -63,11 +71,11 @@ export interface Backend {
   view(t: Tensor, shape: readonly number[], offset?: number): Tensor;
   /** Copies `src`'s elements into `dst` (same dtype and size). */
   write(dst: Tensor, src: ArrayBufferView): void;
-  /** Copies `t` (f32) into `out` (a new array if absent) and returns it. */
+  /** Copies `t` (f32) into `out` (exactly `t.size` long; a new array if absent) and returns it. */
   read(t: Tensor, out?: Float32Array): Float32Array;
-  /** Copies raw bytes of `t` into `out` (a new array if absent). */
+  /** Copies raw bytes of `t` into `out` (exactly `t.byteLength` long; a new array if absent) and returns it. */
   readBytes(t: Tensor, out?: Uint8Array): Uint8Array;
-  /** Releases the storage of `t` (and of every view on it). Using it afterwards throws. */
+  /** Releases the storage of `t` (and of every view on it). Using it afterwards (freeing it again included) throws. */
   free(t: Weight): void;
   /** Bytes currently held by live tensors. */
   memoryInUse(): number;
@@ -83,16 +91,16 @@ export interface Backend {
   matmul(y: Tensor, x: Tensor, w: Weight, bias?: Tensor): void;
   /** `out[r] = table[ids[r]]` as f32. `table` `[vocab, dim]` (dense or quantized), `out` f32 `[ids.length, dim]`. */
   embedding(out: Tensor, table: Weight, ids: Int32Array): void;
-  /** Row-wise `out = x / sqrt(mean(x²) + eps) · weight`. `x`, `out` f32 `[rows, dim]`, `weight` f32 `[dim]`. */
+  /** Row-wise `out = x / sqrt(mean(x²) + eps) · weight`. `x`, `out` f32 `[rows, dim]` (`out` may be `x`), `weight` f32 `[dim]`. */
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
   /**
    * In-place rotary embedding of `x` f32 `[rows, nHeads * headDim]`. `cos`/`sin` are f32 `[rows, rotDim / 2]` for the
    * rows' positions (rotDim ≤ headDim; dimensions past rotDim are left as they are).
    */
   rope(x: Tensor, cos: Tensor, sin: Tensor, opts: RopeOptions): void;
-  /** `out = silu(gate) · up`, elementwise, f32, same shapes. */
+  /** `out = silu(gate) · up`, elementwise, f32, same shapes (`out` may be `gate` or `up` exactly). */
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void;
-  /** `out = a + b`, elementwise, f32, same shapes (`out` may alias `a` or `b`). */
+  /** `out = a + b`, elementwise, f32, same shapes (`out` may alias `a` or `b` exactly, not partly overlap them). */
   add(out: Tensor, a: Tensor, b: Tensor): void;
   /** In-place row-wise softmax of f32 `[rows, n]`. */
   softmax(x: Tensor): void;

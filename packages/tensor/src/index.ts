@@ -6,6 +6,37 @@ export {
   type RopeLayout,
   type RopeOptions,
 } from './backend';
+export {
+  bf16BitsToNumber,
+  bf16ToF32,
+  f16BitsToNumber,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  numberToBf16Bits,
+  numberToF16Bits,
+  ropeTable,
+  toFloat32,
+} from './convert';
 export type { DType, QuantBits, QuantGroupSize, QuantSpec, ScaleDType } from './dtype';
 export { DTYPE_BYTES, DTYPES, isDType, QUANT_BITS, QUANT_GROUP_SIZES } from './dtype';
+export {
+  dequantize,
+  dequantizeRow,
+  packedRowWords,
+  type QuantizedData,
+  quantize,
+  type ScaleArray,
+} from './quant';
+export { createReferenceBackend } from './reference/backend';
+export {
+  BackendVersionError,
+  createBackend,
+  DEFAULT_BACKEND,
+  registerBackend,
+  registeredBackends,
+  UnknownBackendError,
+} from './select';
 export { isQuantized, QuantizedTensor, Tensor, type Weight } from './tensor';
+export { createWasmBackend } from './wasm/backend';
+export type { Kernels, WeightDType } from './wasm/kernels';

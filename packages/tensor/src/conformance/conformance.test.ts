@@ -1,0 +1,15 @@
+import { describe, it } from 'vitest';
+import { createReferenceBackend } from '../reference/backend';
+import { createWasmBackend } from '../wasm/backend';
+import { createFakeKernels } from '../wasm/fake-kernels';
+import { defineConformanceTests } from './index';
+
+defineConformanceTests({ describe, it }, 'conformance: js (reference)', createReferenceBackend);
+defineConformanceTests({ describe, it }, 'conformance: wasm on @mnemo/kernels', () => createWasmBackend());
+// The same backend on a JS double of the kernels whose memory grows at every allocation: checks the backend's
+// pointer arithmetic and heap-view refresh independently of the Rust kernels.
+defineConformanceTests(
+  { describe, it },
+  'conformance: wasm on fake kernels (memory grows on every alloc)',
+  () => createWasmBackend(createFakeKernels({ growOnAlloc: true })),
+);

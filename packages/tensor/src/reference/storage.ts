@@ -1,0 +1,74 @@
+import { bf16BitsToNumber, f16BitsToNumber } from '../convert';
+import type { DType } from '../dtype';
+import type { StorageBase } from '../owner';
+import { quantAt, scaleAt } from '../quant';
+import { QuantizedTensor, type Tensor, type Weight } from '../tensor';
+
+/** Storage of the reference backend: one ArrayBuffer per allocation, with a typed view per element type. */
+export interface RefStorage extends StorageBase {
+  readonly buffer: ArrayBuffer;
+  readonly u8: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+  readonly f32: Float32Array;
+}
+
+export function newStorage(dtype: DType, byteLength: number): RefStorage {
+  const buffer = new ArrayBuffer(byteLength);
+  return {
+    dtype,
+    byteLength,
+    freed: false,
+    buffer,
+    u8: new Uint8Array(buffer),
+    u16: new Uint16Array(buffer, 0, byteLength >>> 1),
+    u32: new Uint32Array(buffer, 0, byteLength >>> 2),
+    i32: new Int32Array(buffer, 0, byteLength >>> 2),
+    f32: new Float32Array(buffer, 0, byteLength >>> 2),
+  };
+}
+
+function store(t: Tensor): RefStorage {
+  return t.storage as RefStorage;
+}
+
+/** The f32 view of `t`'s storage; element i of `t` is at `t.offset + i`. */
+export function f32Of(t: Tensor): Float32Array {
+  return store(t).f32;
+}
+
+/** Element `i` of a dense f32/f16/bf16 tensor as a number (exact). */
+export function floatAt(t: Tensor, i: number): number {
+  const s = store(t);
+  const j = t.offset + i;
+  if (t.dtype === 'f32') return s.f32[j]!;
+  if (t.dtype === 'f16') return f16BitsToNumber(s.u16[j]!);
+  if (t.dtype === 'bf16') return bf16BitsToNumber(s.u16[j]!);
+  throw new TypeError(`reference: ${t} is not a float tensor`);
+}
+
+/** Row `row` of a weight `[rows, cols]` (dense or quantized) into `out` as float64: `scale * q + bias` exactly. */
+export function weightRow(w: Weight, row: number, out: Float64Array): void {
+  const cols = w.shape[1]!;
+  if (!(w instanceof QuantizedTensor)) {
+    for (let k = 0; k < cols; k++) out[k] = floatAt(w, row * cols + k);
+    return;
+  }
+  const { bits, groupSize, scaleDtype } = w.spec;
+  const words = (cols * bits) / 32;
+  const groups = cols / groupSize;
+  const packed = store(w.packed).u32;
+  const sStore = store(w.scales);
+  const bStore = store(w.biases);
+  const scales = scaleDtype === 'f32' ? sStore.f32 : sStore.u16;
+  const biases = scaleDtype === 'f32' ? bStore.f32 : bStore.u16;
+  const base = w.packed.offset + row * words;
+  for (let k = 0; k < cols; k++) {
+    const q = quantAt(packed, base, bits, k);
+    const g = Math.floor(k / groupSize);
+    const scale = scaleAt(scaleDtype, scales, w.scales.offset + row * groups + g);
+    const bias = scaleAt(scaleDtype, biases, w.biases.offset + row * groups + g);
+    out[k] = scale * q + bias;
+  }
+}

@@ -1,0 +1,64 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Backend } from './backend';
+import { createReferenceBackend } from './reference/backend';
+import {
+  BackendVersionError,
+  createBackend,
+  registerBackend,
+  registeredBackends,
+  UnknownBackendError,
+} from './select';
+
+/** A stand-in backend: the reference under another name. */
+async function named(name: string, apiVersion: number = 1): Promise<Backend> {
+  const b = await createReferenceBackend();
+  return Object.assign(Object.create(b) as Backend, { name, apiVersion });
+}
+
+describe('createBackend', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it('knows js and wasm, and defaults to wasm', async () => {
+    expect(registeredBackends()).toEqual(expect.arrayContaining(['js', 'wasm']));
+    vi.stubEnv('MNEMO_BACKEND', '');
+    registerBackend('wasm', () => named('wasm-stand-in'), { replace: true });
+    expect((await createBackend()).name).toBe('wasm-stand-in');
+  });
+
+  it('takes the backend from MNEMO_BACKEND, and the option over the environment', async () => {
+    vi.stubEnv('MNEMO_BACKEND', 'js');
+    expect((await createBackend()).name).toBe('js');
+    registerBackend('env-test', () => named('env-test'));
+    expect((await createBackend({ backend: 'env-test' })).name).toBe('env-test');
+  });
+
+  it('names the known backends when the name is unknown', async () => {
+    await expect(createBackend({ backend: 'metal-nope' })).rejects.toThrow(UnknownBackendError);
+    await expect(createBackend({ backend: 'metal-nope' })).rejects.toThrow(
+      /unknown backend "metal-nope" \(from option\); known backends: js, wasm/,
+    );
+    vi.stubEnv('MNEMO_BACKEND', 'cuda');
+    await expect(createBackend()).rejects.toThrow(/"cuda" \(from MNEMO_BACKEND\)/);
+  });
+
+  it('refuses a backend built against another interface version, and disposes it', async () => {
+    const dispose = vi.fn();
+    registerBackend('future', async () => Object.assign(await named('future', 2), { dispose }));
+    await expect(createBackend({ backend: 'future' })).rejects.toThrow(BackendVersionError);
+    await expect(createBackend({ backend: 'future' })).rejects.toThrow(
+      /backend "future" implements Backend API version 2, but @mnemo\/tensor requires version 1/,
+    );
+    expect(dispose).toHaveBeenCalled();
+  });
+
+  it('lets third-party backends register, but not silently replace one', async () => {
+    registerBackend('metal-test', () => named('metal-test'));
+    expect(registeredBackends()).toContain('metal-test');
+    expect(() => registerBackend('metal-test', () => named('x'))).toThrow(/already registered/);
+    expect(() => registerBackend('Bad Name', () => named('x'))).toThrow(TypeError);
+    registerBackend('metal-test', () => named('metal-test-2'), { replace: true });
+    expect((await createBackend({ backend: 'metal-test' })).name).toBe('metal-test-2');
+  });
+});

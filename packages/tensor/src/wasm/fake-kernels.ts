@@ -1,0 +1,246 @@
+/**
+ * Test double of `@mnemo/kernels`: the same C-like API over a real `WebAssembly.Memory`, computed in plain TypeScript
+ * with f32 arithmetic (every sum and product rounded with Math.fround, left to right). It lets the WASM backend's
+ * plumbing (pointers, views, staging, memory growth) be tested without the Rust build. With `growOnAlloc`, every
+ * allocation grows the memory, detaching every view the backend holds.
+ */
+import { bf16BitsToNumber, f16BitsToNumber } from '../convert';
+import type { Kernels, WeightDType } from './kernels';
+
+const f = Math.fround;
+
+/** `WebAssembly.Memory`, typed here because this package compiles without the DOM/WebAssembly lib types. */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+const WasmMemoryCtor = (
+  globalThis as unknown as {
+    WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => WasmMemory };
+  }
+).WebAssembly.Memory;
+
+export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels {
+  const memory = new WasmMemoryCtor({ initial: 2, maximum: 16384 });
+  let top = 1024;
+  let allocated = 0;
+  const sizes = new Map<number, number>();
+  const freeLists = new Map<number, number[]>();
+  const heap = () => ({
+    u8: new Uint8Array(memory.buffer),
+    u16: new Uint16Array(memory.buffer),
+    u32: new Uint32Array(memory.buffer),
+    i32: new Int32Array(memory.buffer),
+    f32: new Float32Array(memory.buffer),
+  });
+
+  const weightAt = (dtype: WeightDType, ptr: number, i: number): number => {
+    const h = heap();
+    if (dtype === 'f32') return h.f32[(ptr >>> 2) + i]!;
+    const bits = h.u16[(ptr >>> 1) + i]!;
+    return dtype === 'f16' ? f16BitsToNumber(bits) : bf16BitsToNumber(bits);
+  };
+  const quantAt = (packed: number, rowWords: number, row: number, bits: number, k: number): number => {
+    const u32 = heap().u32;
+    const bit = bits * k;
+    const word = (packed >>> 2) + row * rowWords + (bit >>> 5);
+    const shift = bit & 31;
+    let v = u32[word]! >>> shift;
+    if (shift + bits > 32) v |= u32[word + 1]! << (32 - shift);
+    return v & ((1 << bits) - 1);
+  };
+  const qWeight = (
+    packed: number,
+    scales: number,
+    biases: number,
+    cols: number,
+    bits: number,
+    groupSize: number,
+    sd: WeightDType,
+    row: number,
+    k: number,
+  ): number => {
+    const g = row * (cols / groupSize) + Math.floor(k / groupSize);
+    const q = quantAt(packed, (cols * bits) / 32, row, bits, k);
+    return f(f(weightAt(sd, scales, g) * q) + weightAt(sd, biases, g));
+  };
+  const expf = (x: number) => f(Math.exp(x));
+
+  return {
+    memory,
+    alloc(bytes) {
+      const size = Math.ceil(bytes / 16) * 16;
+      let ptr = freeLists.get(size)?.pop();
+      if (ptr === undefined) {
+        ptr = top;
+        top += size;
+        const need = top - memory.buffer.byteLength;
+        if (need > 0) memory.grow(Math.ceil(need / 65536));
+        else if (opts.growOnAlloc) memory.grow(1);
+      } else if (opts.growOnAlloc) memory.grow(1);
+      sizes.set(ptr, size);
+      allocated += size;
+      return ptr;
+    },
+    free(ptr) {
+      const size = sizes.get(ptr);
+      if (size === undefined) throw new Error(`fake kernels: free of unknown pointer ${ptr}`);
+      sizes.delete(ptr);
+      allocated -= size;
+      const list = freeLists.get(size) ?? [];
+      list.push(ptr);
+      freeLists.set(size, list);
+    },
+    allocatedBytes: () => allocated,
+    matmul(y, x, w, rows, inDim, outDim, wDtype, bias) {
+      const h = heap();
+      for (let r = 0; r < rows; r++)
+        for (let o = 0; o < outDim; o++) {
+          let s = 0;
+          for (let i = 0; i < inDim; i++)
+            s = f(s + f(h.f32[(x >>> 2) + r * inDim + i]! * weightAt(wDtype, w, o * inDim + i)));
+          h.f32[(y >>> 2) + r * outDim + o] = bias === undefined ? s : f(s + h.f32[(bias >>> 2) + o]!);
+        }
+    },
+    matmulQ(y, x, packed, scales, biases, rows, inDim, outDim, bits, groupSize, sd, bias) {
+      const h = heap();
+      for (let r = 0; r < rows; r++)
+        for (let o = 0; o < outDim; o++) {
+          let s = 0;
+          for (let i = 0; i < inDim; i++) {
+            const w = qWeight(packed, scales, biases, inDim, bits, groupSize, sd, o, i);
+            s = f(s + f(h.f32[(x >>> 2) + r * inDim + i]! * w));
+          }
+          h.f32[(y >>> 2) + r * outDim + o] = bias === undefined ? s : f(s + h.f32[(bias >>> 2) + o]!);
+        }
+    },
+    toF32(out, src, n, dtype) {
+      const h = heap();
+      for (let i = 0; i < n; i++) {
+        if (dtype === 'f32') h.u32[(out >>> 2) + i] = h.u32[(src >>> 2) + i]!;
+        else h.f32[(out >>> 2) + i] = weightAt(dtype, src, i);
+      }
+    },
+    embedding(out, table, ids, nIds, _vocab, dim, dtype) {
+      const h = heap();
+      for (let r = 0; r < nIds; r++) {
+        const id = h.i32[(ids >>> 2) + r]!;
+        for (let i = 0; i < dim; i++) h.f32[(out >>> 2) + r * dim + i] = weightAt(dtype, table, id * dim + i);
+      }
+    },
+    embeddingQ(out, packed, scales, biases, ids, nIds, _vocab, dim, bits, groupSize, sd) {
+      const h = heap();
+      for (let r = 0; r < nIds; r++) {
+        const id = h.i32[(ids >>> 2) + r]!;
+        for (let i = 0; i < dim; i++)
+          h.f32[(out >>> 2) + r * dim + i] = qWeight(packed, scales, biases, dim, bits, groupSize, sd, id, i);
+      }
+    },
+    rmsnorm(out, x, weight, rows, dim, eps) {
+      const h = heap();
+      for (let r = 0; r < rows; r++) {
+        let ss = 0;
+        for (let i = 0; i < dim; i++) {
+          const v = h.f32[(x >>> 2) + r * dim + i]!;
+          ss = f(ss + f(v * v));
+        }
+        const inv = f(1 / f(Math.sqrt(f(f(ss / dim) + eps))));
+        for (let i = 0; i < dim; i++)
+          h.f32[(out >>> 2) + r * dim + i] = f(
+            f(h.f32[(x >>> 2) + r * dim + i]! * inv) * h.f32[(weight >>> 2) + i]!,
+          );
+      }
+    },
+    rope(x, cos, sin, rows, nHeads, headDim, rotDim, layout) {
+      const h = heap();
+      const half = rotDim / 2;
+      for (let r = 0; r < rows; r++)
+        for (let hd = 0; hd < nHeads; hd++) {
+          const base = (x >>> 2) + (r * nHeads + hd) * headDim;
+          for (let i = 0; i < half; i++) {
+            const c = h.f32[(cos >>> 2) + r * half + i]!;
+            const s = h.f32[(sin >>> 2) + r * half + i]!;
+            const ia = layout === 'half' ? base + i : base + 2 * i;
+            const ib = layout === 'half' ? base + i + half : base + 2 * i + 1;
+            const a = h.f32[ia]!;
+            const b = h.f32[ib]!;
+            h.f32[ia] = f(f(a * c) - f(b * s));
+            h.f32[ib] = f(f(a * s) + f(b * c));
+          }
+        }
+    },
+    swiglu(out, gate, up, n) {
+      const h = heap();
+      for (let i = 0; i < n; i++) {
+        const g = h.f32[(gate >>> 2) + i]!;
+        h.f32[(out >>> 2) + i] = f(f(g / f(1 + expf(-g))) * h.f32[(up >>> 2) + i]!);
+      }
+    },
+    add(out, a, b, n) {
+      const h = heap();
+      for (let i = 0; i < n; i++) h.f32[(out >>> 2) + i] = f(h.f32[(a >>> 2) + i]! + h.f32[(b >>> 2) + i]!);
+    },
+    softmax(x, rows, n) {
+      const h = heap();
+      for (let r = 0; r < rows; r++) {
+        const base = (x >>> 2) + r * n;
+        let max = -Infinity;
+        for (let i = 0; i < n; i++) max = Math.max(max, h.f32[base + i]!);
+        let sum = 0;
+        for (let i = 0; i < n; i++) {
+          h.f32[base + i] = expf(f(h.f32[base + i]! - max));
+          sum = f(sum + h.f32[base + i]!);
+        }
+        for (let i = 0; i < n; i++) h.f32[base + i] = f(h.f32[base + i]! / sum);
+      }
+    },
+    argmax(x, n) {
+      const h = heap();
+      let best = 0;
+      for (let i = 1; i < n; i++) if (h.f32[(x >>> 2) + i]! > h.f32[(x >>> 2) + best]!) best = i;
+      return best;
+    },
+    copy(dst, src, bytes) {
+      heap().u8.copyWithin(dst, src, src + bytes);
+    },
+    attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window) {
+      const h = heap();
+      const group = nHeads / nKvHeads;
+      const qw = nHeads * headDim;
+      const kw = nKvHeads * headDim;
+      const w = new Float32Array(startPos + rows);
+      for (let r = 0; r < rows; r++) {
+        const p = startPos + r;
+        const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
+        for (let hd = 0; hd < nHeads; hd++) {
+          const kvh = Math.floor(hd / group);
+          let max = -Infinity;
+          for (let j = lo; j <= p; j++) {
+            let dot = 0;
+            for (let d = 0; d < headDim; d++)
+              dot = f(
+                dot +
+                  f(
+                    h.f32[(q >>> 2) + r * qw + hd * headDim + d]! *
+                      h.f32[(k >>> 2) + j * kw + kvh * headDim + d]!,
+                  ),
+              );
+            w[j] = f(dot * scale);
+            max = Math.max(max, w[j]!);
+          }
+          let sum = 0;
+          for (let j = lo; j <= p; j++) {
+            w[j] = expf(f(w[j]! - max));
+            sum = f(sum + w[j]!);
+          }
+          for (let d = 0; d < headDim; d++) {
+            let acc = 0;
+            for (let j = lo; j <= p; j++)
+              acc = f(acc + f(w[j]! * h.f32[(v >>> 2) + j * kw + kvh * headDim + d]!));
+            h.f32[(out >>> 2) + r * qw + hd * headDim + d] = f(acc / sum);
+          }
+        }
+      }
+    },
+  };
+}

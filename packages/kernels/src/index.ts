@@ -1,0 +1,1 @@
+export { type Kernels, kernelsWasmBytes, loadKernels, type WeightDType } from './kernels';

@@ -1,0 +1,751 @@
+/// <reference lib="dom" />
+// `WebAssembly.*` types live in TypeScript's DOM lib; referencing it here makes them available to every program that
+// includes this file (consumers typecheck these sources through the `mnemo-source` condition).
+import { Allocator } from './allocator';
+import { WASM_BASE64 } from './generated/wasm';
+
+/** Storage dtype of dense weights and of quantization scales/biases. Compute is always f32. */
+export type WeightDType = 'f32' | 'f16' | 'bf16';
+
+/**
+ * One instance of the kernel module: its memory, an allocator over that memory and the kernels. Pointers are byte
+ * offsets into `memory`; sizes are element counts unless named `bytes`. Every kernel validates its arguments
+ * (integers, sizes, dtypes, and that each range lies inside one live allocation) and throws a `TypeError` or
+ * `RangeError` naming the kernel and the argument before touching memory.
+ *
+ * Memory growth: `alloc` may grow the memory, and so may `matmulQ` and `attention` the first time they need a larger
+ * internal scratch buffer. Growth invalidates typed-array views obtained earlier (`f32()`, `bytes()`, ...): fetch
+ * views again after any of these calls. Pointers stay valid.
+ */
+export interface Kernels {
+  readonly memory: WebAssembly.Memory;
+  /** A 16-byte aligned block of at least `bytes` bytes (contents unspecified). Grows memory up to 4 GiB. */
+  alloc(bytes: number): number;
+  /** Releases a block returned by `alloc`; throws on double free or an unknown pointer. */
+  free(ptr: number): void;
+  /** Bytes requested by live allocations (the kernels' internal scratch excluded). */
+  allocatedBytes(): number;
+  /** View over the whole memory (cached; refreshed after growth). */
+  bytes(): Uint8Array;
+  f32(ptr: number, len: number): Float32Array;
+  u16(ptr: number, len: number): Uint16Array;
+  u32(ptr: number, len: number): Uint32Array;
+  i32(ptr: number, len: number): Int32Array;
+  u8(ptr: number, len: number): Uint8Array;
+  /** `y[rows, outDim] = x[rows, inDim] · w[outDim, inDim]ᵀ (+ bias[outDim])`; x, y, bias f32. */
+  matmul(
+    y: number,
+    x: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    wDtype: WeightDType,
+    bias?: number,
+  ): void;
+  /**
+   * MLX affine-quantized matmul: `packed` uint32 `[outDim, inDim·bits/32]`, `scales`/`biases` `[outDim,
+   * inDim/groupSize]` in `scaleDtype`; weight = scale · q + bias.
+   */
+  matmulQ(
+    y: number,
+    x: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+    bias?: number,
+  ): void;
+  /** `out[i] = f32(src[i])`, `n` elements. */
+  toF32(out: number, src: number, n: number, srcDtype: WeightDType): void;
+  /** `out[i, :] = f32(table[ids[i], :])`; `ids` int32 in memory, each in `[0, vocab)`. */
+  embedding(
+    out: number,
+    table: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    dtype: WeightDType,
+  ): void;
+  /** Quantized embedding gather (same layout as `matmulQ` with `[vocab, dim]`). */
+  embeddingQ(
+    out: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+  ): void;
+  /** Row-wise `out = x · (1 / sqrt(mean(x²) + eps)) · weight`; `out` may equal `x`. */
+  rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void;
+  /**
+   * In-place rotary embedding of `x` `[rows, nHeads·headDim]` with `cos`/`sin` `[rows, rotDim/2]`. `half`: pairs
+   * (i, i + rotDim/2); `pair`: pairs (2i, 2i+1). Dimensions ≥ rotDim are untouched.
+   */
+  rope(
+    x: number,
+    cos: number,
+    sin: number,
+    rows: number,
+    nHeads: number,
+    headDim: number,
+    rotDim: number,
+    layout: 'half' | 'pair',
+  ): void;
+  /** `out = gate / (1 + e^-gate) · up`; `out` may equal an input. */
+  swiglu(out: number, gate: number, up: number, n: number): void;
+  /** `out = a + b`; `out` may equal an input. */
+  add(out: number, a: number, b: number, n: number): void;
+  /** In-place softmax of each row of `x` `[rows, n]` (max-subtracted). Rows with NaN or all −inf become NaN. */
+  softmax(x: number, rows: number, n: number): void;
+  /** Index of the first largest of `n` floats; NaNs are never selected; all-NaN gives 0. */
+  argmax(x: number, n: number): number;
+  /** memmove of `bytes` bytes. */
+  copy(dst: number, src: number, bytes: number): void;
+  /**
+   * Causal GQA. `q`, `out` f32 `[rows, nHeads·headDim]`; `k`, `v` f32 `[capacity, nKvHeads·headDim]` (row j =
+   * position j; `capacity ≥ startPos + rows`). Query row r (position p = startPos + r) attends keys
+   * `max(0, p − window + 1) ..= p` (window 0 = unlimited) and reads no other cache row.
+   */
+  attention(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    startPos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    window: number,
+  ): void;
+}
+
+/** The raw exports of `mnemo_kernels.wasm`. */
+interface Exports {
+  readonly memory: WebAssembly.Memory;
+  readonly __heap_base: WebAssembly.Global;
+  mk_matmul(
+    y: number,
+    x: number,
+    w: number,
+    bias: number,
+    rows: number,
+    n: number,
+    m: number,
+    dt: number,
+  ): void;
+  mk_matmul_q(
+    y: number,
+    x: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    bias: number,
+    rows: number,
+    n: number,
+    m: number,
+    bits: number,
+    gs: number,
+    sdt: number,
+    scratch: number,
+  ): void;
+  mk_matmul_q_scratch(rows: number, n: number, gs: number): number;
+  mk_to_f32(out: number, src: number, n: number, dt: number): void;
+  mk_embedding(out: number, table: number, ids: number, nIds: number, dim: number, dt: number): void;
+  mk_embedding_q(
+    out: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    ids: number,
+    nIds: number,
+    dim: number,
+    bits: number,
+    gs: number,
+    sdt: number,
+  ): void;
+  mk_rmsnorm(out: number, x: number, w: number, rows: number, dim: number, eps: number): void;
+  mk_rope(
+    x: number,
+    cos: number,
+    sin: number,
+    rows: number,
+    nh: number,
+    hd: number,
+    rot: number,
+    layout: number,
+  ): void;
+  mk_swiglu(out: number, gate: number, up: number, n: number): void;
+  mk_add(out: number, a: number, b: number, n: number): void;
+  mk_softmax(x: number, rows: number, n: number): void;
+  mk_argmax(x: number, n: number): number;
+  mk_copy(dst: number, src: number, bytes: number): void;
+  mk_attention(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    start: number,
+    nh: number,
+    nkv: number,
+    hd: number,
+    scale: number,
+    window: number,
+    scratch: number,
+  ): void;
+  mk_attention_scratch(
+    rows: number,
+    start: number,
+    nh: number,
+    nkv: number,
+    hd: number,
+    window: number,
+  ): number;
+}
+
+const DTYPE_CODE: Readonly<Record<WeightDType, number>> = { f32: 0, f16: 1, bf16: 2 };
+const DTYPE_SIZE: Readonly<Record<WeightDType, number>> = { f32: 4, f16: 2, bf16: 2 };
+const BITS = [2, 3, 4, 5, 6, 8] as const;
+const GROUP_SIZES = [32, 64, 128] as const;
+/** Largest size argument: every size is a u32 in wasm. */
+const MAX_U32 = 2 ** 32 - 1;
+
+function decodeBase64(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+let compiled: Promise<WebAssembly.Module> | undefined;
+
+/** The embedded kernel module's bytes. */
+export function kernelsWasmBytes(): Uint8Array {
+  return decodeBase64(WASM_BASE64);
+}
+
+/** Compiles the embedded module (once per process) and returns a fresh instance with its own memory. */
+export async function loadKernels(): Promise<Kernels> {
+  compiled ??= WebAssembly.compile(kernelsWasmBytes() as BufferSource);
+  const instance = await WebAssembly.instantiate(await compiled, {});
+  return new WasmKernels(instance.exports as unknown as Exports);
+}
+
+function describe(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+class WasmKernels implements Kernels {
+  readonly memory: WebAssembly.Memory;
+  private readonly heap: Allocator;
+  private readonly x: Exports;
+  private buf: ArrayBuffer;
+  private u8All: Uint8Array;
+  private i32All: Int32Array;
+  private scratchPtr = 0;
+  private scratchBytes = 0;
+
+  constructor(exports: Exports) {
+    this.x = exports;
+    this.memory = exports.memory;
+    this.heap = new Allocator(this.memory, Number(exports.__heap_base.value));
+    this.buf = this.memory.buffer;
+    this.u8All = new Uint8Array(this.buf);
+    this.i32All = new Int32Array(this.buf, 0, this.buf.byteLength >>> 2);
+  }
+
+  // ---- memory -------------------------------------------------------------------------------------------------
+
+  alloc(bytes: number): number {
+    return this.heap.alloc(bytes);
+  }
+
+  free(ptr: number): void {
+    if (this.scratchBytes > 0 && ptr === this.scratchPtr) {
+      throw new Error(`free: ${ptr} is not a live allocation (double free or unknown pointer)`);
+    }
+    this.heap.free(ptr);
+  }
+
+  allocatedBytes(): number {
+    return this.heap.allocatedBytes() - this.scratchBytes;
+  }
+
+  bytes(): Uint8Array {
+    this.refresh();
+    return this.u8All;
+  }
+
+  f32(ptr: number, len: number): Float32Array {
+    this.viewArgs('f32', ptr, len, 4);
+    return new Float32Array(this.memory.buffer, ptr, len);
+  }
+
+  u16(ptr: number, len: number): Uint16Array {
+    this.viewArgs('u16', ptr, len, 2);
+    return new Uint16Array(this.memory.buffer, ptr, len);
+  }
+
+  u32(ptr: number, len: number): Uint32Array {
+    this.viewArgs('u32', ptr, len, 4);
+    return new Uint32Array(this.memory.buffer, ptr, len);
+  }
+
+  i32(ptr: number, len: number): Int32Array {
+    this.viewArgs('i32', ptr, len, 4);
+    return new Int32Array(this.memory.buffer, ptr, len);
+  }
+
+  u8(ptr: number, len: number): Uint8Array {
+    this.viewArgs('u8', ptr, len, 1);
+    return new Uint8Array(this.memory.buffer, ptr, len);
+  }
+
+  // ---- kernels ------------------------------------------------------------------------------------------------
+
+  matmul(
+    y: number,
+    x: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    wDtype: WeightDType,
+    bias?: number,
+  ): void {
+    const k = 'matmul';
+    rows = this.int(k, 'rows', rows);
+    inDim = this.int(k, 'inDim', inDim);
+    outDim = this.int(k, 'outDim', outDim);
+    const dt = this.dtype(k, 'wDtype', wDtype);
+    const es = DTYPE_SIZE[wDtype];
+    this.range(k, 'x', x, rows * inDim * 4, 4);
+    this.range(k, 'w', w, outDim * inDim * es, es);
+    this.range(k, 'y', y, rows * outDim * 4, 4);
+    this.disjoint(k, 'y', y, rows * outDim * 4, 'x', x, rows * inDim * 4);
+    this.disjoint(k, 'y', y, rows * outDim * 4, 'w', w, outDim * inDim * es);
+    if (bias !== undefined) {
+      this.range(k, 'bias', bias, outDim * 4, 4);
+      this.disjoint(k, 'y', y, rows * outDim * 4, 'bias', bias, outDim * 4);
+    }
+    this.x.mk_matmul(y, x, w, bias ?? 0, rows, inDim, outDim, dt);
+  }
+
+  matmulQ(
+    y: number,
+    x: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+    bias?: number,
+  ): void {
+    const k = 'matmulQ';
+    rows = this.int(k, 'rows', rows);
+    inDim = this.int(k, 'inDim', inDim);
+    outDim = this.int(k, 'outDim', outDim);
+    const q = this.quant(k, 'inDim', inDim, bits, groupSize, scaleDtype);
+    const packedBytes = outDim * q.wordsPerRow * 4;
+    const groupBytes = outDim * q.groups * q.es;
+    const yBytes = rows * outDim * 4;
+    this.range(k, 'x', x, rows * inDim * 4, 4);
+    this.range(k, 'packed', packed, packedBytes, 4);
+    this.range(k, 'scales', scales, groupBytes, q.es);
+    this.range(k, 'biases', biases, groupBytes, q.es);
+    this.range(k, 'y', y, yBytes, 4);
+    this.disjoint(k, 'y', y, yBytes, 'x', x, rows * inDim * 4);
+    this.disjoint(k, 'y', y, yBytes, 'packed', packed, packedBytes);
+    this.disjoint(k, 'y', y, yBytes, 'scales', scales, groupBytes);
+    this.disjoint(k, 'y', y, yBytes, 'biases', biases, groupBytes);
+    if (bias !== undefined) {
+      this.range(k, 'bias', bias, outDim * 4, 4);
+      this.disjoint(k, 'y', y, yBytes, 'bias', bias, outDim * 4);
+    }
+    const scratch = this.scratch(this.x.mk_matmul_q_scratch(rows, inDim, groupSize));
+    this.x.mk_matmul_q(
+      y,
+      x,
+      packed,
+      scales,
+      biases,
+      bias ?? 0,
+      rows,
+      inDim,
+      outDim,
+      bits,
+      groupSize,
+      q.code,
+      scratch,
+    );
+  }
+
+  toF32(out: number, src: number, n: number, srcDtype: WeightDType): void {
+    const k = 'toF32';
+    n = this.int(k, 'n', n);
+    const dt = this.dtype(k, 'srcDtype', srcDtype);
+    const es = DTYPE_SIZE[srcDtype];
+    this.range(k, 'src', src, n * es, es);
+    this.range(k, 'out', out, n * 4, 4);
+    if (!(srcDtype === 'f32' && out === src)) this.disjoint(k, 'out', out, n * 4, 'src', src, n * es);
+    this.x.mk_to_f32(out, src, n, dt);
+  }
+
+  embedding(
+    out: number,
+    table: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    dtype: WeightDType,
+  ): void {
+    const k = 'embedding';
+    nIds = this.int(k, 'nIds', nIds);
+    vocab = this.int(k, 'vocab', vocab);
+    dim = this.int(k, 'dim', dim);
+    const dt = this.dtype(k, 'dtype', dtype);
+    const es = DTYPE_SIZE[dtype];
+    this.range(k, 'table', table, vocab * dim * es, es);
+    this.range(k, 'ids', ids, nIds * 4, 4);
+    this.range(k, 'out', out, nIds * dim * 4, 4);
+    this.disjoint(k, 'out', out, nIds * dim * 4, 'table', table, vocab * dim * es);
+    this.disjoint(k, 'out', out, nIds * dim * 4, 'ids', ids, nIds * 4);
+    this.ids(k, ids, nIds, vocab);
+    this.x.mk_embedding(out, table, ids, nIds, dim, dt);
+  }
+
+  embeddingQ(
+    out: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+  ): void {
+    const k = 'embeddingQ';
+    nIds = this.int(k, 'nIds', nIds);
+    vocab = this.int(k, 'vocab', vocab);
+    dim = this.int(k, 'dim', dim);
+    const q = this.quant(k, 'dim', dim, bits, groupSize, scaleDtype);
+    const packedBytes = vocab * q.wordsPerRow * 4;
+    const groupBytes = vocab * q.groups * q.es;
+    const outBytes = nIds * dim * 4;
+    this.range(k, 'packed', packed, packedBytes, 4);
+    this.range(k, 'scales', scales, groupBytes, q.es);
+    this.range(k, 'biases', biases, groupBytes, q.es);
+    this.range(k, 'ids', ids, nIds * 4, 4);
+    this.range(k, 'out', out, outBytes, 4);
+    this.disjoint(k, 'out', out, outBytes, 'packed', packed, packedBytes);
+    this.disjoint(k, 'out', out, outBytes, 'scales', scales, groupBytes);
+    this.disjoint(k, 'out', out, outBytes, 'biases', biases, groupBytes);
+    this.disjoint(k, 'out', out, outBytes, 'ids', ids, nIds * 4);
+    this.ids(k, ids, nIds, vocab);
+    this.x.mk_embedding_q(out, packed, scales, biases, ids, nIds, dim, bits, groupSize, q.code);
+  }
+
+  rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void {
+    const k = 'rmsnorm';
+    rows = this.int(k, 'rows', rows);
+    dim = this.int(k, 'dim', dim);
+    if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) {
+      throw new RangeError(`${k}: eps must be a finite number >= 0, got ${describe(eps)}`);
+    }
+    const bytes = rows * dim * 4;
+    this.range(k, 'x', x, bytes, 4);
+    this.range(k, 'weight', weight, dim * 4, 4);
+    this.range(k, 'out', out, bytes, 4);
+    this.sameOrDisjoint(k, 'out', out, bytes, 'x', x, bytes);
+    this.disjoint(k, 'out', out, bytes, 'weight', weight, dim * 4);
+    this.x.mk_rmsnorm(out, x, weight, rows, dim, eps);
+  }
+
+  rope(
+    x: number,
+    cos: number,
+    sin: number,
+    rows: number,
+    nHeads: number,
+    headDim: number,
+    rotDim: number,
+    layout: 'half' | 'pair',
+  ): void {
+    const k = 'rope';
+    rows = this.int(k, 'rows', rows);
+    nHeads = this.int(k, 'nHeads', nHeads);
+    headDim = this.int(k, 'headDim', headDim);
+    rotDim = this.int(k, 'rotDim', rotDim);
+    if (rotDim % 2 !== 0 || rotDim > headDim) {
+      throw new RangeError(`${k}: rotDim must be even and <= headDim (${headDim}), got ${rotDim}`);
+    }
+    if (layout !== 'half' && layout !== 'pair') {
+      throw new TypeError(`${k}: layout must be 'half' or 'pair', got ${describe(layout)}`);
+    }
+    const xBytes = rows * nHeads * headDim * 4;
+    const csBytes = rows * (rotDim / 2) * 4;
+    this.range(k, 'x', x, xBytes, 4);
+    this.range(k, 'cos', cos, csBytes, 4);
+    this.range(k, 'sin', sin, csBytes, 4);
+    this.disjoint(k, 'x', x, xBytes, 'cos', cos, csBytes);
+    this.disjoint(k, 'x', x, xBytes, 'sin', sin, csBytes);
+    this.x.mk_rope(x, cos, sin, rows, nHeads, headDim, rotDim, layout === 'half' ? 0 : 1);
+  }
+
+  swiglu(out: number, gate: number, up: number, n: number): void {
+    this.elementwise('swiglu', out, gate, 'gate', up, 'up', n);
+    this.x.mk_swiglu(out, gate, up, n);
+  }
+
+  add(out: number, a: number, b: number, n: number): void {
+    this.elementwise('add', out, a, 'a', b, 'b', n);
+    this.x.mk_add(out, a, b, n);
+  }
+
+  softmax(x: number, rows: number, n: number): void {
+    const k = 'softmax';
+    rows = this.int(k, 'rows', rows);
+    n = this.int(k, 'n', n);
+    this.range(k, 'x', x, rows * n * 4, 4);
+    this.x.mk_softmax(x, rows, n);
+  }
+
+  argmax(x: number, n: number): number {
+    const k = 'argmax';
+    n = this.int(k, 'n', n);
+    this.range(k, 'x', x, n * 4, 4);
+    return this.x.mk_argmax(x, n);
+  }
+
+  copy(dst: number, src: number, bytes: number): void {
+    const k = 'copy';
+    bytes = this.int(k, 'bytes', bytes, 0);
+    if (bytes === 0) {
+      this.ptr(k, 'dst', dst);
+      this.ptr(k, 'src', src);
+      return;
+    }
+    this.range(k, 'src', src, bytes, 1);
+    this.range(k, 'dst', dst, bytes, 1);
+    this.x.mk_copy(dst, src, bytes);
+  }
+
+  attention(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    startPos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    window: number,
+  ): void {
+    const kn = 'attention';
+    rows = this.int(kn, 'rows', rows);
+    startPos = this.int(kn, 'startPos', startPos, 0);
+    nHeads = this.int(kn, 'nHeads', nHeads);
+    nKvHeads = this.int(kn, 'nKvHeads', nKvHeads);
+    headDim = this.int(kn, 'headDim', headDim);
+    window = this.int(kn, 'window', window, 0);
+    if (nHeads % nKvHeads !== 0) {
+      throw new RangeError(`${kn}: nHeads (${nHeads}) must be a multiple of nKvHeads (${nKvHeads})`);
+    }
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+      throw new TypeError(`${kn}: scale must be a finite number, got ${describe(scale)}`);
+    }
+    const qBytes = rows * nHeads * headDim * 4;
+    const kvBytes = (startPos + rows) * nKvHeads * headDim * 4;
+    this.range(kn, 'q', q, qBytes, 4);
+    this.range(kn, 'k', k, kvBytes, 4);
+    this.range(kn, 'v', v, kvBytes, 4);
+    this.range(kn, 'out', out, qBytes, 4);
+    this.disjoint(kn, 'out', out, qBytes, 'q', q, qBytes);
+    this.disjoint(kn, 'out', out, qBytes, 'k', k, kvBytes);
+    this.disjoint(kn, 'out', out, qBytes, 'v', v, kvBytes);
+    const scratch = this.scratch(
+      this.x.mk_attention_scratch(rows, startPos, nHeads, nKvHeads, headDim, window),
+    );
+    this.x.mk_attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window, scratch);
+  }
+
+  // ---- validation ---------------------------------------------------------------------------------------------
+
+  private refresh(): void {
+    const b = this.memory.buffer;
+    if (b !== this.buf) {
+      this.buf = b;
+      this.u8All = new Uint8Array(b);
+      this.i32All = new Int32Array(b, 0, b.byteLength >>> 2);
+    }
+  }
+
+  /** An integer in `[min, 2^32)`, else TypeError (not an integer) / RangeError (out of range). */
+  private int(kernel: string, name: string, v: number, min = 1): number {
+    if (typeof v !== 'number' || !Number.isInteger(v)) {
+      throw new TypeError(`${kernel}: ${name} must be an integer, got ${describe(v)}`);
+    }
+    if (v < min || v > MAX_U32) {
+      throw new RangeError(`${kernel}: ${name} must be in [${min}, ${MAX_U32}], got ${v}`);
+    }
+    return v;
+  }
+
+  private dtype(kernel: string, name: string, v: WeightDType): number {
+    const code = typeof v === 'string' && Object.hasOwn(DTYPE_CODE, v) ? DTYPE_CODE[v] : undefined;
+    if (code === undefined) {
+      throw new TypeError(`${kernel}: ${name} must be 'f32', 'f16' or 'bf16', got ${describe(v)}`);
+    }
+    return code;
+  }
+
+  private quant(
+    kernel: string,
+    dimName: string,
+    dim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+  ): { code: number; es: number; groups: number; wordsPerRow: number } {
+    if (!(BITS as readonly number[]).includes(bits)) {
+      throw new RangeError(`${kernel}: bits must be one of ${BITS.join(', ')}, got ${describe(bits)}`);
+    }
+    if (!(GROUP_SIZES as readonly number[]).includes(groupSize)) {
+      throw new RangeError(
+        `${kernel}: groupSize must be one of ${GROUP_SIZES.join(', ')}, got ${describe(groupSize)}`,
+      );
+    }
+    const code = this.dtype(kernel, 'scaleDtype', scaleDtype);
+    if (dim % groupSize !== 0) {
+      throw new RangeError(`${kernel}: ${dimName} (${dim}) must be a multiple of groupSize (${groupSize})`);
+    }
+    return { code, es: DTYPE_SIZE[scaleDtype], groups: dim / groupSize, wordsPerRow: (dim * bits) / 32 };
+  }
+
+  private ptr(kernel: string, name: string, ptr: number): void {
+    if (typeof ptr !== 'number' || !Number.isInteger(ptr) || ptr < 0) {
+      throw new TypeError(`${kernel}: ${name} must be a non-negative integer pointer, got ${describe(ptr)}`);
+    }
+  }
+
+  /** `[ptr, ptr + bytes)` is aligned and inside one live allocation (and not the internal scratch). */
+  private range(kernel: string, name: string, ptr: number, bytes: number, align: number): void {
+    this.ptr(kernel, name, ptr);
+    if (ptr % align !== 0) {
+      throw new RangeError(`${kernel}: ${name} (${ptr}) must be ${align}-byte aligned`);
+    }
+    const end = ptr + bytes;
+    if (end > this.memory.buffer.byteLength || !this.heap.containing(ptr, bytes)) {
+      throw new RangeError(
+        `${kernel}: ${name} range [${ptr}, ${end}) (${bytes} bytes) is not inside a live allocation`,
+      );
+    }
+    if (this.scratchBytes > 0 && ptr < this.scratchPtr + this.scratchBytes && this.scratchPtr < end) {
+      throw new RangeError(
+        `${kernel}: ${name} range [${ptr}, ${end}) overlaps the kernels' internal scratch`,
+      );
+    }
+  }
+
+  private disjoint(
+    kernel: string,
+    an: string,
+    a: number,
+    aBytes: number,
+    bn: string,
+    b: number,
+    bBytes: number,
+  ) {
+    if (a < b + bBytes && b < a + aBytes) {
+      throw new RangeError(
+        `${kernel}: ${an} [${a}, ${a + aBytes}) overlaps ${bn} [${b}, ${b + bBytes}); use separate buffers`,
+      );
+    }
+  }
+
+  private sameOrDisjoint(
+    kernel: string,
+    an: string,
+    a: number,
+    aBytes: number,
+    bn: string,
+    b: number,
+    bBytes: number,
+  ): void {
+    if (a !== b) this.disjoint(kernel, an, a, aBytes, bn, b, bBytes);
+  }
+
+  private elementwise(kernel: string, out: number, a: number, an: string, b: number, bn: string, n: number) {
+    n = this.int(kernel, 'n', n);
+    const bytes = n * 4;
+    this.range(kernel, an, a, bytes, 4);
+    this.range(kernel, bn, b, bytes, 4);
+    this.range(kernel, 'out', out, bytes, 4);
+    this.sameOrDisjoint(kernel, 'out', out, bytes, an, a, bytes);
+    this.sameOrDisjoint(kernel, 'out', out, bytes, bn, b, bytes);
+  }
+
+  private ids(kernel: string, ids: number, nIds: number, vocab: number): void {
+    this.refresh();
+    const a = this.i32All;
+    const base = ids >>> 2;
+    for (let i = 0; i < nIds; i++) {
+      const id = a[base + i]!;
+      if (id < 0 || id >= vocab) {
+        throw new RangeError(`${kernel}: ids[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
+      }
+    }
+  }
+
+  private viewArgs(kind: string, ptr: number, len: number, align: number): void {
+    this.ptr(kind, 'ptr', ptr);
+    if (typeof len !== 'number' || !Number.isInteger(len) || len < 0) {
+      throw new TypeError(`${kind}: len must be a non-negative integer, got ${describe(len)}`);
+    }
+    if (ptr % align !== 0) throw new RangeError(`${kind}: ptr (${ptr}) must be ${align}-byte aligned`);
+    const size = this.memory.buffer.byteLength;
+    if (ptr + len * align > size) {
+      throw new RangeError(`${kind}: [${ptr}, ${ptr + len * align}) is outside memory (${size} bytes)`);
+    }
+  }
+
+  /** The internal scratch buffer, grown (geometrically) to at least `bytes`. */
+  private scratch(bytes: number): number {
+    if (bytes > this.scratchBytes) {
+      if (this.scratchBytes > 0) this.heap.free(this.scratchPtr);
+      this.scratchBytes = 0;
+      const size = Math.max(bytes, Math.min(this.scratchBytesHint(bytes), 2 ** 31));
+      this.scratchPtr = this.heap.alloc(size);
+      this.scratchBytes = size;
+    }
+    return this.scratchPtr;
+  }
+
+  private scratchBytesHint(bytes: number): number {
+    return Math.max(64 * 1024, 2 * this.scratchBytes, bytes);
+  }
+}

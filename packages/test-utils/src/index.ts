@@ -34,7 +34,9 @@ export const realFixturesDir = resolve(repoRoot, '..', 'shared', 'fixtures', 're
 export function realFixture(relative: string): string | null {
   const p = join(realFixturesDir, relative);
   if (existsSync(p)) return p;
-  process.stderr.write(`[mnemo tests] skipping: real fixture folder ${p} does not exist (outside the shared workplace)\n`);
+  process.stderr.write(
+    `[mnemo tests] skipping: real fixture folder ${p} does not exist (outside the shared workplace)\n`,
+  );
   return null;
 }
 
@@ -57,3 +59,12 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
   for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
   return out;
 }
+
+export {
+  compareWithReference,
+  type Produced,
+  type Reference,
+  type ReferenceCase,
+  type ReferenceStep,
+  readReference,
+} from './reference';

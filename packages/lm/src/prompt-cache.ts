@@ -1,0 +1,51 @@
+import { type KVCache, trimCaches } from '@mnemo/kv-cache';
+
+/**
+ * KV caches (one per layer) together with the token ids whose keys and values they hold. Generation reuses the longest
+ * common prefix of these ids with the new prompt's ids, trims the rest, and appends; afterwards `tokens` again names
+ * exactly what the caches hold, so the next turn can reuse it.
+ */
+export class PromptCache {
+  constructor(
+    public caches: KVCache[],
+    /** Token ids held, in order: `tokens.length === caches[0].offset`. */
+    public tokens: number[] = [],
+    /** Fingerprint of the model the caches belong to. */
+    readonly modelFingerprint?: string,
+    /** Makes empty caches of the same kind, used when the current ones cannot be trimmed. */
+    private readonly remake?: () => KVCache[],
+  ) {}
+
+  get length(): number {
+    return this.tokens.length;
+  }
+
+  /**
+   * Prepares the caches for `prompt`: keeps the longest common prefix (leaving at least one prompt token to compute,
+   * for logits) and drops the rest. If the caches cannot be trimmed exactly, they are replaced by empty ones and the
+   * whole prompt is recomputed — never reused wrongly. Returns the number of tokens reused.
+   */
+  prepare(prompt: readonly number[]): number {
+    const held = this.tokens.length;
+    let common = 0;
+    const max = Math.min(held, prompt.length - 1);
+    while (common < max && this.tokens[common] === prompt[common]) common++;
+    const drop = held - common;
+    if (drop > 0 && trimCaches(this.caches, drop) !== drop) {
+      // A rotating cache that has wrapped, or a quantized one asked to go back past its conversion point, cannot give
+      // back exactly these rows: start over rather than reuse anything wrongly.
+      if (!this.remake)
+        throw new Error('prompt cache: the caches cannot be trimmed and no way to remake them was given');
+      for (const c of this.caches) c.free();
+      this.caches = this.remake();
+      common = 0;
+    }
+    this.tokens = prompt.slice(0, common) as number[];
+    return common;
+  }
+
+  free(): void {
+    for (const c of this.caches) c.free();
+    this.tokens = [];
+  }
+}

@@ -1,0 +1,22 @@
+export { buildDecoder, type Features, loadEnds, loadLayer } from './architectures/common';
+export { createLlama, llama } from './architectures/llama';
+export { createMistral, mistral } from './architectures/mistral';
+export { createPhi3, phi3 } from './architectures/phi3';
+export { createQwen2, qwen2 } from './architectures/qwen2';
+export { createQwen3, qwen3 } from './architectures/qwen3';
+export { ConfigReader, type DecoderConfig, type RawConfig, readDecoderConfig } from './config';
+export { Decoder, type DecoderDims, type DecoderLayer, type DecoderWeights } from './decoder';
+export { ModelLoadError } from './errors';
+export { canonicalJson, modelFingerprint, WeightDigest } from './fingerprint';
+export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';
+export { type ArchitecturePlugin, type ForwardOptions, type Model, PLUGIN_API_VERSION } from './model';
+export { QuantizationConfig, type QuantParams } from './quantization';
+export {
+  ArchitectureRegistry,
+  BUILTIN_ARCHITECTURES,
+  createRegistry,
+  defaultRegistry,
+  registerArchitecture,
+} from './registry';
+export { fillRopeTables, ropeInvFreq } from './rope';
+export { type TensorSource, Weights } from './weights';

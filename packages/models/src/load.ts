@@ -1,0 +1,96 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ResolveOptions, resolveModel } from '@mnemo/hub';
+import { openCheckpoint } from '@mnemo/safetensors';
+import { type Backend, createBackend } from '@mnemo/tensor';
+import type { RawConfig } from './config';
+import { ModelLoadError } from './errors';
+import { modelFingerprint } from './fingerprint';
+import type { Model } from './model';
+import { QuantizationConfig } from './quantization';
+import { type ArchitectureRegistry, defaultRegistry } from './registry';
+import { Weights } from './weights';
+
+export interface LoadModelOptions {
+  /** Backend to load into; by default `createBackend({ backend: backendName })`. */
+  readonly backend?: Backend;
+  /** Backend name when `backend` is absent (`wasm`, `js`, ...; default from `MNEMO_BACKEND`, else `wasm`). */
+  readonly backendName?: string;
+  /** Registry to look architectures up in (default: built-ins plus registered plugins). */
+  readonly registry?: ArchitectureRegistry;
+  /** Options for resolving a Hugging Face repo id (revision, cache dir, token, offline, progress). */
+  readonly hub?: ResolveOptions;
+}
+
+export interface LoadedModel {
+  readonly model: Model;
+  readonly backend: Backend;
+  /** Local directory of the checkpoint (a Hub snapshot folder for repo ids). */
+  readonly dir: string;
+  readonly config: RawConfig;
+  /** `generation_config.json`, when present. */
+  readonly generationConfig: RawConfig | undefined;
+  /** sha256 hex of the architecture config and the weights' identity. */
+  readonly fingerprint: string;
+}
+
+/** Reads and parses an optional JSON file of a model directory; `undefined` when absent. */
+export async function readJsonFile(
+  dir: string,
+  name: string,
+  required: boolean,
+): Promise<RawConfig | undefined> {
+  const path = join(dir, name);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (required) throw new ModelLoadError(`${path} does not exist — is this a model directory?`);
+      return undefined;
+    }
+    throw new ModelLoadError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new ModelLoadError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ModelLoadError(`${path} must hold a JSON object`);
+  }
+  return parsed as RawConfig;
+}
+
+/**
+ * Loads a model from a local directory or a Hugging Face repo id (`owner/name[@revision]`, downloaded into the standard
+ * HF cache): reads config.json, picks the architecture by `model_type`, loads and checks every weight.
+ */
+export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const dir = await resolveModel(pathOrRepo, opts.hub);
+  const config = (await readJsonFile(dir, 'config.json', true))!;
+  const generationConfig = await readJsonFile(dir, 'generation_config.json', false);
+  const modelType = config.model_type;
+  if (typeof modelType !== 'string')
+    throw new ModelLoadError(`${join(dir, 'config.json')}: missing "model_type"`);
+  const plugin = (opts.registry ?? defaultRegistry).get(modelType);
+  const quantization = QuantizationConfig.parse(config);
+  const backend =
+    opts.backend ?? (await createBackend(opts.backendName ? { backend: opts.backendName } : {}));
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const weights = new Weights(checkpoint, backend, quantization);
+    const model = await plugin.create(config, weights, backend);
+    return {
+      model,
+      backend,
+      dir,
+      config,
+      generationConfig,
+      fingerprint: modelFingerprint(config, weights.digest),
+    };
+  } finally {
+    await checkpoint.close();
+  }
+}

@@ -1,0 +1,48 @@
+import type { CacheShape, KVCache } from '@mnemo/kv-cache';
+import type { Backend, Tensor } from '@mnemo/tensor';
+import type { RawConfig } from './config';
+import type { Weights } from './weights';
+
+/** Version of the architecture plugin API ({@link ArchitecturePlugin}, {@link Model}). */
+export const PLUGIN_API_VERSION = 1 as const;
+
+export interface ForwardOptions {
+  /** Return logits for every input token (`[tokens, vocab]`) instead of the last one only (`[1, vocab]`). */
+  readonly allLogits?: boolean;
+}
+
+/**
+ * A loaded model, immutable after loading (all mutable state lives in the caches it is given). Prefill and decode are
+ * the same call: `forward` runs `tokens` at positions `caches[0].offset ..`, appends their keys and values to the
+ * caches (one per layer) and returns f32 logits. The returned tensor belongs to the model and is overwritten by the
+ * next call; read it before calling again.
+ */
+export interface Model {
+  readonly modelType: string;
+  readonly numLayers: number;
+  readonly vocabSize: number;
+  /** Shape of each layer's KV cache rows. */
+  readonly cacheShape: CacheShape;
+  /** Sliding attention window (0 = none); caches must keep at least this many tokens. */
+  readonly slidingWindow: number;
+  /** Longest context the model was trained for (informative). */
+  readonly maxPositionEmbeddings: number;
+  forward(tokens: Int32Array, caches: readonly KVCache[], opts?: ForwardOptions): Tensor;
+  /** Bytes of backend memory held by the weights. */
+  readonly weightBytes: number;
+  /** Releases weights and scratch buffers. */
+  free(): void;
+}
+
+/**
+ * An architecture: built-ins register through this same API third parties use. `create` receives the parsed
+ * `config.json`, a weight loader bound to the checkpoint and backend, and the backend.
+ */
+export interface ArchitecturePlugin {
+  readonly apiVersion: typeof PLUGIN_API_VERSION;
+  /** Human-readable name, e.g. `llama`. */
+  readonly name: string;
+  /** `model_type` values this plugin handles. */
+  readonly modelTypes: readonly string[];
+  create(config: RawConfig, weights: Weights, backend: Backend): Promise<Model>;
+}

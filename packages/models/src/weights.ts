@@ -1,0 +1,150 @@
+import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
+import { toFloat32 } from '@mnemo/tensor';
+import { ModelLoadError } from './errors';
+import { WeightDigest } from './fingerprint';
+import type { QuantizationConfig } from './quantization';
+
+/** The part of a checkpoint reader weight loading needs (`@mnemo/safetensors`' `Checkpoint` has it). */
+export interface TensorSource {
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): { readonly dtype: string; readonly shape: readonly number[] };
+  read(name: string): Promise<Uint8Array>;
+}
+
+const DTYPES: Readonly<Record<string, DType>> = {
+  F32: 'f32',
+  F16: 'f16',
+  BF16: 'bf16',
+  U32: 'u32',
+  I32: 'i32',
+  U8: 'u8',
+};
+
+/**
+ * Loads named tensors from a checkpoint into a backend, checking every dtype and shape against what the config
+ * implies. This is what an architecture's `create` receives; errors name the tensor and what was expected.
+ */
+export class Weights {
+  private readonly used = new Set<string>();
+  /** Identity of every tensor read so far (see {@link WeightDigest}). */
+  readonly digest = new WeightDigest();
+
+  constructor(
+    readonly source: TensorSource,
+    readonly backend: Backend,
+    readonly quantization: QuantizationConfig | undefined,
+  ) {}
+
+  has(name: string): boolean {
+    return this.source.has(name);
+  }
+
+  /** Names present in the checkpoint that no load call has read (reported by `unused()` after loading). */
+  unused(): string[] {
+    return this.source.names().filter((n) => !this.used.has(n));
+  }
+
+  /** A vector or matrix converted to f32 (norm weights, biases). */
+  async f32(name: string, shape: readonly number[]): Promise<Tensor> {
+    const { dtype, bytes } = await this.raw(name, shape, ['f32', 'f16', 'bf16']);
+    return this.backend.upload(
+      'f32',
+      shape,
+      dtype === 'f32' ? bytes : toFloat32(dtype as 'f16' | 'bf16', bytes),
+    );
+  }
+
+  /** An optional f32 tensor (e.g. a bias): `undefined` when absent. */
+  async optionalF32(name: string, shape: readonly number[]): Promise<Tensor | undefined> {
+    return this.has(name) ? this.f32(name, shape) : undefined;
+  }
+
+  /**
+   * The weight of a linear (or embedding) module `prefix` with shape `[rows, cols]`: quantized when
+   * `prefix.scales` exists, else dense f32/f16/bf16 kept in its stored dtype.
+   */
+  async linear(prefix: string, rows: number, cols: number): Promise<Weight> {
+    const [w] = await this.linearSplit(prefix, [rows], cols);
+    return w!;
+  }
+
+  /**
+   * A linear module whose rows are several fused matrices (phi3's `qkv_proj`, `gate_up_proj`): returns one weight per
+   * entry of `rowSplits`, in order.
+   */
+  async linearSplit(prefix: string, rowSplits: readonly number[], cols: number): Promise<Weight[]> {
+    const rows = rowSplits.reduce((a, b) => a + b, 0);
+    const scalesName = `${prefix}.scales`;
+    if (!this.has(scalesName)) {
+      const { dtype, bytes } = await this.raw(`${prefix}.weight`, [rows, cols], ['f32', 'f16', 'bf16']);
+      const rowBytes = (bytes.byteLength / rows) | 0;
+      let r0 = 0;
+      return rowSplits.map((n) => {
+        const part = bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
+        r0 += n;
+        return this.backend.upload(dtype, [n, cols], part);
+      });
+    }
+    const params = this.quantization?.paramsFor(prefix);
+    if (!params) {
+      throw new ModelLoadError(
+        `${scalesName} exists but config.json has no quantization parameters for "${prefix}" (add a "quantization" section)`,
+      );
+    }
+    const { bits, groupSize } = params;
+    if ((cols * bits) % 32 !== 0 || cols % groupSize !== 0) {
+      throw new ModelLoadError(
+        `${prefix}: ${cols} columns cannot be quantized with ${bits} bits in groups of ${groupSize}`,
+      );
+    }
+    const words = (cols * bits) / 32;
+    const groups = cols / groupSize;
+    const packed = await this.raw(`${prefix}.weight`, [rows, words], ['u32']);
+    const scales = await this.raw(scalesName, [rows, groups], ['f32', 'f16', 'bf16']);
+    const biases = await this.raw(`${prefix}.biases`, [rows, groups], ['f32', 'f16', 'bf16']);
+    if (scales.dtype !== biases.dtype) {
+      throw new ModelLoadError(`${prefix}: scales are ${scales.dtype} but biases are ${biases.dtype}`);
+    }
+    const spec = { bits, groupSize, scaleDtype: scales.dtype as ScaleDType };
+    const pRow = words * 4;
+    const sRow = (scales.bytes.byteLength / rows) | 0;
+    let r0 = 0;
+    return rowSplits.map((n) => {
+      const w = this.backend.uploadQuantized(
+        spec,
+        [n, cols],
+        packed.bytes.subarray(r0 * pRow, (r0 + n) * pRow),
+        scales.bytes.subarray(r0 * sRow, (r0 + n) * sRow),
+        biases.bytes.subarray(r0 * sRow, (r0 + n) * sRow),
+      );
+      r0 += n;
+      return w;
+    });
+  }
+
+  /** Raw bytes of `name`, checked to have `shape` and one of `dtypes`. */
+  async raw(
+    name: string,
+    shape: readonly number[],
+    dtypes: readonly DType[],
+  ): Promise<{ dtype: DType; bytes: Uint8Array }> {
+    if (!this.source.has(name)) throw new ModelLoadError(`checkpoint is missing tensor "${name}"`);
+    const info = this.source.info(name);
+    const dtype = DTYPES[info.dtype];
+    if (!dtype || !dtypes.includes(dtype)) {
+      throw new ModelLoadError(
+        `tensor "${name}" has dtype ${info.dtype}; expected one of ${dtypes.join(', ')}`,
+      );
+    }
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelLoadError(
+        `tensor "${name}" has shape [${info.shape.join(', ')}]; expected [${shape.join(', ')}]`,
+      );
+    }
+    this.used.add(name);
+    const bytes = await this.source.read(name);
+    this.digest.add(name, info.dtype, info.shape, bytes);
+    return { dtype, bytes };
+  }
+}

@@ -20,7 +20,11 @@ for (const backendName of ['wasm', 'js'] as const) {
     });
     afterAll(() => lm?.free());
 
-    it.each(ref.cases.map((c, i) => [i, c.prompt.slice(0, 24)] as const))('case %i (%s…)', async (i) => {
+    // The plain-TypeScript reference backend is slow: it runs the short prompts only (the wasm backend runs all).
+    const cases = ref.cases
+      .map((c, i) => [i, c.prompt.slice(0, 24)] as const)
+      .filter(([i]) => backendName === 'wasm' || ref.cases[i]!.prompt.length < 100);
+    it.each(cases)('case %i (%s…)', async (i) => {
       const c = ref.cases[i]!;
       const r = await lm.generate(c.prompt, {
         chatTemplate: false,
@@ -46,11 +50,20 @@ describe.skipIf(!stories)('stories260K (real checkpoint)', () => {
     try {
       const ref = readReference(stories!);
       const c = ref.cases.find((x) => x.prompt === 'Once upon a time')!;
-      const r = await lm.generate(c.prompt, { chatTemplate: false, temperature: 0, maxTokens: 512 });
+      // The reference ran llama2.c for 64 positions (60 generated tokens); run on until the model ends the story.
+      const r = await lm.generate(c.prompt, { chatTemplate: false, temperature: 0, maxTokens: 1000 });
       expect(r.promptTokens).toEqual([1, 403, 407, 261, 378]);
-      expect(r.tokens).toEqual(c.steps.map((s) => s.token));
-      expect(r.finishReason).toBe('stop');
+      const want = c.steps.map((s) => s.token);
+      expect(r.tokens.slice(0, want.length)).toEqual(want);
+      const printed = (c as unknown as { llama2c_stdout: string }).llama2c_stdout;
+      expect(`${lm.tokenizer.decode([...r.promptTokens, ...want], { skipSpecialTokens: true })}\n`).toBe(
+        printed,
+      );
+      // It stops on an id of generation_config.json's eos_token_id list [2, 1], which is not part of the output.
       expect(lm.eosIds).toEqual([1, 2]);
+      expect(r.finishReason).toBe('stop');
+      expect(r.tokens.length).toBeLessThan(1000);
+      expect(r.tokens.some((t) => t === 1 || t === 2)).toBe(false);
     } finally {
       lm.free();
     }

@@ -4,6 +4,7 @@
  * embedding ids go through a preallocated (growable) i32 staging buffer, and `read`/`write` use cached whole-heap views
  * (rebuilt only after the memory grows).
  */
+import { loadKernels } from '@mnemo/kernels';
 import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
 import { Owner, type StorageBase, width } from '../owner';
@@ -361,10 +362,6 @@ export async function createWasmBackend(kernels?: Kernels): Promise<Backend> {
   return new WasmBackend(k);
 }
 
-/** Package of the default kernels (a variable, so type checking does not need it built). */
-const KERNELS_PACKAGE = '@mnemo/kernels';
-
 async function loadDefaultKernels(): Promise<Kernels> {
-  const mod = (await import(KERNELS_PACKAGE)) as { loadKernels(): Promise<Kernels> };
-  return mod.loadKernels();
+  return loadKernels();
 }

@@ -1,5 +1,8 @@
 import { Command } from 'commander';
+import { registerCachePrompt } from './commands/cache-prompt';
+import { registerChat } from './commands/chat';
 import { registerGenerate } from './commands/generate';
+import { registerInspectCache } from './commands/inspect-cache';
 import { VERSION } from './version';
 
 const program = new Command();
@@ -10,5 +13,8 @@ program
   .showHelpAfterError('(run with --help for usage)');
 
 registerGenerate(program);
+registerCachePrompt(program);
+registerChat(program);
+registerInspectCache(program);
 
 await program.parseAsync(process.argv);

@@ -30,6 +30,7 @@ export const PROMPT_CACHE_KEYS = [
   'mnemo_version',
   'model_fingerprint',
   'model_config',
+  'model',
   'tokenizer_fingerprint',
   'chat_template',
   'tokens',
@@ -54,6 +55,8 @@ export interface PromptCacheMeta {
   readonly modelConfig?: unknown;
   /** Chat-template information (informative, caller-defined, e.g. the template's name or hash). */
   readonly chatTemplate?: string;
+  /** Where the model was loaded from: a local path or a Hub repo id (lets a tool reload it from the file alone). */
+  readonly model?: string;
   /** Overrides `mnemo_version` (default: this package's version). */
   readonly mnemoVersion?: string;
   /** Overrides `created_at` (default: now). */
@@ -100,6 +103,7 @@ export interface PromptCacheInfo {
   readonly modelConfig: unknown;
   readonly tokenizerFingerprint: string;
   readonly chatTemplate: string;
+  readonly model: string;
   readonly tokens: readonly number[];
   readonly prompt: string;
   readonly cache: CacheDescription;
@@ -249,6 +253,7 @@ export async function savePromptCache(
     mnemo_version: meta.mnemoVersion ?? MNEMO_VERSION,
     model_fingerprint: meta.modelFingerprint,
     model_config: modelConfig,
+    model: meta.model ?? '',
     tokenizer_fingerprint: meta.tokenizerFingerprint,
     chat_template: meta.chatTemplate ?? '',
     tokens: JSON.stringify(meta.tokens),
@@ -439,6 +444,7 @@ function parseMetadata(path: string, m: Readonly<Record<string, string>>): Promp
     modelConfig: parseJsonEntry(path, m, 'model_config'),
     tokenizerFingerprint: m.tokenizer_fingerprint!,
     chatTemplate: m.chat_template!,
+    model: m.model!,
     tokens: tokens as number[],
     prompt: m.prompt!,
     cache,

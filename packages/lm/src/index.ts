@@ -1,4 +1,5 @@
 export {
+  type CachePromptOptions,
   type FinishReason,
   type GenerateOptions,
   type GenerationChunk,
@@ -7,9 +8,10 @@ export {
   type LoadOptions,
   type PromptInput,
   type PromptOptions,
+  promptCacheModel,
 } from './lm';
 export { logprobsOf, logSumExp, type StepLogprobs, type TokenLogprob } from './logprobs';
-export { PromptCache } from './prompt-cache';
+export { PromptCache, type PromptTemplateUse } from './prompt-cache';
 export { Random } from './random';
 export {
   argmax,
@@ -21,5 +23,12 @@ export {
   type SamplerOptions,
 } from './sampler';
 export type { GenerationStats } from './stats';
-export { DEFAULT_PREFILL_STEP_SIZE, generateStep, type Step, type StepOptions } from './step';
+export {
+  DEFAULT_PREFILL_STEP_SIZE,
+  generateStep,
+  type PrefillOptions,
+  prefill,
+  type Step,
+  type StepOptions,
+} from './step';
 export { StopStrings } from './stop';

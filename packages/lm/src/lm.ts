@@ -1,4 +1,11 @@
-import { type CacheKindOptions, makeCaches } from '@mnemo/kv-cache';
+import {
+  type CacheKindOptions,
+  inspectPromptCache,
+  loadPromptCache,
+  makeCaches,
+  PromptCacheError,
+  savePromptCache,
+} from '@mnemo/kv-cache';
 import {
   type LoadedModel,
   type LoadModelOptions,
@@ -7,9 +14,15 @@ import {
   type RawConfig,
 } from '@mnemo/models';
 import type { Backend } from '@mnemo/tensor';
-import { type ChatMessage, createDetokenizer, loadTokenizer, type Tokenizer } from '@mnemo/tokenizer';
+import {
+  type ChatMessage,
+  createDetokenizer,
+  loadTokenizer,
+  type Tokenizer,
+  tokenizerFingerprint,
+} from '@mnemo/tokenizer';
 import { logprobsOf, type StepLogprobs } from './logprobs';
-import { PromptCache } from './prompt-cache';
+import { PromptCache, type PromptTemplateUse } from './prompt-cache';
 import {
   type LogitsProcessorOptions,
   makeLogitsProcessors,
@@ -17,7 +30,7 @@ import {
   type SamplerOptions,
 } from './sampler';
 import { emptyStats, type GenerationStats, peakMemoryMb } from './stats';
-import { generateStep } from './step';
+import { generateStep, type PrefillOptions, prefill } from './step';
 import { StopStrings } from './stop';
 
 /** What to generate from: raw text, chat messages, or token ids. */
@@ -75,6 +88,14 @@ export interface GenerationResult {
 
 export interface LoadOptions extends LoadModelOptions {}
 
+export interface CachePromptOptions extends PromptOptions, PrefillOptions {
+  /** Cache kind (rotating with `maxKvSize`, quantized with `kvBits`, standard otherwise). */
+  readonly cache?: CacheKindOptions;
+}
+
+/** Marks the end of the user's text when finding what a templated continuation shares. */
+const SENTINEL = '\u{10FFFD}mnemo-prompt-end\u{10FFFD}';
+
 function idsOf(v: unknown): number[] {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return [v];
   if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number' && Number.isSafeInteger(x));
@@ -85,10 +106,14 @@ function idsOf(v: unknown): number[] {
 export class LM {
   /** Every id that ends generation: config.json, generation_config.json and the tokenizer, together. */
   readonly eosIds: readonly number[];
+  /** sha256 of the tokenizer and its chat templates. */
+  readonly tokenizerFingerprint: string;
 
   private constructor(
     readonly loaded: LoadedModel,
     readonly tokenizer: Tokenizer,
+    /** What `load` was given: a local path or a Hub repo id. */
+    readonly source: string,
   ) {
     const ids = new Set<number>([
       ...idsOf(loaded.config.eos_token_id),
@@ -96,13 +121,14 @@ export class LM {
       ...tokenizer.eosIds,
     ]);
     this.eosIds = [...ids].sort((a, b) => a - b);
+    this.tokenizerFingerprint = tokenizerFingerprint(tokenizer);
   }
 
   static async load(pathOrRepo: string, opts: LoadOptions = {}): Promise<LM> {
     const loaded = await loadModel(pathOrRepo, opts);
     try {
       const tokenizer = await loadTokenizer(loaded.dir);
-      return new LM(loaded, tokenizer);
+      return new LM(loaded, tokenizer, pathOrRepo);
     } catch (e) {
       loaded.model.free();
       throw e;
@@ -138,6 +164,98 @@ export class LM {
     return this.tokenizer.encode(prompt);
   }
 
+  /** Whether `encode` applies the chat template to a text prompt with these options. */
+  usesChatTemplate(opts: PromptOptions = {}): boolean {
+    return (opts.chatTemplate ?? this.tokenizer.hasChatTemplate) && this.tokenizer.hasChatTemplate;
+  }
+
+  /**
+   * Token ids that every continuation of `text` (`text + more`, encoded by `encode`) starts with — or nearly: what
+   * the cache of a prompt should hold. Raw text: its encoding. With the chat template: the rendered conversation up to
+   * the end of the user's text (the template's closing of the message and the generation prompt come after whatever
+   * follows). Prompt reuse matches token ids, so a boundary token that merges differently is simply recomputed.
+   */
+  sharedPrefixTokens(text: string, opts: PromptOptions = {}): number[] {
+    if (!this.usesChatTemplate(opts)) return this.tokenizer.encode(text);
+    const messages: ChatMessage[] = [];
+    if (opts.systemPrompt !== undefined) messages.push({ role: 'system', content: opts.systemPrompt });
+    messages.push({ role: 'user', content: text + SENTINEL });
+    const rendered = this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    const end = rendered.indexOf(SENTINEL);
+    if (end < 0) return []; // the template does not show the message verbatim: nothing is known to be shared
+    return this.tokenizer.encode(rendered.slice(0, end), { addSpecialTokens: false });
+  }
+
+  /**
+   * Processes `text` into a prompt cache holding what its continuations share (see `sharedPrefixTokens`), ready to be
+   * saved or passed as `promptCache`. `cache.prompt` and `cache.template` record how to assemble a continuation.
+   */
+  cachePrompt(text: string, opts: CachePromptOptions = {}): PromptCache {
+    const tokens = this.sharedPrefixTokens(text, opts);
+    if (tokens.length === 0) throw new RangeError('the prompt has no tokens to cache');
+    const pc = this.makePromptCache(opts.cache);
+    try {
+      prefill(this.model, tokens, pc.caches, opts);
+    } catch (e) {
+      pc.free();
+      throw e;
+    }
+    pc.tokens = tokens;
+    pc.prompt = text;
+    pc.template = this.usesChatTemplate(opts)
+      ? { applied: true, ...(opts.systemPrompt !== undefined ? { systemPrompt: opts.systemPrompt } : {}) }
+      : { applied: false };
+    return pc;
+  }
+
+  /** The full text prompt for a continuation of a cached prompt: the cached text followed by `text`. */
+  continuation(pc: PromptCache, text: string): string {
+    return pc.prompt + text;
+  }
+
+  /** Saves a prompt cache (used rows only, with fingerprints and token ids) atomically to `path`. */
+  async savePromptCache(path: string, pc: PromptCache, opts: { model?: string } = {}): Promise<void> {
+    await savePromptCache(path, pc.caches, {
+      modelFingerprint: this.fingerprint,
+      tokenizerFingerprint: this.tokenizerFingerprint,
+      tokens: pc.tokens,
+      prompt: pc.prompt,
+      modelConfig: this.config,
+      chatTemplate: JSON.stringify(pc.template),
+      model: opts.model ?? this.source,
+    });
+  }
+
+  /**
+   * Loads a prompt cache file made for this model and tokenizer; refuses (PromptCacheError) a file that is damaged, of
+   * an unknown version, or made for another model or tokenizer.
+   */
+  async loadPromptCache(path: string): Promise<PromptCache> {
+    const { nKvHeads, headDim } = this.model.cacheShape;
+    const { caches, meta } = await loadPromptCache(path, {
+      backend: this.backend,
+      expect: {
+        modelFingerprint: this.fingerprint,
+        tokenizerFingerprint: this.tokenizerFingerprint,
+        nLayers: this.model.numLayers,
+        nKvHeads,
+        headDim,
+      },
+    });
+    const d = meta.cache;
+    const first = d.layers[0];
+    const kind: CacheKindOptions =
+      first?.kind === 'rotating'
+        ? { maxKvSize: first.maxSize, keep: first.keep }
+        : first?.kind === 'quantized'
+          ? { kvBits: first.bits, kvGroupSize: first.groupSize, quantizedKvStart: first.start }
+          : {};
+    const pc = new PromptCache(caches, [...meta.tokens], this.fingerprint, () => this.makeCaches(kind), kind);
+    pc.prompt = meta.prompt;
+    pc.template = parseTemplateUse(meta.chatTemplate);
+    return pc;
+  }
+
   /** Fresh per-layer caches of the given kind. */
   makeCaches(kind: CacheKindOptions = {}) {
     const { nKvHeads, headDim } = this.model.cacheShape;
@@ -146,7 +264,7 @@ export class LM {
 
   /** An empty prompt cache for this model (reused across calls through `promptCache`). */
   makePromptCache(kind: CacheKindOptions = {}): PromptCache {
-    return new PromptCache(this.makeCaches(kind), [], this.fingerprint, () => this.makeCaches(kind));
+    return new PromptCache(this.makeCaches(kind), [], this.fingerprint, () => this.makeCaches(kind), kind);
   }
 
   /** Streams generated tokens; the generator's return value is the whole result. */
@@ -247,4 +365,42 @@ export class LM {
   free(): void {
     this.model.free();
   }
+}
+
+function parseTemplateUse(s: string): PromptTemplateUse {
+  try {
+    const v = JSON.parse(s) as { applied?: unknown; systemPrompt?: unknown; messages?: unknown };
+    if (v && typeof v === 'object' && typeof v.applied === 'boolean') {
+      const messages = Array.isArray(v.messages)
+        ? v.messages.filter(
+            (m): m is { role: string; content: string } =>
+              !!m && typeof m === 'object' && typeof m.role === 'string' && typeof m.content === 'string',
+          )
+        : undefined;
+      return {
+        applied: v.applied,
+        ...(typeof v.systemPrompt === 'string' ? { systemPrompt: v.systemPrompt } : {}),
+        ...(messages ? { messages } : {}),
+      };
+    }
+  } catch {
+    // informative field: a file from another writer may hold anything
+  }
+  return { applied: false };
+}
+
+/** Where the model of a prompt cache file was loaded from (its `model` entry), without loading anything else. */
+export async function promptCacheModel(path: string): Promise<string> {
+  const r = await inspectPromptCache(path);
+  if (!r.valid || !r.info) {
+    throw new PromptCacheError(
+      r.error?.code ?? 'CORRUPT',
+      r.error?.message ?? `${path}: not a valid prompt cache`,
+    );
+  }
+  if (!r.info.model)
+    throw new PromptCacheError('BAD_INPUT', 'the file does not say which model made it; pass --model', {
+      file: path,
+    });
+  return r.info.model;
 }

@@ -1,4 +1,13 @@
-import { type KVCache, trimCaches } from '@mnemo/kv-cache';
+import { type CacheKindOptions, type KVCache, trimCaches } from '@mnemo/kv-cache';
+import type { ChatMessage } from '@mnemo/tokenizer';
+
+/** Whether and how the chat template was applied to a cached prompt. */
+export interface PromptTemplateUse {
+  readonly applied: boolean;
+  readonly systemPrompt?: string;
+  /** The conversation so far, for caches saved from a chat. */
+  readonly messages?: readonly ChatMessage[];
+}
 
 /**
  * KV caches (one per layer) together with the token ids whose keys and values they hold. Generation reuses the longest
@@ -6,6 +15,13 @@ import { type KVCache, trimCaches } from '@mnemo/kv-cache';
  * exactly what the caches hold, so the next turn can reuse it.
  */
 export class PromptCache {
+  /**
+   * Text of the cached prompt (the user's text, before any chat template) and how it was templated. A follow-up prompt
+   * `B` is assembled as `prompt + B`, templated the same way, tokenized whole, and matched by token ids.
+   */
+  prompt = '';
+  template: PromptTemplateUse = { applied: false };
+
   constructor(
     public caches: KVCache[],
     /** Token ids held, in order: `tokens.length === caches[0].offset`. */
@@ -14,6 +30,8 @@ export class PromptCache {
     readonly modelFingerprint?: string,
     /** Makes empty caches of the same kind, used when the current ones cannot be trimmed. */
     private readonly remake?: () => KVCache[],
+    /** The options the caches were made with (their kind). */
+    readonly kind: CacheKindOptions = {},
   ) {}
 
   get length(): number {

@@ -1,9 +1,12 @@
-import { type GenerateOptions, type GenerationResult, LM } from '@mnemo/lm';
+import { type GenerateOptions, type GenerationResult, type PromptCache, promptCacheModel } from '@mnemo/lm';
 import type { Command } from 'commander';
+import { addCacheFlags, type CacheFlags, cacheKind, hasCacheFlags } from '../cache-flags';
 import { action, CliError } from '../errors';
+import { loadLM, prefillProgress } from '../load';
 import { floatArg, intArg, readPrompt } from '../options';
 
-export interface GenerateFlags {
+export interface GenerateFlags extends CacheFlags {
+  promptCacheFile?: string;
   model?: string;
   prompt: string;
   maxTokens: number;
@@ -97,29 +100,77 @@ export function verboseStats(r: GenerationResult): string {
   ].join('\n');
 }
 
+/** Refuses cache flags that contradict the kind of a loaded cache (the kind comes from the file). */
+function checkKindMatches(f: CacheFlags, pc: PromptCache, file: string): void {
+  const want = cacheKind(f);
+  const have = pc.kind;
+  const show = (k: object) => JSON.stringify(k).replace(/"/g, '');
+  const defaults = { kvGroupSize: 64, quantizedKvStart: 0 };
+  for (const key of Object.keys(want) as (keyof typeof want)[]) {
+    const h = have[key] ?? (have.kvBits !== undefined ? defaults[key as keyof typeof defaults] : undefined);
+    if (h !== want[key]) {
+      throw new CliError(`${file} holds a cache made with ${show(have)}; the flags ask for ${show(want)}`);
+    }
+  }
+}
+
 export function registerGenerate(program: Command): void {
   const cmd = program
     .command('generate')
     .description('generate text from a prompt')
-    .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
+    .option(
+      '-m, --model <dir|repo>',
+      'model directory or Hugging Face repo id (default: the model of --prompt-cache-file)',
+    )
     .requiredOption('-p, --prompt <text>', 'prompt text ("-" reads standard input)')
+    .option(
+      '--prompt-cache-file <file>',
+      'continue a prompt cached by `mnemo cache-prompt`: the prompt is appended to it',
+    )
     .option('--ignore-chat-template', 'use the prompt as raw text, without the chat template')
     .option('--system-prompt <text>', 'system message for the chat template')
     .option('--json', 'print one JSON object with token ids, text, logprobs and stats')
     .option('--logprobs <k>', 'with --json: top-k log-probabilities of each generated token', intArg(0, 1000))
     .option('--verbose', 'print prompt and generation speed and peak memory')
     .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm');
-  addSamplingFlags(cmd).action(
+  addCacheFlags(addSamplingFlags(cmd)).action(
     action(async (f: GenerateFlags) => {
-      if (!f.model) throw new CliError('--model is required');
-      const prompt = await readPrompt(f.prompt);
-      const lm = await LM.load(f.model, f.backend ? { backendName: f.backend } : {});
+      const model = f.model ?? (f.promptCacheFile ? await promptCacheModel(f.promptCacheFile) : undefined);
+      if (!model)
+        throw new CliError('--model is required (or --prompt-cache-file to take the model from the file)');
+      let prompt = await readPrompt(f.prompt);
+      const lm = await loadLM(model, f.backend);
+      let pc: PromptCache | undefined;
       try {
-        const opts = generateOptions(f);
-        const it = lm.stream(prompt, opts);
+        let opts = generateOptions(f);
+        if (f.promptCacheFile) {
+          pc = await lm.loadPromptCache(f.promptCacheFile);
+          if (hasCacheFlags(f)) checkKindMatches(f, pc, f.promptCacheFile);
+          prompt = lm.continuation(pc, prompt);
+          const chatTemplate = f.ignoreChatTemplate ? false : pc.template.applied;
+          const systemPrompt = f.systemPrompt ?? pc.template.systemPrompt;
+          opts = {
+            ...opts,
+            chatTemplate,
+            ...(systemPrompt !== undefined ? { systemPrompt } : {}),
+            promptCache: pc,
+          };
+        } else {
+          opts = { ...opts, cache: cacheKind(f) };
+        }
+        const progress = prefillProgress();
+        const it = lm.stream(prompt, {
+          ...opts,
+          ...(progress.onPrefill ? { onPrefill: progress.onPrefill } : {}),
+        });
         let r: IteratorResult<{ text: string }, GenerationResult>;
+        let first = true;
         for (;;) {
           r = await it.next();
+          if (first) {
+            progress.done();
+            first = false;
+          }
           if (r.done) break;
           if (!f.json && r.value.text) process.stdout.write(r.value.text);
         }
@@ -130,6 +181,7 @@ export function registerGenerate(program: Command): void {
           if (f.verbose) process.stderr.write(verboseStats(result));
         }
       } finally {
+        pc?.free();
         lm.free();
       }
     }),

@@ -1,0 +1,60 @@
+import type { Command } from 'commander';
+import { addCacheFlags, type CacheFlags, cacheKind } from '../cache-flags';
+import { action, CliError } from '../errors';
+import { loadLM, prefillProgress } from '../load';
+import { intArg, readPrompt } from '../options';
+
+interface CachePromptFlags extends CacheFlags {
+  model?: string;
+  prompt: string;
+  promptCacheFile: string;
+  ignoreChatTemplate?: boolean;
+  systemPrompt?: string;
+  prefillStepSize: number;
+  backend?: string;
+  verbose?: boolean;
+}
+
+export function registerCachePrompt(program: Command): void {
+  const cmd = program
+    .command('cache-prompt')
+    .description('process a prompt once and save its KV cache, so generations that continue it start faster')
+    .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
+    .requiredOption('-p, --prompt <text>', 'prompt text to cache ("-" reads standard input)')
+    .requiredOption('--prompt-cache-file <file>', 'file to write (safetensors, mnemo prompt-cache format v1)')
+    .option('--ignore-chat-template', 'cache the prompt as raw text, without the chat template')
+    .option('--system-prompt <text>', 'system message for the chat template')
+    .option('--prefill-step-size <n>', 'prompt tokens per forward pass', intArg(1, 65536), 512)
+    .option('--verbose', 'print timing')
+    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm');
+  addCacheFlags(cmd).action(
+    action(async (f: CachePromptFlags) => {
+      if (!f.model) throw new CliError('--model is required');
+      const prompt = await readPrompt(f.prompt);
+      const lm = await loadLM(f.model, f.backend);
+      try {
+        const t0 = performance.now();
+        const progress = prefillProgress();
+        const pc = lm.cachePrompt(prompt, {
+          chatTemplate: !f.ignoreChatTemplate,
+          ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
+          cache: cacheKind(f),
+          prefillStepSize: f.prefillStepSize,
+          ...(progress.onPrefill ? { onPrefill: progress.onPrefill } : {}),
+        });
+        progress.done();
+        const ms = performance.now() - t0;
+        const count = pc.length;
+        try {
+          await lm.savePromptCache(f.promptCacheFile, pc, { model: f.model });
+        } finally {
+          pc.free();
+        }
+        const timing = f.verbose ? ` (${ms.toFixed(1)} ms)` : '';
+        process.stderr.write(`Saved ${count} tokens to ${f.promptCacheFile}${timing}\n`);
+      } finally {
+        lm.free();
+      }
+    }),
+  );
+}

@@ -1,0 +1,43 @@
+import { createProgressBar } from '@mnemo/hub';
+import { LM } from '@mnemo/lm';
+
+/** Loads a model for a command, drawing a download progress bar on a TTY. */
+export async function loadLM(model: string, backend: string | undefined): Promise<LM> {
+  const bar = createProgressBar(process.stderr);
+  try {
+    return await LM.load(model, {
+      ...(backend ? { backendName: backend } : {}),
+      hub: { onProgress: bar.update },
+    });
+  } finally {
+    bar.done();
+  }
+}
+
+/** A one-line bar for prompt processing, on a TTY only; returns the callback and a closer. */
+export function prefillProgress(label = 'Processing prompt'): {
+  onPrefill?: (done: number, total: number) => void;
+  done: () => void;
+} {
+  if (!process.stderr.isTTY) return { done: () => {} };
+  let drawn = false;
+  let last = 0;
+  const t0 = performance.now();
+  return {
+    onPrefill: (done, total) => {
+      const now = performance.now();
+      if (total < 64 || (now - last < 100 && done < total)) return;
+      last = now;
+      drawn = true;
+      const width = 30;
+      const filled = Math.round((done / total) * width);
+      const tps = done / Math.max(1e-3, (now - t0) / 1000);
+      process.stderr.write(
+        `\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} tokens, ${tps.toFixed(1)} tok/s`,
+      );
+    },
+    done: () => {
+      if (drawn) process.stderr.write('\n');
+    },
+  };
+}

@@ -1,0 +1,153 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CacheKindOptions } from '@mnemo/kv-cache';
+import { readReference, syntheticPreset } from '@mnemo/test-utils';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GenerateOptions, type GenerationResult, LM } from './lm';
+
+// In memory, through @mnemo/lm: a prompt cache makes generation faster, never different. Every comparison is exact:
+// the full log-softmax over the vocabulary at each step (so the logits up to their shared offset), and the tokens.
+const kinds: Record<string, CacheKindOptions> = {
+  standard: {},
+  'quantized 8-bit g32': { kvBits: 8, kvGroupSize: 32 },
+  'quantized 4-bit g32': { kvBits: 4, kvGroupSize: 32 },
+  rotating: { maxKvSize: 1024 },
+};
+
+let lm: LM;
+let long: string;
+const tmp = mkdtempSync(join(tmpdir(), 'mnemo-reuse-'));
+beforeAll(async () => {
+  const dir = syntheticPreset('llama-f32');
+  lm = await LM.load(dir, { backendName: 'wasm' });
+  long = readReference(dir).cases[3]!.prompt;
+});
+afterAll(() => {
+  lm?.free();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const base = (kind: CacheKindOptions, templated: boolean): GenerateOptions => ({
+  temperature: 0,
+  maxTokens: 8,
+  logprobs: 264,
+  chatTemplate: templated,
+  cache: kind,
+});
+const same = (r: GenerationResult) => ({ prompt: r.promptTokens, tokens: r.tokens, logprobs: r.logprobs });
+
+describe('prompt reuse in memory', () => {
+  for (const [name, kind] of Object.entries(kinds)) {
+    for (const templated of [false, true]) {
+      it(`${name}, ${templated ? 'chat template' : 'raw'}: every split, every prefill step size`, async () => {
+        const whole = await lm.generate(long, base(kind, templated));
+        for (const step of [1, 7, 512]) {
+          const r = await lm.generate(long, { ...base(kind, templated), prefillStepSize: step });
+          expect(same(r)).toEqual(same(whole));
+        }
+        for (const chars of [0, 1, 253, 254, 255, 256, 509, 510, 511, 17, 600]) {
+          const pc = lm.cachePrompt(long.slice(0, chars), {
+            chatTemplate: templated,
+            cache: kind,
+            prefillStepSize: 100,
+          });
+          try {
+            const r = await lm.generate(lm.continuation(pc, long.slice(chars)), {
+              ...base(kind, templated),
+              promptCache: pc,
+              prefillStepSize: 7,
+            });
+            expect(same(r), `split at ${chars}`).toEqual(same(whole));
+            expect(r.stats.cachedTokens).toBeGreaterThanOrEqual(chars);
+          } finally {
+            pc.free();
+          }
+        }
+      });
+    }
+  }
+
+  it('reuses a cache across turns, including tokens the model generated', async () => {
+    const opts = base({}, true);
+    const pc = lm.makePromptCache();
+    try {
+      const turn1 = await lm.generate(
+        { messages: [{ role: 'user', content: 'Hi! What are you up to?' }] },
+        { ...opts, promptCache: pc },
+      );
+      const reply = lm.tokenizer.decode(turn1.tokens);
+      const messages = [
+        { role: 'user', content: 'Hi! What are you up to?' },
+        { role: 'assistant', content: reply },
+        { role: 'user', content: 'Tell me more.' },
+      ];
+      const warm = await lm.generate({ messages }, { ...opts, promptCache: pc });
+      const cold = await lm.generate({ messages }, opts);
+      expect(same(warm)).toEqual(same(cold));
+      // the first turn's prompt and generated tokens were found in the cache (beyond the first prompt alone)
+      expect(warm.stats.cachedTokens).toBeGreaterThan(turn1.promptTokens.length);
+    } finally {
+      pc.free();
+    }
+  });
+
+  it('trims a cache that holds more than the new prompt shares', async () => {
+    const pc = lm.cachePrompt(long.slice(0, 300), { chatTemplate: false });
+    try {
+      const r = await lm.generate(`${long.slice(0, 120)}!!`, { ...base({}, false), promptCache: pc });
+      const cold = await lm.generate(`${long.slice(0, 120)}!!`, base({}, false));
+      expect(same(r)).toEqual(same(cold));
+      expect(r.stats.cachedTokens).toBe(121);
+    } finally {
+      pc.free();
+    }
+  });
+
+  it('recomputes the last token when the whole prompt is cached', async () => {
+    const pc = lm.cachePrompt(long.slice(0, 50), { chatTemplate: false });
+    try {
+      const r = await lm.generate(long.slice(0, 50), { ...base({}, false), promptCache: pc });
+      const cold = await lm.generate(long.slice(0, 50), base({}, false));
+      expect(same(r)).toEqual(same(cold));
+      expect(r.stats.cachedTokens).toBe(50);
+    } finally {
+      pc.free();
+    }
+  });
+
+  it('a rotating cache that has wrapped is never reused wrongly: it is recomputed', async () => {
+    const kind = { maxKvSize: 64, keep: 4 };
+    const pc = lm.cachePrompt(long.slice(0, 200), { chatTemplate: false, cache: kind });
+    try {
+      const r = await lm.generate(long.slice(0, 100), { ...base(kind, false), promptCache: pc });
+      const cold = await lm.generate(long.slice(0, 100), base(kind, false));
+      expect(same(r)).toEqual(same(cold));
+      expect(r.stats.cachedTokens).toBe(0);
+    } finally {
+      pc.free();
+    }
+  });
+
+  it('saves and loads a prompt cache file with the same result', async () => {
+    for (const [name, kind] of Object.entries(kinds)) {
+      const pc = lm.cachePrompt('Hi! ', { cache: kind });
+      const file = join(tmp, `${name.replace(/\W/g, '')}.safetensors`);
+      await lm.savePromptCache(file, pc);
+      pc.free();
+      const loaded = await lm.loadPromptCache(file);
+      try {
+        expect(loaded.prompt).toBe('Hi! ');
+        expect(loaded.template.applied).toBe(true);
+        const r = await lm.generate(lm.continuation(loaded, 'What are you up to?'), {
+          ...base(kind, true),
+          promptCache: loaded,
+        });
+        const cold = await lm.generate('Hi! What are you up to?', base(kind, true));
+        expect(same(r), name).toEqual(same(cold));
+      } finally {
+        loaded.free();
+      }
+    }
+  });
+});

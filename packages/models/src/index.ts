@@ -19,4 +19,4 @@ export {
   registerArchitecture,
 } from './registry';
 export { fillRopeTables, ropeInvFreq } from './rope';
-export { type TensorSource, Weights } from './weights';
+export { digestingSource, type TensorSource, Weights } from './weights';

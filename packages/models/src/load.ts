@@ -5,11 +5,11 @@ import { openCheckpoint } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
 import type { RawConfig } from './config';
 import { ModelLoadError } from './errors';
-import { modelFingerprint } from './fingerprint';
+import { modelFingerprint, WeightDigest } from './fingerprint';
 import type { Model } from './model';
 import { QuantizationConfig } from './quantization';
 import { type ArchitectureRegistry, defaultRegistry } from './registry';
-import { Weights } from './weights';
+import { digestingSource, Weights } from './weights';
 
 export interface LoadModelOptions {
   /** Backend to load into; by default `createBackend({ backend: backendName })`. */
@@ -80,7 +80,8 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
     opts.backend ?? (await createBackend(opts.backendName ? { backend: opts.backendName } : {}));
   const checkpoint = await openCheckpoint(dir);
   try {
-    const weights = new Weights(checkpoint, backend, quantization);
+    const digest = new WeightDigest();
+    const weights = new Weights(digestingSource(checkpoint, digest), backend, quantization);
     const model = await plugin.create(config, weights, backend);
     return {
       model,
@@ -88,8 +89,12 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
       dir,
       config,
       generationConfig,
-      fingerprint: modelFingerprint(config, weights.digest),
+      fingerprint: modelFingerprint(config, digest),
     };
+  } catch (e) {
+    // Weights loaded before the failure must not stay behind in a backend nobody else holds.
+    if (!opts.backend) backend.dispose();
+    throw e;
   } finally {
     await checkpoint.close();
   }

@@ -1,7 +1,7 @@
 import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
 import { toFloat32 } from '@mnemo/tensor';
 import { ModelLoadError } from './errors';
-import { WeightDigest } from './fingerprint';
+import type { WeightDigest } from './fingerprint';
 import type { QuantizationConfig } from './quantization';
 
 /** The part of a checkpoint reader weight loading needs (`@mnemo/safetensors`' `Checkpoint` has it). */
@@ -10,6 +10,24 @@ export interface TensorSource {
   has(name: string): boolean;
   info(name: string): { readonly dtype: string; readonly shape: readonly number[] };
   read(name: string): Promise<Uint8Array>;
+}
+
+/**
+ * Wraps a source so that every tensor read is added to `digest`: the weights' identity covers exactly what the
+ * architecture loaded, whatever names or wrappers a plugin uses on top.
+ */
+export function digestingSource(source: TensorSource, digest: WeightDigest): TensorSource {
+  return {
+    names: () => source.names(),
+    has: (name) => source.has(name),
+    info: (name) => source.info(name),
+    read: async (name) => {
+      const bytes = await source.read(name);
+      const info = source.info(name);
+      digest.add(name, info.dtype, info.shape, bytes);
+      return bytes;
+    },
+  };
 }
 
 const DTYPES: Readonly<Record<string, DType>> = {
@@ -27,8 +45,6 @@ const DTYPES: Readonly<Record<string, DType>> = {
  */
 export class Weights {
   private readonly used = new Set<string>();
-  /** Identity of every tensor read so far (see {@link WeightDigest}). */
-  readonly digest = new WeightDigest();
 
   constructor(
     readonly source: TensorSource,
@@ -143,8 +159,6 @@ export class Weights {
       );
     }
     this.used.add(name);
-    const bytes = await this.source.read(name);
-    this.digest.add(name, info.dtype, info.shape, bytes);
-    return { dtype, bytes };
+    return { dtype, bytes: await this.source.read(name) };
   }
 }

@@ -5,45 +5,7 @@
 #   then build, lint, typecheck and the tests of every package. Prints "N passed, N failed, N skipped" at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 CI="${CI:-true}"
-PNPM_VERSION=12.4.2
-
-log() { printf '\n== %s\n' "$*"; }
-
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "mnemo needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
-  exit 1
-fi
-
-if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
-  log "installing pnpm $PNPM_VERSION"
-  npm install -g "pnpm@$PNPM_VERSION" >/dev/null
-fi
-
-has_wasm_target() { # $1 = rustc
-  local dir
-  dir=$("$1" --print target-libdir --target wasm32-unknown-unknown 2>/dev/null) || return 1
-  ls "$dir"/libcore-*.rlib >/dev/null 2>&1
-}
-if ! { command -v rustc >/dev/null && has_wasm_target rustc; } && ! { [ -x /usr/bin/rustc ] && has_wasm_target /usr/bin/rustc; }; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    log "installing Debian's Rust toolchain with the wasm32 target"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc cargo libstd-rust-dev-wasm32 lld >/dev/null
-  else
-    echo "No Rust toolchain with the wasm32-unknown-unknown target was found." >&2
-    echo "Install one: 'rustup target add wasm32-unknown-unknown', or on Debian/Ubuntu (as root):" >&2
-    echo "  apt-get install -y rustc cargo libstd-rust-dev-wasm32 lld" >&2
-    exit 1
-  fi
-fi
-
-log "installing npm packages"
-pnpm install --frozen-lockfile
-
-log "building"
-pnpm turbo run build
+source scripts/setup.sh
 
 log "lint"
 pnpm biome check .

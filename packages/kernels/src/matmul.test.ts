@@ -67,6 +67,8 @@ describe('matmul', () => {
         [37, 203, 13],
         [64, 256, 9],
         [11, 7, 5],
+        [29, 77, 7], // 77 = 9·8 + 4 + 1: every part of the reduction order is exercised
+        [13, 134, 6], // 134 = 16·8 + 4 + 2
       ] as const) {
         const s = setup(rows, n, m, dtype, 7 + n, true);
         k.matmul(s.py, s.px, s.pw, rows, n, m, dtype, s.pb);
@@ -95,6 +97,50 @@ describe('matmul', () => {
         k.free(y1);
         s.free();
       }
+    }
+  });
+});
+
+describe('matmul with f16 inf/NaN weights (the exact fallback of the fast f16 path)', () => {
+  it('propagates inf and NaN exactly like the reference, and leaves other rows untouched', () => {
+    for (const rows of [1, 6]) {
+      const n = 37;
+      const m = 9;
+      const x = f32s(randoms(rows * n, 3)).map((v) => Math.abs(v) + 0.1); // positive: inf stays inf
+      const w = encode(randoms(m * n, 4, 0.5), 'f16');
+      const u16 = new Uint16Array(w.bytes.buffer);
+      const special: [number, number, number][] = [
+        [2, 5, 0x7c00], // +inf
+        [4, 36, 0xfc00], // -inf (in the tail)
+        [5, 0, 0x7e01], // NaN
+        [7, 3, 0x7c00], // +inf and -inf in one row -> NaN
+        [7, 30, 0xfc00],
+      ];
+      for (const [o, i, h] of special) {
+        u16[o * n + i] = h;
+        w.exact[o * n + i] = h === 0x7c00 ? Infinity : h === 0xfc00 ? -Infinity : Number.NaN;
+      }
+      const px = put(k, Float32Array.from(x));
+      const pw = put(k, w.bytes);
+      const py = k.alloc(rows * m * 4);
+      k.matmul(py, px, pw, rows, n, m, 'f16');
+      const got = get(k, py, rows * m);
+      const ref = refMatmul(x, w.exact, rows, n, m);
+      for (let r = 0; r < rows; r++) {
+        for (let o = 0; o < m; o++) {
+          const g = got[r * m + o]!;
+          const want = ref.y[r * m + o]!;
+          if (Number.isFinite(want)) {
+            expect(Math.abs(g - want) / ref.mag[r * m + o]!, `row ${r} out ${o}`).toBeLessThan(2e-6);
+          } else {
+            expect(
+              Object.is(g, want) || (Number.isNaN(g) && Number.isNaN(want)),
+              `row ${r} out ${o}: ${g}`,
+            ).toBe(true);
+          }
+        }
+      }
+      for (const p of [px, pw, py]) k.free(p);
     }
   });
 });

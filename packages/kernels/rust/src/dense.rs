@@ -7,7 +7,8 @@
 use crate::simd::*;
 use core::arch::wasm32::*;
 
-/// Rows × outputs blocked kernel. `x` points at row 0 of the block (stride `xs` floats), `w` at weight row 0 of
+/// Rows × outputs blocked kernel. Returns false if the fast weight conversion met a value it cannot convert
+/// (f16 inf/NaN); the caller then reruns [`block_exact`]. `x` points at row 0 of the block (stride `xs` floats), `w` at weight row 0 of
 /// the block (stride `ws` bytes), `y` at element (0, 0) (row stride `ys`). `bias` is null or points at bias[o0].
 #[inline(always)]
 unsafe fn block<E: Elem, const R: usize, const O: usize>(
@@ -19,15 +20,16 @@ unsafe fn block<E: Elem, const R: usize, const O: usize>(
     ws: usize,
     n: usize,
     bias: *const f32,
-) {
+) -> bool {
     let z = zero();
     let mut a0 = [[z; O]; R];
     let mut a1 = [[z; O]; R];
+    let mut flag = z;
     let mut i = 0;
     while i + 8 <= n {
         let mut wv = [(z, z); O];
         for o in 0..O {
-            wv[o] = E::l8(w.add(o * ws), i);
+            wv[o] = if E::CHECK { E::l8_fast(w.add(o * ws), i, &mut flag) } else { E::l8(w.add(o * ws), i) };
         }
         for r in 0..R {
             let xr = x.add(r * xs + i);
@@ -67,10 +69,61 @@ unsafe fn block<E: Elem, const R: usize, const O: usize>(
             *y.add(r * ys + o) = v;
         }
     }
+    !(E::CHECK && E::flagged(flag))
 }
 
-/// Outputs computed together in the 1-row (decode) path.
-const MV_O: usize = 4;
+/// Exact twin of an element type: same loads, no fast path (used to redo a block that met f16 inf/NaN).
+struct Exact<E>(core::marker::PhantomData<E>);
+
+impl<E: Elem> Elem for Exact<E> {
+    const BYTES: usize = E::BYTES;
+    #[inline(always)]
+    unsafe fn l8(p: *const u8, i: usize) -> (v128, v128) {
+        E::l8(p, i)
+    }
+    #[inline(always)]
+    unsafe fn l4(p: *const u8, i: usize) -> v128 {
+        E::l4(p, i)
+    }
+    #[inline(always)]
+    unsafe fn l1(p: *const u8, i: usize) -> f32 {
+        E::l1(p, i)
+    }
+}
+
+/// [`block`], redone with exact conversion when the fast one flagged a value.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run<E: Elem, const R: usize, const O: usize>(
+    y: *mut f32,
+    ys: usize,
+    x: *const f32,
+    xs: usize,
+    w: *const u8,
+    ws: usize,
+    n: usize,
+    bias: *const f32,
+) {
+    if !block::<E, R, O>(y, ys, x, xs, w, ws, n, bias) {
+        slow::<E, R, O>(y, ys, x, xs, w, ws, n, bias);
+    }
+}
+
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn slow<E: Elem, const R: usize, const O: usize>(
+    y: *mut f32,
+    ys: usize,
+    x: *const f32,
+    xs: usize,
+    w: *const u8,
+    ws: usize,
+    n: usize,
+    bias: *const f32,
+) {
+    block::<Exact<E>, R, O>(y, ys, x, xs, w, ws, n, bias);
+}
+
 /// Rows × outputs of the prefill block.
 const PF_R: usize = 4;
 const PF_O: usize = 1;
@@ -83,7 +136,16 @@ pub fn row_tile(n_in: usize, r: usize) -> usize {
     t - t % r
 }
 
-unsafe fn matmul_t<E: Elem>(y: *mut f32, x: *const f32, w: *const u8, bias: *const f32, rows: usize, n: usize, m: usize) {
+/// `MV_O`: outputs computed together in the 1-row (decode) path.
+unsafe fn matmul_t<E: Elem, const MV_O: usize>(
+    y: *mut f32,
+    x: *const f32,
+    w: *const u8,
+    bias: *const f32,
+    rows: usize,
+    n: usize,
+    m: usize,
+) {
     let ws = n * E::BYTES;
     let bias_at = |o: usize| if bias.is_null() { bias } else { bias.add(o) };
     if rows < PF_R {
@@ -92,11 +154,11 @@ unsafe fn matmul_t<E: Elem>(y: *mut f32, x: *const f32, w: *const u8, bias: *con
             let yr = y.add(r * m);
             let mut o = 0;
             while o + MV_O <= m {
-                block::<E, 1, MV_O>(yr.add(o), 0, xr, 0, w.add(o * ws), ws, n, bias_at(o));
+                run::<E, 1, MV_O>(yr.add(o), 0, xr, 0, w.add(o * ws), ws, n, bias_at(o));
                 o += MV_O;
             }
             while o < m {
-                block::<E, 1, 1>(yr.add(o), 0, xr, 0, w.add(o * ws), ws, n, bias_at(o));
+                run::<E, 1, 1>(yr.add(o), 0, xr, 0, w.add(o * ws), ws, n, bias_at(o));
                 o += 1;
             }
         }
@@ -112,22 +174,22 @@ unsafe fn matmul_t<E: Elem>(y: *mut f32, x: *const f32, w: *const u8, bias: *con
             if o + PF_O <= m {
                 let mut r = r0;
                 while r + PF_R <= r1 {
-                    block::<E, PF_R, PF_O>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
+                    run::<E, PF_R, PF_O>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
                     r += PF_R;
                 }
                 while r < r1 {
-                    block::<E, 1, PF_O>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
+                    run::<E, 1, PF_O>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
                     r += 1;
                 }
                 o += PF_O;
             } else {
                 let mut r = r0;
                 while r + PF_R <= r1 {
-                    block::<E, PF_R, 1>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
+                    run::<E, PF_R, 1>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
                     r += PF_R;
                 }
                 while r < r1 {
-                    block::<E, 1, 1>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
+                    run::<E, 1, 1>(y.add(r * m + o), m, x.add(r * n), n, wo, ws, n, bias_at(o));
                     r += 1;
                 }
                 o += 1;
@@ -151,9 +213,9 @@ pub unsafe extern "C" fn mk_matmul(
 ) {
     let bias = if bias as usize == 0 { core::ptr::null() } else { bias };
     match wdt {
-        0 => matmul_t::<F32>(y, x, w, bias, rows, n_in, n_out),
-        1 => matmul_t::<F16>(y, x, w, bias, rows, n_in, n_out),
-        _ => matmul_t::<BF16>(y, x, w, bias, rows, n_in, n_out),
+        0 => matmul_t::<F32, 4>(y, x, w, bias, rows, n_in, n_out),
+        1 => matmul_t::<F16, 2>(y, x, w, bias, rows, n_in, n_out),
+        _ => matmul_t::<BF16, 4>(y, x, w, bias, rows, n_in, n_out),
     }
 }
 

@@ -198,24 +198,38 @@ pub unsafe extern "C" fn mk_copy(dst: *mut u8, src: *const u8, bytes: usize) {
     core::ptr::copy(src, dst, bytes);
 }
 
-/// Streams `bytes` (a multiple of 128) at `p` through eight independent v128 accumulators: the benchmark's
-/// single-thread read-bandwidth probe.
-#[no_mangle]
-pub unsafe extern "C" fn mk_bw_sum(p: *const f32, bytes: usize) -> f32 {
-    let n = bytes / 4;
+#[inline(always)]
+unsafe fn bw<const S: usize>(p: *const f32, bytes: usize) -> f32 {
+    // S contiguous parts read side by side (like a matvec streaming S weight rows), 8 v128 per part per step
+    let part = bytes / 4 / S / 32 * 32;
     let mut a = [zero(); 8];
     let mut i = 0;
-    while i + 32 <= n {
-        for c in 0..8 {
-            a[c] = f32x4_add(a[c], ld(p.add(i + 4 * c)));
+    while i < part {
+        for s in 0..S {
+            let q = p.add(s * part + i);
+            for c in 0..8 {
+                a[c] = f32x4_add(a[c], ld(q.add(4 * c)));
+            }
         }
         i += 32;
     }
-    let mut s = zero();
+    let mut t = zero();
     for c in 0..8 {
-        s = f32x4_add(s, a[c]);
+        t = f32x4_add(t, a[c]);
     }
-    hsum(s)
+    hsum(t)
+}
+
+/// Reads `bytes` at `p` in `streams` (1, 2, 4 or 8) concurrent sequential streams with eight independent v128
+/// accumulators: the benchmark's single-thread read-bandwidth probe (not part of the loader API).
+#[no_mangle]
+pub unsafe extern "C" fn mk_bw_sum(p: *const f32, bytes: usize, streams: usize) -> f32 {
+    match streams {
+        1 => bw::<1>(p, bytes),
+        2 => bw::<2>(p, bytes),
+        4 => bw::<4>(p, bytes),
+        _ => bw::<8>(p, bytes),
+    }
 }
 
 /// `out[i] = e^x[i]` (the kernels' exp; exported for accuracy tests, not part of the loader API).

@@ -140,8 +140,9 @@ unsafe fn qstep<const B: usize, const R: usize, const O: usize, const FIRST: boo
     }
 }
 
-/// R rows × O outputs over the whole row; writes `y[r·ys + o]`.
-#[inline(always)]
+/// R rows × O outputs over the whole row; writes `y[r·ys + o]`. Not inlined: a small function of its own gets a
+/// much better register allocation from V8 than the same code inlined into a large caller.
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn qblock<const B: usize, const R: usize, const O: usize>(
     y: *mut f32,
@@ -154,11 +155,11 @@ unsafe fn qblock<const B: usize, const R: usize, const O: usize>(
     sf: *const f32,
     bf: *const f32,
     l: &Layout,
-    gs: usize,
     bias: *const f32,
+    gs: usize,
 ) {
     let blk = 128 / B; // elements per 4-word block
-    let bpg = gs / blk;
+    let bpg = gs / blk; // a runtime trip count on purpose: unrolled groups make V8 hoist and spill the x loads
     let mut acc = [[zero(); O]; R];
     let mut a0 = [[zero(); O]; R];
     let mut a1 = [[zero(); O]; R];
@@ -168,10 +169,12 @@ unsafe fn qblock<const B: usize, const R: usize, const O: usize>(
         qstep::<B, R, O, true>(&mut a0, &mut a1, wp, wpr, xq, xps);
         wp = wp.add(4);
         xq = xq.add(blk);
-        for _ in 1..bpg {
+        let mut b = 1;
+        while b < bpg {
             qstep::<B, R, O, false>(&mut a0, &mut a1, wp, wpr, xq, xps);
             wp = wp.add(4);
             xq = xq.add(blk);
+            b += 1;
         }
         for o in 0..O {
             let s = v128_load32_splat(sf.add(o * l.ngp + g) as *const u32);
@@ -204,11 +207,21 @@ struct QArgs<'a> {
     sf: *mut f32,
     bf: *mut f32,
     qf: *mut f32,
+    sdt: u32,
 }
 
 impl QArgs<'_> {
+    /// Scales and biases of outputs `o0..o0+no` → f32 scratch (`sf`, `bf`).
     #[inline(always)]
-    unsafe fn conv<S: Elem>(&self, o0: usize, no: usize) {
+    unsafe fn conv(&self, o0: usize, no: usize) {
+        match self.sdt {
+            0 => self.conv_t::<F32>(o0, no),
+            1 => self.conv_t::<F16>(o0, no),
+            _ => self.conv_t::<BF16>(o0, no),
+        }
+    }
+    #[inline(never)]
+    unsafe fn conv_t<S: Elem>(&self, o0: usize, no: usize) {
         let ng = self.l.ng;
         for oo in 0..no {
             let o = o0 + oo;
@@ -228,20 +241,20 @@ impl QArgs<'_> {
 
 /// Rows `tr` of one row tile: `y` = row 0 of the tile, `xp`/`xg` its prepared rows.
 #[inline(always)]
-unsafe fn aligned_tile<S: Elem, const B: usize>(a: &QArgs, y: *mut f32, xp: *const f32, xg: *const f32, tr: usize) {
+unsafe fn aligned_tile<const B: usize>(a: &QArgs, y: *mut f32, xp: *const f32, xg: *const f32, tr: usize) {
     let (n, m, l) = (a.n, a.m, a.l);
     let wpr = n * B / 32;
     let wrow = |o: usize| a.packed.add(o * wpr);
     if l.t == 1 {
         let mut o = 0;
         while o + MV_O <= m {
-            a.conv::<S>(o, MV_O);
-            qblock::<B, 1, MV_O>(y.add(o), 0, xp, 0, xg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+            a.conv(o, MV_O);
+            qblock::<B, 1, MV_O>(y.add(o), 0, xp, 0, xg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             o += MV_O;
         }
         while o < m {
-            a.conv::<S>(o, 1);
-            qblock::<B, 1, 1>(y.add(o), 0, xp, 0, xg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+            a.conv(o, 1);
+            qblock::<B, 1, 1>(y.add(o), 0, xp, 0, xg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             o += 1;
         }
         return;
@@ -250,23 +263,23 @@ unsafe fn aligned_tile<S: Elem, const B: usize>(a: &QArgs, y: *mut f32, xp: *con
     let mut o = 0;
     while o < m {
         let no = if o + PF_O <= m { PF_O } else { 1 };
-        a.conv::<S>(o, no);
+        a.conv(o, no);
         let mut r = 0;
         while r + PF_R <= tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
             if no == PF_O {
-                qblock::<B, PF_R, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+                qblock::<B, PF_R, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             } else {
-                qblock::<B, PF_R, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+                qblock::<B, PF_R, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             }
             r += PF_R;
         }
         while r < tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
             if no == PF_O {
-                qblock::<B, 1, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+                qblock::<B, 1, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             } else {
-                qblock::<B, 1, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.gs, a.bias_at(o));
+                qblock::<B, 1, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
             }
             r += 1;
         }
@@ -300,11 +313,11 @@ unsafe fn unpack_row(dst: *mut f32, w: *const u32, n: usize, bits: usize) {
 }
 
 /// Generic path: one output at a time, its row unpacked once and applied to every row of the tile.
-unsafe fn generic_tile<S: Elem>(a: &QArgs, y: *mut f32, x: *const f32, xg: *const f32, tr: usize) {
+unsafe fn generic_tile(a: &QArgs, y: *mut f32, x: *const f32, xg: *const f32, tr: usize) {
     let (n, m, l, gs) = (a.n, a.m, a.l, a.gs);
     let wpr = n * a.bits / 32;
     for o in 0..m {
-        a.conv::<S>(o, 1);
+        a.conv(o, 1);
         unpack_row(a.qf, a.packed.add(o * wpr), n, a.bits);
         for r in 0..tr {
             let xr = x.add(r * n);
@@ -333,7 +346,7 @@ unsafe fn generic_tile<S: Elem>(a: &QArgs, y: *mut f32, x: *const f32, xg: *cons
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q_t<S: Elem>(
+unsafe fn matmul_q_t(
     y: *mut f32,
     x: *const f32,
     packed: *const u32,
@@ -345,6 +358,7 @@ unsafe fn matmul_q_t<S: Elem>(
     m: usize,
     bits: usize,
     gs: usize,
+    sdt: u32,
     scratch: *mut f32,
 ) {
     let l = layout(rows, n, gs);
@@ -353,7 +367,7 @@ unsafe fn matmul_q_t<S: Elem>(
     let sf = xg.add(l.t * l.ngp);
     let bf = sf.add(OM * l.ngp);
     let qf = bf.add(OM * l.ngp);
-    let a = QArgs { packed, scales, biases, bias, n, m, gs, bits, l: &l, sf, bf, qf };
+    let a = QArgs { packed, scales, biases, bias, n, m, gs, bits, l: &l, sf, bf, qf, sdt };
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + l.t).min(rows);
@@ -363,9 +377,9 @@ unsafe fn matmul_q_t<S: Elem>(
         }
         let yt = y.add(r0 * m);
         match bits {
-            4 => aligned_tile::<S, 4>(&a, yt, xp, xg, tr),
-            8 => aligned_tile::<S, 8>(&a, yt, xp, xg, tr),
-            _ => generic_tile::<S>(&a, yt, x.add(r0 * n), xg, tr),
+            4 => aligned_tile::<4>(&a, yt, xp, xg, tr),
+            8 => aligned_tile::<8>(&a, yt, xp, xg, tr),
+            _ => generic_tile(&a, yt, x.add(r0 * n), xg, tr),
         }
         r0 = r1;
     }
@@ -391,11 +405,7 @@ pub unsafe extern "C" fn mk_matmul_q(
     scratch: *mut f32,
 ) {
     let bias = if bias as usize == 0 { core::ptr::null() } else { bias };
-    match sdt {
-        0 => matmul_q_t::<F32>(y, x, packed, scales, biases, bias, rows, n_in, n_out, bits, gs, scratch),
-        1 => matmul_q_t::<F16>(y, x, packed, scales, biases, bias, rows, n_in, n_out, bits, gs, scratch),
-        _ => matmul_q_t::<BF16>(y, x, packed, scales, biases, bias, rows, n_in, n_out, bits, gs, scratch),
-    }
+    matmul_q_t(y, x, packed, scales, biases, bias, rows, n_in, n_out, bits, gs, sdt, scratch);
 }
 
 unsafe fn embedding_q_t<S: Elem>(

@@ -108,8 +108,20 @@ pub unsafe fn ld_bf16x4(p: *const u16) -> v128 {
 /// Element types of weights / scales: 0 = f32, 1 = f16, 2 = bf16.
 pub trait Elem {
     const BYTES: usize;
+    /// Whether [`Elem::l8_fast`] may be inexact for some inputs; the caller then accumulates `flag` and, if
+    /// [`Elem::flagged`] says so, redoes the work with [`Elem::l8`] (same order, exact values).
+    const CHECK: bool = false;
     /// Elements `i..i+8` → (0..4, 4..8) as f32.
     unsafe fn l8(p: *const u8, i: usize) -> (v128, v128);
+    /// Like `l8`, possibly cheaper; when `CHECK`, exact unless it records a problem in `flag`.
+    #[inline(always)]
+    unsafe fn l8_fast(p: *const u8, i: usize, _flag: &mut v128) -> (v128, v128) {
+        Self::l8(p, i)
+    }
+    #[inline(always)]
+    fn flagged(_flag: v128) -> bool {
+        false
+    }
     unsafe fn l4(p: *const u8, i: usize) -> v128;
     unsafe fn l1(p: *const u8, i: usize) -> f32;
     /// Elements `i..i+n` (`n < 4`), remaining lanes zero.
@@ -146,11 +158,41 @@ impl Elem for F32 {
     }
 }
 
+/// Fast f16 → f32 of four halves held in the HIGH 16 bits of each lane (`h << 16`): exact for zeros, subnormals
+/// and normals (sign kept by the arithmetic shift, the 15 exponent+mantissa bits moved to f32 position, then a
+/// power-of-two scaling by 2^112). Inf/NaN (exponent 31) come out as finite values ≥ 65536 instead: callers
+/// detect them separately.
+#[inline(always)]
+pub fn h2f_hi(x: v128) -> v128 {
+    f32x4_mul(
+        v128_and(i32x4_shr(x, 3), i32x4_splat(0x8FFF_FFFFu32 as i32)),
+        f32x4_splat(f32::from_bits(0x7780_0000)),
+    )
+}
+
 impl Elem for F16 {
     const BYTES: usize = 2;
+    const CHECK: bool = true;
     #[inline(always)]
     unsafe fn l8(p: *const u8, i: usize) -> (v128, v128) {
         ld_f16x8((p as *const u16).add(i))
+    }
+    #[inline(always)]
+    unsafe fn l8_fast(p: *const u8, i: usize, flag: &mut v128) -> (v128, v128) {
+        let v = v128_load((p as *const u16).add(i) as *const v128);
+        // running max of |h|: any lane >= 0x7c00 at the end means an inf/NaN was seen
+        *flag = u16x8_max(*flag, v128_and(v, u16x8_splat(0x7fff)));
+        let z = u32x4_splat(0);
+        (
+            h2f_hi(i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(v, z)),
+            h2f_hi(i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(v, z)),
+        )
+    }
+    #[inline(always)]
+    fn flagged(flag: v128) -> bool {
+        // some |h| >= 0x7c00 <=> max_u(|h|, 0x7bff) != 0x7bff somewhere
+        let m = u16x8_max(flag, u16x8_splat(0x7bff));
+        !u16x8_all_true(i16x8_eq(m, u16x8_splat(0x7bff)))
     }
     #[inline(always)]
     unsafe fn l4(p: *const u8, i: usize) -> v128 {

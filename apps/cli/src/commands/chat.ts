@@ -51,12 +51,17 @@ export function registerChat(program: Command): void {
         output: process.stdout,
         terminal: process.stdin.isTTY,
       });
+      // Take lines from the start: lines that arrive while a cache file loads must not be lost.
+      const lines = rl[Symbol.asyncIterator]();
       try {
         if (f.promptCacheFile) await load(f.promptCacheFile);
         if (process.stdin.isTTY) process.stdout.write(`${HELP}\n`);
         rl.setPrompt('>> ');
         rl.prompt();
-        for await (const line of rl) {
+        for (;;) {
+          const next = await lines.next();
+          if (next.done) break;
+          const line: string = next.value;
           const input = line.trim();
           try {
             if (input === '/quit' || input === '/exit') break;

@@ -77,7 +77,10 @@ export async function makeDemoModel(dir) {
   add('lm_head.weight', [c.vocab_size, h], 1 / Math.sqrt(h));
   await writeSafetensors(join(dir, 'model.safetensors'), tensors);
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
-  writeFileSync(join(dir, 'generation_config.json'), `${JSON.stringify({ bos_token_id: 256, eos_token_id: 257 }, null, 2)}\n`);
+  writeFileSync(
+    join(dir, 'generation_config.json'),
+    `${JSON.stringify({ bos_token_id: 256, eos_token_id: 257 }, null, 2)}\n`,
+  );
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(fixture, f), join(dir, f));
   return dir;
 }

@@ -84,7 +84,8 @@ async function compare(dir: string, ref: RefConfig, W: Map<string, Float32Array>
   const want = referenceLogits(ref, (n) => Float64Array.from(W.get(n)!), IDS);
   let worst = 0;
   for (let t = 0; t < want.length; t++) {
-    for (let i = 0; i < ref.vocab; i++) worst = Math.max(worst, Math.abs(want[t]![i]! - got[t * ref.vocab + i]!));
+    for (let i = 0; i < ref.vocab; i++)
+      worst = Math.max(worst, Math.abs(want[t]![i]! - got[t * ref.vocab + i]!));
   }
   return worst;
 }

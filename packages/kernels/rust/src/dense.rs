@@ -25,32 +25,30 @@ unsafe fn block<E: Elem, const R: usize, const O: usize>(
     let mut a0 = [[z; O]; R];
     let mut a1 = [[z; O]; R];
     let mut flag = z;
-    let mut i = 0;
-    while i + 8 <= n {
-        let mut wv = [(z, z); O];
+    // One 4-element chunk per iteration, alternating accumulators by swapping them: chunk c lands in acc(c % 2),
+    // exactly the 8-block order of `dot` (the 4-element remainder of an odd chunk count lands in acc0). Fewer
+    // loads per iteration keeps TurboFan (which hoists all loads of an iteration) from spilling.
+    let nc = n / 4;
+    let mut c = 0;
+    while c < nc {
+        let i = 4 * c;
+        let mut wv = [z; O];
         for o in 0..O {
-            wv[o] = if E::CHECK { E::l8_fast(w.add(o * ws), i, &mut flag) } else { E::l8(w.add(o * ws), i) };
+            wv[o] = E::l4_fast(w.add(o * ws), i, &mut flag);
         }
         for r in 0..R {
-            let xr = x.add(r * xs + i);
-            let x0 = ld(xr);
-            let x1 = ld(xr.add(4));
+            let xv = ld(x.add(r * xs + i));
             for o in 0..O {
-                a0[r][o] = f32x4_add(a0[r][o], f32x4_mul(x0, wv[o].0));
-                a1[r][o] = f32x4_add(a1[r][o], f32x4_mul(x1, wv[o].1));
+                a0[r][o] = f32x4_add(a0[r][o], f32x4_mul(xv, wv[o]));
             }
         }
-        i += 8;
+        core::mem::swap(&mut a0, &mut a1);
+        c += 1;
     }
-    if i + 4 <= n {
-        for o in 0..O {
-            let wv = E::l4(w.add(o * ws), i);
-            for r in 0..R {
-                a0[r][o] = f32x4_add(a0[r][o], f32x4_mul(ld(x.add(r * xs + i)), wv));
-            }
-        }
-        i += 4;
+    if nc % 2 == 1 {
+        core::mem::swap(&mut a0, &mut a1);
     }
+    let i = 4 * nc;
     if i < n {
         let m = n - i;
         for o in 0..O {
@@ -124,10 +122,6 @@ unsafe fn slow<E: Elem, const R: usize, const O: usize>(
     block::<Exact<E>, R, O>(y, ys, x, xs, w, ws, n, bias);
 }
 
-/// Rows × outputs of the prefill block.
-const PF_R: usize = 4;
-const PF_O: usize = 1;
-
 /// Rows of X per tile in the prefill path: enough that a tile stays in L2 while the weights stream once per tile.
 #[inline(always)]
 pub fn row_tile(n_in: usize, r: usize) -> usize {
@@ -136,8 +130,9 @@ pub fn row_tile(n_in: usize, r: usize) -> usize {
     t - t % r
 }
 
-/// `MV_O`: outputs computed together in the 1-row (decode) path.
-unsafe fn matmul_t<E: Elem, const MV_O: usize>(
+/// `MV_O`: outputs computed together in the 1-row (decode) path; `PF_R` × `PF_O`: rows × outputs of the prefill
+/// block (rows >= PF_R). Tuned per dtype on a V8/x64 machine; any choice gives the same bits.
+unsafe fn matmul_t<E: Elem, const MV_O: usize, const PF_R: usize, const PF_O: usize>(
     y: *mut f32,
     x: *const f32,
     w: *const u8,
@@ -213,9 +208,9 @@ pub unsafe extern "C" fn mk_matmul(
 ) {
     let bias = if bias as usize == 0 { core::ptr::null() } else { bias };
     match wdt {
-        0 => matmul_t::<F32, 4>(y, x, w, bias, rows, n_in, n_out),
-        1 => matmul_t::<F16, 2>(y, x, w, bias, rows, n_in, n_out),
-        _ => matmul_t::<BF16, 4>(y, x, w, bias, rows, n_in, n_out),
+        0 => matmul_t::<F32, 4, 2, 2>(y, x, w, bias, rows, n_in, n_out),
+        1 => matmul_t::<F16, 2, 4, 1>(y, x, w, bias, rows, n_in, n_out),
+        _ => matmul_t::<BF16, 4, 2, 2>(y, x, w, bias, rows, n_in, n_out),
     }
 }
 

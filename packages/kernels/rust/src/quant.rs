@@ -45,7 +45,7 @@ fn layout(rows: usize, n: usize, gs: usize) -> Layout {
 #[no_mangle]
 pub extern "C" fn mk_matmul_q_scratch(rows: usize, n: usize, gs: usize) -> usize {
     let l = layout(rows, n, gs);
-    4 * (l.t * (n + l.ngp) + 2 * OM * l.ngp + n) + 16
+    4 * (l.t * (n + l.ngp) + 2 * OM * l.ngp + OM * n) + 16
 }
 
 /// Group sums (canonical [`sum`] per group, zero-padded to a multiple of 4) and, for bits 4/8, the permuted and
@@ -259,31 +259,111 @@ unsafe fn aligned_tile<const B: usize>(a: &QArgs, y: *mut f32, xp: *const f32, x
         }
         return;
     }
+    // prefill: each weight row's `c` vectors are unpacked once and applied to every row of the tile
     let ngp = l.ngp;
-    let mut o = 0;
-    while o < m {
-        let no = if o + PF_O <= m { PF_O } else { 1 };
-        a.conv(o, no);
+    for o in 0..m {
+        a.conv(o, 1);
+        unpack_c::<B>(a.qf, wrow(o), n);
         let mut r = 0;
         while r + PF_R <= tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
-            if no == PF_O {
-                qblock::<B, PF_R, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
-            } else {
-                qblock::<B, PF_R, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
-            }
+            qdense::<PF_R, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
             r += PF_R;
         }
         while r < tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
-            if no == PF_O {
-                qblock::<B, 1, PF_O>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
-            } else {
-                qblock::<B, 1, 1>(yy, m, xx, n, gg, wrow(o), wpr, a.sf, a.bf, l, a.bias_at(o), a.gs);
-            }
+            qdense::<1, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
             r += 1;
         }
-        o += no;
+    }
+}
+
+/// The `c` vectors [`qstep`] computes for one weight row, stored in its order: block b, position k at
+/// `cf[(b·E + k)·4 ..]` (the same index as the matching `xp` vector).
+unsafe fn unpack_c<const B: usize>(cf: *mut f32, w: *const u32, n: usize) {
+    let e = 32 / B;
+    for b in 0..n * B / 128 {
+        let wv = v128_load(w.add(4 * b) as *const v128);
+        for k in 0..e {
+            let c = if k == e - 1 {
+                f32x4_convert_i32x4(u32x4_shr(wv, (32 - B) as u32))
+            } else {
+                f32x4_convert_i32x4(v128_and(wv, u32x4_splat(((1u32 << B) - 1) << (B * k))))
+            };
+            st(cf.add((b * e + k) * 4), c);
+        }
+    }
+}
+
+/// Prefill twin of [`qblock`] over unpacked `c` rows (`O` of them, stride `cfs`): per group, chunk t of 4 lanes
+/// goes to accumulator t % 2 (the first two assigned), which is exactly qstep's position-parity order, so every
+/// output is bitwise the same as the decode path's. One chunk per iteration with the two accumulators swapped
+/// keeps few loads in flight (TurboFan hoists all loads of an iteration).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn qdense<const R: usize, const O: usize>(
+    y: *mut f32,
+    ys: usize,
+    xp: *const f32,
+    xps: usize,
+    cf: *const f32,
+    cfs: usize,
+    xg: *const f32,
+    sf: *const f32,
+    bf: *const f32,
+    l: &Layout,
+    bias: *const f32,
+    gs: usize,
+) {
+    let cpg = gs / 4;
+    let z = zero();
+    let mut acc = [[z; O]; R];
+    let mut xq = xp;
+    let mut cq = cf;
+    for g in 0..l.ng {
+        let mut a0 = [[z; O]; R];
+        let mut a1 = [[z; O]; R];
+        for o in 0..O {
+            let c0 = ld(cq.add(o * cfs));
+            let c1 = ld(cq.add(o * cfs + 4));
+            for r in 0..R {
+                a0[r][o] = f32x4_mul(c0, ld(xq.add(r * xps)));
+                a1[r][o] = f32x4_mul(c1, ld(xq.add(r * xps + 4)));
+            }
+        }
+        let mut t = 2;
+        while t < cpg {
+            let mut cv = [z; O];
+            for o in 0..O {
+                cv[o] = ld(cq.add(o * cfs + 4 * t));
+            }
+            for r in 0..R {
+                let xv = ld(xq.add(r * xps + 4 * t));
+                for o in 0..O {
+                    a0[r][o] = f32x4_add(a0[r][o], f32x4_mul(cv[o], xv));
+                }
+            }
+            core::mem::swap(&mut a0, &mut a1);
+            t += 1;
+        }
+        // cpg is even, so after cpg - 2 swaps a0/a1 are back in place
+        for o in 0..O {
+            let s = v128_load32_splat(sf.add(o * l.ngp + g) as *const u32);
+            for r in 0..R {
+                acc[r][o] = f32x4_add(acc[r][o], f32x4_mul(f32x4_add(a0[r][o], a1[r][o]), s));
+            }
+        }
+        xq = xq.add(gs);
+        cq = cq.add(gs);
+    }
+    for r in 0..R {
+        for o in 0..O {
+            let mut v = hsum(acc[r][o]) + bias_term(bf.add(o * l.ngp), xg.add(r * l.ngp), l.ngp);
+            if !bias.is_null() {
+                v += *bias.add(o);
+            }
+            *y.add(r * ys + o) = v;
+        }
     }
 }
 

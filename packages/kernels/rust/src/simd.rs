@@ -102,7 +102,7 @@ pub unsafe fn ld_bf16x8(p: *const u16) -> (v128, v128) {
 #[inline(always)]
 pub unsafe fn ld_bf16x4(p: *const u16) -> v128 {
     let v = v128_load64_zero(p as *const u64);
-    i32x4_shl(u32x4_extend_low_u16x8(v), 16)
+    i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(v, u32x4_splat(0))
 }
 
 /// Element types of weights / scales: 0 = f32, 1 = f16, 2 = bf16.
@@ -123,6 +123,11 @@ pub trait Elem {
         false
     }
     unsafe fn l4(p: *const u8, i: usize) -> v128;
+    /// Like `l4`, possibly cheaper (same contract as [`Elem::l8_fast`]).
+    #[inline(always)]
+    unsafe fn l4_fast(p: *const u8, i: usize, _flag: &mut v128) -> v128 {
+        Self::l4(p, i)
+    }
     unsafe fn l1(p: *const u8, i: usize) -> f32;
     /// Elements `i..i+n` (`n < 4`), remaining lanes zero.
     #[inline(always)]
@@ -187,6 +192,12 @@ impl Elem for F16 {
             h2f_hi(i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(v, z)),
             h2f_hi(i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(v, z)),
         )
+    }
+    #[inline(always)]
+    unsafe fn l4_fast(p: *const u8, i: usize, flag: &mut v128) -> v128 {
+        let v = v128_load64_zero((p as *const u16).add(i) as *const u64);
+        *flag = u16x8_max(*flag, v128_and(v, u16x8_splat(0x7fff)));
+        h2f_hi(i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(v, u32x4_splat(0)))
     }
     #[inline(always)]
     fn flagged(flag: v128) -> bool {

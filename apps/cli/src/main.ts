@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerCachePrompt } from './commands/cache-prompt';
 import { registerChat } from './commands/chat';
+import { registerConvertCache } from './commands/convert-cache';
 import { registerGenerate } from './commands/generate';
 import { registerInspectCache } from './commands/inspect-cache';
 import { VERSION } from './version';
@@ -16,5 +17,6 @@ registerGenerate(program);
 registerCachePrompt(program);
 registerChat(program);
 registerInspectCache(program);
+registerConvertCache(program);
 
 await program.parseAsync(process.argv);

@@ -148,3 +148,22 @@ describe.skipIf(!existsSync(cli))(
     });
   },
 );
+
+describe.skipIf(!existsSync(cli))('convert-cache', () => {
+  it('mnemo → mlx-lm layout → mnemo, then continuing gives the uncached result', () => {
+    const a = join(tmp, 'conv-a.safetensors');
+    const mlx = join(tmp, 'conv-mlx.safetensors');
+    const b = join(tmp, 'conv-b.safetensors');
+    mnemo(['cache-prompt', '--model', model, '--prompt', 'Hi! ', '--prompt-cache-file', a]);
+    mnemo(['convert-cache', a, mlx, '--to', 'mlx']);
+    mnemo(['convert-cache', mlx, b, '--to', 'mnemo', '--model', model, '--prompt', 'Hi! ']);
+    const viaMlx = JSON.parse(
+      mnemo(['generate', '--prompt-cache-file', b, '--prompt', 'What are you up to?', ...GEN]),
+    ) as Out;
+    const whole = JSON.parse(
+      mnemo(['generate', '--model', model, '--prompt', 'Hi! What are you up to?', ...GEN]),
+    ) as Out;
+    expect(comparable(viaMlx)).toEqual(comparable(whole));
+    expect(viaMlx.stats.cached_tokens).toBeGreaterThan(2);
+  });
+});

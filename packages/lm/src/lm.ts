@@ -1,7 +1,10 @@
 import {
   type CacheKindOptions,
+  exportMlxPromptCache,
+  importMlxPromptCache,
   inspectPromptCache,
   loadPromptCache,
+  type MlxDType,
   makeCaches,
   PromptCacheError,
   savePromptCache,
@@ -253,6 +256,47 @@ export class LM {
     const pc = new PromptCache(caches, [...meta.tokens], this.fingerprint, () => this.makeCaches(kind), kind);
     pc.prompt = meta.prompt;
     pc.template = parseTemplateUse(meta.chatTemplate);
+    return pc;
+  }
+
+  /**
+   * Writes a prompt cache in mlx-lm's `save_prompt_cache` layout (keys/values `[1, kv_heads, T, head_dim]` after RoPE,
+   * in `dtype`; f32 keeps every value). Such files carry no token ids: keep the prompt to import it again.
+   */
+  async exportMlxPromptCache(path: string, pc: PromptCache, opts: { dtype?: MlxDType } = {}): Promise<void> {
+    await exportMlxPromptCache(path, pc.caches, {
+      dtype: opts.dtype ?? 'f32',
+      metadata: { model: this.source, chat_template: JSON.stringify(pc.template) },
+    });
+  }
+
+  /**
+   * Reads an mlx-lm prompt cache. It records no token ids, so the prompt it was made from must be given; its tokens
+   * (as `sharedPrefixTokens` gives them with `opts`) must number exactly what the file holds, and every shape must fit
+   * this model, or the file is refused.
+   */
+  async importMlxPromptCache(path: string, prompt: string, opts: PromptOptions = {}): Promise<PromptCache> {
+    const { nKvHeads, headDim } = this.model.cacheShape;
+    const imported = await importMlxPromptCache(path, {
+      backend: this.backend,
+      nLayers: this.model.numLayers,
+      nKvHeads,
+      headDim,
+    });
+    const tokens = this.sharedPrefixTokens(prompt, opts);
+    if (tokens.length !== imported.tokenCount) {
+      for (const c of imported.caches) c.free();
+      throw new PromptCacheError(
+        'SHAPE_MISMATCH',
+        `the prompt gives ${tokens.length} tokens but the file holds ${imported.tokenCount}: not the prompt this cache was made from`,
+        { file: path },
+      );
+    }
+    const pc = new PromptCache(imported.caches, tokens, this.fingerprint, () => this.makeCaches());
+    pc.prompt = prompt;
+    pc.template = this.usesChatTemplate(opts)
+      ? { applied: true, ...(opts.systemPrompt !== undefined ? { systemPrompt: opts.systemPrompt } : {}) }
+      : { applied: false };
     return pc;
   }
 

@@ -151,3 +151,28 @@ describe('prompt reuse in memory', () => {
     }
   });
 });
+
+describe('mlx-lm prompt cache interop', () => {
+  it('mnemo → mlx-lm layout (f32) → mnemo keeps every value: continuing gives the uncached result', async () => {
+    const file = join(tmp, 'mlx.safetensors');
+    const pc = lm.cachePrompt('Hi! ');
+    await lm.exportMlxPromptCache(file, pc, { dtype: 'f32' });
+    const before = pc.caches.map((c) => c.exportState());
+    pc.free();
+    const back = await lm.importMlxPromptCache(file, 'Hi! ');
+    try {
+      expect(back.caches.map((c) => c.exportState())).toEqual(before);
+      const r = await lm.generate(lm.continuation(back, 'What are you up to?'), {
+        ...base({}, true),
+        promptCache: back,
+      });
+      const cold = await lm.generate('Hi! What are you up to?', base({}, true));
+      expect(same(r)).toEqual(same(cold));
+    } finally {
+      back.free();
+    }
+    await expect(lm.importMlxPromptCache(file, 'Hello there! ')).rejects.toThrow(
+      /prompt gives \d+ tokens but the file holds \d+/,
+    );
+  });
+});

@@ -13,6 +13,9 @@
 //! shifted down instead, to stay positive). The input row is pre-permuted once per row into the same layout and
 //! pre-scaled by `2^(-bits·k)`, so each product equals `q·x` exactly as rounded (barring |x| < 2^-100, which
 //! would make the pre-scaled value subnormal). Products alternate between two accumulators by position parity.
+//! Decode (rows < 4) converts the packed words in registers ([`qblock`]); prefill unpacks each weight row's
+//! converted vectors once into scratch and runs [`qdense`] over them in the very same order, so both give the
+//! same bits.
 //!
 //! Generic path (bits 2, 3, 5, 6): one weight row is unpacked to f32 once and reused for every input row; D_g is
 //! the canonical 8-element-block two-accumulator dot over the group.
@@ -22,10 +25,12 @@ use core::arch::wasm32::*;
 
 /// Outputs per block in the 1-row (decode) path.
 const MV_O: usize = 2;
-/// Rows × outputs per block in the prefill path (used when rows >= PF_R).
+/// From this many rows on, the prefill path is used (row tiles are a multiple of it).
 const PF_R: usize = 4;
-const PF_O: usize = 1;
-const OM: usize = if MV_O > PF_O { MV_O } else { PF_O };
+/// Rows × outputs of the prefill block (over unpacked weight rows).
+const QPF_R: usize = 2;
+const QPF_O: usize = 2;
+const OM: usize = if MV_O > QPF_O { MV_O } else { QPF_O };
 
 struct Layout {
     t: usize,
@@ -259,22 +264,35 @@ unsafe fn aligned_tile<const B: usize>(a: &QArgs, y: *mut f32, xp: *const f32, x
         }
         return;
     }
-    // prefill: each weight row's `c` vectors are unpacked once and applied to every row of the tile
+    // prefill: the `c` vectors of QPF_O weight rows are unpacked once and applied to every row of the tile
     let ngp = l.ngp;
-    for o in 0..m {
-        a.conv(o, 1);
-        unpack_c::<B>(a.qf, wrow(o), n);
+    let mut o = 0;
+    while o < m {
+        let no = if o + QPF_O <= m { QPF_O } else { 1 };
+        a.conv(o, no);
+        for oo in 0..no {
+            unpack_c::<B>(a.qf.add(oo * n), wrow(o + oo), n);
+        }
         let mut r = 0;
-        while r + PF_R <= tr {
+        while r + QPF_R <= tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
-            qdense::<PF_R, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
-            r += PF_R;
+            if no == QPF_O {
+                qdense::<QPF_R, QPF_O>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
+            } else {
+                qdense::<QPF_R, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
+            }
+            r += QPF_R;
         }
         while r < tr {
             let (yy, xx, gg) = (y.add(r * m + o), xp.add(r * n), xg.add(r * ngp));
-            qdense::<1, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
+            if no == QPF_O {
+                qdense::<1, QPF_O>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
+            } else {
+                qdense::<1, 1>(yy, m, xx, n, a.qf, n, gg, a.sf, a.bf, l, a.bias_at(o), a.gs);
+            }
             r += 1;
         }
+        o += no;
     }
 }
 

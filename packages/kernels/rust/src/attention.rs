@@ -9,6 +9,7 @@
 //!   out = (Σ_j e_j · v_j, j ascending, one chain per dimension) / Σ
 //! So a position's output is bitwise the same whether it is computed in a prefill of many rows or alone, and
 //! whatever the cache holds beyond p.
+use crate::dense::block;
 use crate::ops::max;
 use crate::simd::*;
 use core::arch::wasm32::*;
@@ -19,6 +20,74 @@ fn span(p: usize, window: usize) -> (usize, usize) {
     (lo, p - lo + 1)
 }
 
+/// Keys per tile of the value pass (a tile of V rows stays in cache while its dimension blocks are swept).
+const VT: usize = 16;
+
+/// `acc[h][d] += e[h][j] · v_j[d]` for `H` heads over `nk` keys (ascending) and all `hd` dims, 8 dims at a time
+/// held in registers. `acc` rows have stride `accs`, `e` rows stride `es`, value rows stride `vs`.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vtile<const H: usize>(
+    acc: *mut f32,
+    accs: usize,
+    e: *const f32,
+    es: usize,
+    v: *const f32,
+    vs: usize,
+    nk: usize,
+    hd: usize,
+) {
+    let mut d = 0;
+    while d + 8 <= hd {
+        let mut a0 = [zero(); H];
+        let mut a1 = [zero(); H];
+        for h in 0..H {
+            a0[h] = ld(acc.add(h * accs + d));
+            a1[h] = ld(acc.add(h * accs + d + 4));
+        }
+        for j in 0..nk {
+            let vj = v.add(j * vs + d);
+            let (v0, v1) = (ld(vj), ld(vj.add(4)));
+            for h in 0..H {
+                let w = v128_load32_splat(e.add(h * es + j) as *const u32);
+                a0[h] = f32x4_add(a0[h], f32x4_mul(w, v0));
+                a1[h] = f32x4_add(a1[h], f32x4_mul(w, v1));
+            }
+        }
+        for h in 0..H {
+            st(acc.add(h * accs + d), a0[h]);
+            st(acc.add(h * accs + d + 4), a1[h]);
+        }
+        d += 8;
+    }
+    while d < hd {
+        let t = (hd - d).min(4);
+        let mut a = [zero(); H];
+        for h in 0..H {
+            a[h] = ld(acc.add(h * accs + d));
+        }
+        for j in 0..nk {
+            let vv = if t == 4 { ld(v.add(j * vs + d)) } else { ld_part(v.add(j * vs + d), t, 0.0) };
+            for h in 0..H {
+                let w = v128_load32_splat(e.add(h * es + j) as *const u32);
+                a[h] = f32x4_add(a[h], f32x4_mul(w, vv));
+            }
+        }
+        for h in 0..H {
+            st(acc.add(h * accs + d), a[h]);
+        }
+        d += 4;
+    }
+}
+
+/// Floats per head row of the score buffer: `lmax` rounded up to whole 64-byte lines, plus one line, so that an
+/// odd number of cache lines separates the heads (a multiple of 4 KiB would put every head in the same L1 set).
+#[inline(always)]
+fn score_stride(lmax: usize) -> usize {
+    let lines = (lmax + 15) / 16;
+    16 * (lines + 1 - lines % 2)
+}
+
 #[inline(always)]
 fn round4(n: usize) -> usize {
     (n + 3) & !3
@@ -26,13 +95,14 @@ fn round4(n: usize) -> usize {
 
 /// Scratch bytes `mk_attention` needs.
 #[no_mangle]
-pub extern "C" fn mk_attention_scratch(rows: usize, start: usize, nh: usize, nkv: usize, hd: usize, window: usize) -> usize {
-    let g = nh / nkv;
+pub extern "C" fn mk_attention_scratch(rows: usize, start: usize, nh: usize, _nkv: usize, hd: usize, window: usize) -> usize {
     let last = start + rows; // positions < last
     let lmax = if window > 0 { window.min(last) } else { last };
-    4 * g * (round4(lmax) + round4(hd) + 1) + 16
+    4 * nh * (score_stride(lmax) + round4(hd) + 1) + 16
 }
 
+/// Scores, softmax weights and value sums for every head of one query row; K and V rows are walked whole and in
+/// ascending order (contiguous memory), all heads at once.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn mk_attention(
@@ -53,77 +123,96 @@ pub unsafe extern "C" fn mk_attention(
     let qs = nh * hd;
     let ks = nkv * hd;
     let last = start + rows;
-    let lcap = round4(if window > 0 { window.min(last) } else { last });
-    let scores = scratch;
-    let acc = scratch.add(g * lcap);
+    let lcap = score_stride(if window > 0 { window.min(last) } else { last });
     let hdp = round4(hd);
-    let sums = acc.add(g * hdp);
+    let scores = scratch; // [nh, lcap]
+    let acc = scratch.add(nh * lcap); // [nh, hdp]
+    let sums = acc.add(nh * hdp); // [nh]
     for r in 0..rows {
         let p = start + r;
         let (lo, len) = span(p, window);
-        for kvh in 0..nkv {
-            let kb = k.add(lo * ks + kvh * hd);
-            let vb = v.add(lo * ks + kvh * hd);
-            let qb = q.add(r * qs + kvh * g * hd);
-            // scores, keys ascending
-            for j in 0..len {
-                let kj = kb.add(j * ks);
-                for hh in 0..g {
-                    *scores.add(hh * lcap + j) = dot(qb.add(hh * hd), kj, hd) * scale;
+        let qr = q.add(r * qs);
+        // raw scores q·k (the canonical dot order of `dense::block`), keys ascending, heads sharing a kv head
+        // blocked together so each key slice is loaded once
+        for j in 0..len {
+            let krow = k.add((lo + j) * ks);
+            for kvh in 0..nkv {
+                let kb = krow.add(kvh * hd) as *const u8;
+                let mut h = kvh * g;
+                let end = h + g;
+                while h + 4 <= end {
+                    block::<F32, 4, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
+                    h += 4;
+                }
+                while h + 2 <= end {
+                    block::<F32, 2, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
+                    h += 2;
+                }
+                if h < end {
+                    block::<F32, 1, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
                 }
             }
-            // softmax weights
-            for hh in 0..g {
-                let s = scores.add(hh * lcap);
-                let m = f32x4_splat(max(s, len));
-                let mut i = 0;
-                while i + 4 <= len {
-                    st(s.add(i), exp4(f32x4_sub(ld(s.add(i)), m)));
-                    i += 4;
-                }
-                if i < len {
-                    let t = len - i;
-                    st_part(s.add(i), exp4(f32x4_sub(ld_part(s.add(i), t, 0.0), m)), t);
-                }
-                *sums.add(hh) = sum(s, len);
+        }
+        // softmax weights of s = (q·k) · scale
+        let sc = f32x4_splat(scale);
+        for h in 0..nh {
+            let s = scores.add(h * lcap);
+            let mut i = 0;
+            while i + 4 <= len {
+                st(s.add(i), f32x4_mul(ld(s.add(i)), sc));
+                i += 4;
             }
-            // weighted values, keys ascending
-            for hh in 0..g {
-                let a = acc.add(hh * hdp);
-                let mut d = 0;
-                while d < hdp {
-                    st(a.add(d), zero());
-                    d += 4;
+            if i < len {
+                let t = len - i;
+                st_part(s.add(i), f32x4_mul(ld_part(s.add(i), t, 0.0), sc), t);
+            }
+            let m = f32x4_splat(max(s, len));
+            let mut i = 0;
+            while i + 4 <= len {
+                st(s.add(i), exp4(f32x4_sub(ld(s.add(i)), m)));
+                i += 4;
+            }
+            if i < len {
+                let t = len - i;
+                st_part(s.add(i), exp4(f32x4_sub(ld_part(s.add(i), t, 0.0), m)), t);
+            }
+            *sums.add(h) = sum(s, len);
+        }
+        // weighted values, keys ascending: every (head, dim) is one chain acc = acc + e_j · v_j[dim]
+        let mut d = 0;
+        while d < nh * hdp {
+            st(acc.add(d), zero());
+            d += 4;
+        }
+        let mut j0 = 0;
+        while j0 < len {
+            let j1 = (j0 + VT).min(len);
+            for kvh in 0..nkv {
+                let vb = v.add((lo + j0) * ks + kvh * hd);
+                let mut h = kvh * g;
+                let end = h + g;
+                while h + 4 <= end {
+                    vtile::<4>(acc.add(h * hdp), hdp, scores.add(h * lcap + j0), lcap, vb, ks, j1 - j0, hd);
+                    h += 4;
+                }
+                while h < end {
+                    vtile::<1>(acc.add(h * hdp), hdp, scores.add(h * lcap + j0), lcap, vb, ks, j1 - j0, hd);
+                    h += 1;
                 }
             }
-            for j in 0..len {
-                let vj = vb.add(j * ks);
-                for hh in 0..g {
-                    let e = f32x4_splat(*scores.add(hh * lcap + j));
-                    let a = acc.add(hh * hdp);
-                    let mut d = 0;
-                    while d + 4 <= hd {
-                        st(a.add(d), f32x4_add(ld(a.add(d)), f32x4_mul(e, ld(vj.add(d)))));
-                        d += 4;
-                    }
-                    if d < hd {
-                        let t = hd - d;
-                        st(a.add(d), f32x4_add(ld(a.add(d)), f32x4_mul(e, ld_part(vj.add(d), t, 0.0))));
-                    }
-                }
+            j0 = j1;
+        }
+        for h in 0..nh {
+            let sv = f32x4_splat(*sums.add(h));
+            let a = acc.add(h * hdp);
+            let o = out.add(r * qs + h * hd);
+            let mut d = 0;
+            while d + 4 <= hd {
+                st(o.add(d), f32x4_div(ld(a.add(d)), sv));
+                d += 4;
             }
-            for hh in 0..g {
-                let sv = f32x4_splat(*sums.add(hh));
-                let a = acc.add(hh * hdp);
-                let o = out.add(r * qs + (kvh * g + hh) * hd);
-                let mut d = 0;
-                while d + 4 <= hd {
-                    st(o.add(d), f32x4_div(ld(a.add(d)), sv));
-                    d += 4;
-                }
-                if d < hd {
-                    st_part(o.add(d), f32x4_div(ld(a.add(d)), sv), hd - d);
-                }
+            if d < hd {
+                st_part(o.add(d), f32x4_div(ld(a.add(d)), sv), hd - d);
             }
         }
     }

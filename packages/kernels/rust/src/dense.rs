@@ -11,7 +11,7 @@ use core::arch::wasm32::*;
 /// (f16 inf/NaN); the caller then reruns [`block_exact`]. `x` points at row 0 of the block (stride `xs` floats), `w` at weight row 0 of
 /// the block (stride `ws` bytes), `y` at element (0, 0) (row stride `ys`). `bias` is null or points at bias[o0].
 #[inline(always)]
-unsafe fn block<E: Elem, const R: usize, const O: usize>(
+pub unsafe fn block<E: Elem, const R: usize, const O: usize>(
     y: *mut f32,
     ys: usize,
     x: *const f32,

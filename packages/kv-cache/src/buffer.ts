@@ -72,26 +72,26 @@ export class RowBuffer {
   }
 }
 
-/** Checks the arguments of `updateAndFetch`; returns the row count. */
+/** Checks the arguments of `updateAndFetch`; returns the row count. Allocates nothing (it runs every token). */
 export function checkUpdate(what: string, backend: Backend, width: number, k: Tensor, v: Tensor): number {
-  for (const [name, t] of [
-    ['keys', k],
-    ['values', v],
-  ] as const) {
-    if (t.dtype !== 'f32') throw new TypeError(`${what}.updateAndFetch: ${name} must be f32, got ${t.dtype}`);
-    if (t.backendName !== backend.name)
-      throw new TypeError(
-        `${what}.updateAndFetch: ${name} belong to backend '${t.backendName}', the cache to '${backend.name}'`,
-      );
-    if (t.shape.length !== 2 || t.shape[1] !== width)
-      throw new TypeError(
-        `${what}.updateAndFetch: ${name} must be [rows, ${width}], got [${t.shape.join(', ')}]`,
-      );
-  }
+  checkRows(what, 'keys', backend, width, k);
+  checkRows(what, 'values', backend, width, v);
   if (k.rows !== v.rows)
     throw new TypeError(`${what}.updateAndFetch: keys have ${k.rows} rows but values ${v.rows}`);
   if (k.rows === 0) throw new RangeError(`${what}.updateAndFetch: no rows to append`);
   return k.rows;
+}
+
+function checkRows(what: string, name: string, backend: Backend, width: number, t: Tensor): void {
+  if (t.dtype !== 'f32') throw new TypeError(`${what}.updateAndFetch: ${name} must be f32, got ${t.dtype}`);
+  if (t.backendName !== backend.name)
+    throw new TypeError(
+      `${what}.updateAndFetch: ${name} belong to backend '${t.backendName}', the cache to '${backend.name}'`,
+    );
+  if (t.shape.length !== 2 || t.shape[1] !== width)
+    throw new TypeError(
+      `${what}.updateAndFetch: ${name} must be [rows, ${width}], got [${t.shape.join(', ')}]`,
+    );
 }
 
 export function checkTrimCount(what: string, n: number): void {

@@ -69,6 +69,12 @@ class QuantizedSide {
  * Once converted, `trim` refuses (returns 0) to go back to `offset <= start`: those rows can no longer be exact.
  */
 export class QuantizedKVCache implements KVCache {
+  /** Returned by every `updateAndFetch`, updated in place: decoding allocates nothing per token. */
+  readonly #view: { keys: Tensor; values: Tensor; startPos: number } = {
+    keys: undefined!,
+    values: undefined!,
+    startPos: 0,
+  };
   readonly kind = 'quantized' as const;
   readonly shape: CacheShape;
   readonly bits: KvBits;
@@ -145,6 +151,14 @@ export class QuantizedKVCache implements KVCache {
     this.#converted = true;
   }
 
+  #fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
+    const view = this.#view;
+    view.keys = keys;
+    view.values = values;
+    view.startPos = startPos;
+    return view;
+  }
+
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('QuantizedKVCache', this.#backend, this.#width, k, v);
     const o = this.#offset;
@@ -161,7 +175,7 @@ export class QuantizedKVCache implements KVCache {
       this.#mirrorV.copyFrom(o, v, 0, n);
     }
     this.#offset = o + n;
-    return { keys: this.#mirrorK.tensor, values: this.#mirrorV.tensor, startPos: o };
+    return this.#fill(this.#mirrorK.tensor, this.#mirrorV.tensor, o);
   }
 
   trim(n: number): number {

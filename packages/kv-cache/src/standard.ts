@@ -8,6 +8,12 @@ import { checkDenseRows, checkStateHeader } from './state-check';
  * of 256 rows. `trim` only moves `offset`: rows past it are garbage that attention never reads.
  */
 export class StandardKVCache implements KVCache {
+  /** Returned by every `updateAndFetch`, updated in place: decoding allocates nothing per token. */
+  readonly #view: { keys: Tensor; values: Tensor; startPos: number } = {
+    keys: undefined!,
+    values: undefined!,
+    startPos: 0,
+  };
   readonly kind = 'standard' as const;
   readonly shape: CacheShape;
   readonly #width: number;
@@ -41,6 +47,14 @@ export class StandardKVCache implements KVCache {
     return Number.POSITIVE_INFINITY;
   }
 
+  #fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
+    const view = this.#view;
+    view.keys = keys;
+    view.values = values;
+    view.startPos = startPos;
+    return view;
+  }
+
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('StandardKVCache', this.#backend, this.#width, k, v);
     const start = this.#offset;
@@ -49,7 +63,7 @@ export class StandardKVCache implements KVCache {
     this.#keys.copyFrom(start, k, 0, n);
     this.#values.copyFrom(start, v, 0, n);
     this.#offset = start + n;
-    return { keys: this.#keys.tensor, values: this.#values.tensor, startPos: start };
+    return this.#fill(this.#keys.tensor, this.#values.tensor, start);
   }
 
   trim(n: number): number {

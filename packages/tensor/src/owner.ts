@@ -53,29 +53,32 @@ export class Owner<S extends StorageBase> {
   }
 
   /** The storage of `t` after checking it is a live tensor of this instance whose range fits its storage. */
-  storage(op: string, arg: string, t: Tensor): S {
-    if (!(t instanceof Tensor)) throw new TypeError(`${op}: ${arg} must be a Tensor, got ${describe(t)}`);
+  storage(op: string, arg: string, t: Tensor, part = ''): S {
+    if (!(t instanceof Tensor))
+      throw new TypeError(`${op}: ${arg}${part} must be a Tensor, got ${describe(t)}`);
     const s = t.storage as S;
     if (!this.live.has(s)) {
-      if (this.dead.has(s)) throw new TypeError(`${op}: ${arg} ${t} was freed`);
+      if (this.dead.has(s)) throw new TypeError(`${op}: ${arg}${part} ${t} was freed`);
       if (this.disposed) throw new TypeError(`${op}: the ${this.backendName} backend was disposed`);
       const other = t.backendName === this.backendName ? 'another instance of this backend' : t.backendName;
-      throw new TypeError(`${op}: ${arg} ${t} belongs to ${other}, not this ${this.backendName} backend`);
+      throw new TypeError(
+        `${op}: ${arg}${part} ${t} belongs to ${other}, not this ${this.backendName} backend`,
+      );
     }
     if (t.dtype !== s.dtype)
-      throw new TypeError(`${op}: ${arg} ${t} has dtype ${t.dtype} but its storage holds ${s.dtype}`);
+      throw new TypeError(`${op}: ${arg}${part} ${t} has dtype ${t.dtype} but its storage holds ${s.dtype}`);
     const bytes = DTYPE_BYTES[t.dtype];
     if (!Number.isSafeInteger(t.offset) || t.offset < 0 || (t.offset + t.size) * bytes > s.byteLength)
       throw new RangeError(
-        `${op}: ${arg} ${t} at offset ${t.offset} runs past its storage (${s.byteLength / bytes} elements)`,
+        `${op}: ${arg}${part} ${t} at offset ${t.offset} runs past its storage (${s.byteLength / bytes} elements)`,
       );
     return s;
   }
 
   /** Checks `t` is live and of `dtype`. */
-  tensor(op: string, arg: string, t: Tensor, dtype: DType): S {
-    const s = this.storage(op, arg, t);
-    if (t.dtype !== dtype) throw new TypeError(`${op}: ${arg} must be ${dtype}, got ${t}`);
+  tensor(op: string, arg: string, t: Tensor, dtype: DType, part = ''): S {
+    const s = this.storage(op, arg, t, part);
+    if (t.dtype !== dtype) throw new TypeError(`${op}: ${arg}${part} must be ${dtype}, got ${t}`);
     return s;
   }
 
@@ -107,9 +110,10 @@ export class Owner<S extends StorageBase> {
     const cols = shape[1];
     if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 0 || cols % spec.groupSize !== 0)
       throw new RangeError(`${op}: ${arg} ${w}: cols must be a multiple of the group size`);
-    this.tensor(op, `${arg}.packed`, w.packed, 'u32');
-    this.tensor(op, `${arg}.scales`, w.scales, spec.scaleDtype);
-    this.tensor(op, `${arg}.biases`, w.biases, spec.scaleDtype);
+    // The part names are passed separately: building `${arg}.packed` on every call would allocate per op.
+    this.tensor(op, arg, w.packed, 'u32', '.packed');
+    this.tensor(op, arg, w.scales, spec.scaleDtype, '.scales');
+    this.tensor(op, arg, w.biases, spec.scaleDtype, '.biases');
     const words = (cols * spec.bits) / 32;
     const groups = cols / spec.groupSize;
     if (!hasShape2(w.packed, rows, words))

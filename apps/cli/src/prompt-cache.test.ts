@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readReference, syntheticPreset } from '@mnemo/test-utils';
@@ -167,3 +167,78 @@ describe.skipIf(!existsSync(cli))('convert-cache', () => {
     expect(viaMlx.stats.cached_tokens).toBeGreaterThan(2);
   });
 });
+
+describe.skipIf(!existsSync(cli))(
+  'a prompt cache file it cannot trust is refused, each reason with its own message',
+  () => {
+    const run = (args: string[]) =>
+      spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+    const good = join(tmp, 'trust.safetensors');
+    const variant = (name: string, change: (b: Buffer) => Buffer) => {
+      const p = join(tmp, name);
+      writeFileSync(p, change(readFileSync(good)));
+      return p;
+    };
+    const refuse = (args: string[], pattern: RegExp) => {
+      const r = run(args);
+      expect(r.status).not.toBe(0);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/^mnemo: /);
+      expect(r.stderr).toMatch(pattern);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    };
+    const gen = (file: string, m = model) => [
+      'generate',
+      '--model',
+      m,
+      '--prompt-cache-file',
+      file,
+      '--prompt',
+      'x',
+      ...GEN,
+    ];
+
+    it('truncated, flipped data byte, unknown version, wrong model, wrong tokenizer', () => {
+      mnemo(['cache-prompt', '--model', model, '--prompt', 'Hi! ', '--prompt-cache-file', good]);
+      refuse(
+        gen(variant('truncated.safetensors', (b) => b.subarray(0, b.length - 100))),
+        /\[TRUNCATED\]|truncated/i,
+      );
+      refuse(
+        gen(
+          variant('flipped.safetensors', (b) => {
+            const c = Buffer.from(b);
+            c[c.length - 10] ^= 0x01;
+            return c;
+          }),
+        ),
+        /\[CHECKSUM\]/,
+      );
+      refuse(
+        gen(
+          variant('v2.safetensors', (b) =>
+            Buffer.from(
+              b.toString('latin1').replace('"format_version":"1"', '"format_version":"2"'),
+              'latin1',
+            ),
+          ),
+        ),
+        /\[UNKNOWN_VERSION\]|\[CORRUPT\]/,
+      );
+      refuse(gen(good, syntheticPreset('llama-q4g32')), /\[MODEL_MISMATCH\]/);
+      // same weights, another tokenizer: a copy of the model whose last reserved token is renamed
+      const other = join(tmp, 'other-tokenizer');
+      cpSync(model, other, { recursive: true });
+      const tj = JSON.parse(readFileSync(join(other, 'tokenizer.json'), 'utf8')) as {
+        added_tokens: { id: number; content: string }[];
+      };
+      tj.added_tokens.find((t) => t.id === 263)!.content = '<|other|>';
+      writeFileSync(join(other, 'tokenizer.json'), JSON.stringify(tj));
+      refuse(gen(good, other), /\[TOKENIZER_MISMATCH\]/);
+      // and the file itself says what is wrong
+      const r = run(['inspect-cache', join(tmp, 'flipped.safetensors')]);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/verdict: INVALID/);
+    });
+  },
+);

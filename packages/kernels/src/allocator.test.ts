@@ -127,6 +127,24 @@ describe('Kernels memory', () => {
     expect(() => k.free(p)).toThrow(/double free/);
   });
 
+  it('keeps the internal scratch out of allocatedBytes() and out of reach of free()', async () => {
+    const k = await loadKernels();
+    const n = 4096;
+    const q = k.alloc(n * 4);
+    const kv = k.alloc(n * 4 * 4000);
+    const out = k.alloc(n * 4);
+    const before = k.allocatedBytes();
+    const pages = k.memory.buffer.byteLength;
+    // 4000 positions × 32 heads of scores: the scratch grows (and may grow the memory)
+    k.attention(out, q, kv, kv, 1, 3999, 32, 32, 128, 0.1, 0);
+    expect(k.allocatedBytes()).toBe(before);
+    expect(k.memory.buffer.byteLength).toBeGreaterThanOrEqual(pages);
+    // a pointer that is not the start of a user allocation (e.g. inside the scratch) cannot be freed
+    expect(() => k.free(out + n * 4 + 64)).toThrow(/not a live allocation/);
+    for (const p of [q, kv, out]) k.free(p);
+    expect(k.allocatedBytes()).toBe(0);
+  });
+
   it('gives each loadKernels() call its own instance and memory', async () => {
     const a = await loadKernels();
     const b = await loadKernels();

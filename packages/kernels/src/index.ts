@@ -1,1 +1,1 @@
-export { type Kernels, kernelsWasmBytes, loadKernels, type WeightDType } from './kernels';
+export { type Kernels, loadKernels, type WeightDType } from './kernels';

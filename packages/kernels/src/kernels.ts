@@ -643,8 +643,16 @@ class WasmKernels implements Kernels {
     if (dim % groupSize !== 0) {
       throw new RangeError(`${kernel}: ${dimName} (${dim}) must be a multiple of groupSize (${groupSize})`);
     }
-    return { code, es: DTYPE_SIZE[scaleDtype], groups: dim / groupSize, wordsPerRow: (dim * bits) / 32 };
+    // Filled in place, not allocated: a decode step makes many quantized calls and must not allocate.
+    const q = this.quantInfo;
+    q.code = code;
+    q.es = DTYPE_SIZE[scaleDtype];
+    q.groups = dim / groupSize;
+    q.wordsPerRow = (dim * bits) / 32;
+    return q;
   }
+
+  private readonly quantInfo = { code: 0, es: 0, groups: 0, wordsPerRow: 0 };
 
   private ptr(kernel: string, name: string, ptr: number): void {
     if (typeof ptr !== 'number' || !Number.isInteger(ptr) || ptr < 0) {
@@ -736,16 +744,14 @@ class WasmKernels implements Kernels {
   /** The internal scratch buffer, grown (geometrically) to at least `bytes`. */
   private scratch(bytes: number): number {
     if (bytes > this.scratchBytes) {
-      if (this.scratchBytes > 0) this.heap.free(this.scratchPtr);
+      const previous = this.scratchBytes;
+      if (previous > 0) this.heap.free(this.scratchPtr);
       this.scratchBytes = 0;
-      const size = Math.max(bytes, Math.min(this.scratchBytesHint(bytes), 2 ** 31));
+      // grow geometrically (up to 2 GiB) so a slowly growing context does not reallocate on every call
+      const size = Math.max(bytes, 64 * 1024, Math.min(2 * previous, 2 ** 31));
       this.scratchPtr = this.heap.alloc(size);
       this.scratchBytes = size;
     }
     return this.scratchPtr;
-  }
-
-  private scratchBytesHint(bytes: number): number {
-    return Math.max(64 * 1024, 2 * this.scratchBytes, bytes);
   }
 }

@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type Kernels, kernelsWasmBytes, loadKernels } from './index';
+import { type Kernels, loadKernels } from './index';
+import { kernelsWasmBytes } from './kernels';
 import { expectBitwise, expectClose, f32s, get, put, randoms } from './testing/ref';
 
 let k: Kernels;

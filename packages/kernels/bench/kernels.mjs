@@ -30,7 +30,7 @@ function now() {
 }
 
 /** Runs `f` until warmed up, then `reps` timed runs; returns [best, median] seconds. */
-function time(f, budget = 1.5) {
+function time(f, budget = 2.5) {
   for (let i = 0; i < 3; i++) f();
   const t0 = now();
   f();
@@ -111,7 +111,7 @@ async function measureBandwidth() {
   for (let i = 0; i < f.length; i += 1024) f.fill(1 + (i & 7) / 8, i, i + 1024);
   const rows = [];
   for (const streams of [1, 2, 4, 8]) {
-    const [best, med] = time(() => e.mk_bw_sum(base, GiB, streams), 3);
+    const [best, med] = time(() => e.mk_bw_sum(base, GiB, streams), 4);
     rows.push({ streams, best: GiB / best / 1e9, med: GiB / med / 1e9 });
   }
   return rows;
@@ -175,7 +175,7 @@ function matmulCase(k, type, out, inDim, rows, bw, label = 'matvec') {
     fillWeights(k, w, wb, type);
     f = () => k.matmul(y, x, w, rows, inDim, out, type);
   }
-  const t = time(f, rows > 1 ? 3 : 1.5);
+  const t = time(f, rows > 1 ? 4 : 2.5);
   const mb = wb / MiB;
   row(
     label,

@@ -145,6 +145,35 @@ describe('Kernels memory', () => {
     expect(k.allocatedBytes()).toBe(0);
   });
 
+  it('works at the 4 GiB cap (views, pointers above 2^31, the ids check)', async () => {
+    const k = await loadKernels();
+    // fill the memory up to its last page (only touched pages are committed)
+    const big = k.alloc(2 ** 32 - k.memory.buffer.byteLength - 4 * PAGE_BYTES);
+    const table = k.alloc(10 * 4 * 4);
+    const ids = k.alloc(2 * 4);
+    const out = k.alloc(2 * 4 * 4);
+    const fillers: number[] = [];
+    for (;;) {
+      try {
+        fillers.push(k.alloc(PAGE_BYTES));
+      } catch (e) {
+        expect(e).toBeInstanceOf(RangeError);
+        break;
+      }
+    }
+    expect(k.memory.buffer.byteLength).toBe(2 ** 32);
+    expect(ids).toBeGreaterThan(2 ** 31);
+    expect(k.bytes().length).toBe(2 ** 32);
+    k.f32(table, 40).set(Array.from({ length: 40 }, (_, i) => i));
+    k.i32(ids, 2).set([9, 2]);
+    k.embedding(out, table, ids, 2, 10, 4, 'f32');
+    expect(Array.from(k.f32(out, 8))).toEqual([36, 37, 38, 39, 8, 9, 10, 11]);
+    k.i32(ids, 2)[1] = 10;
+    expect(() => k.embedding(out, table, ids, 2, 10, 4, 'f32')).toThrow(/ids\[1\] = 10/);
+    for (const p of [big, table, ids, out, ...fillers]) k.free(p);
+    expect(k.allocatedBytes()).toBe(0);
+  });
+
   it('gives each loadKernels() call its own instance and memory', async () => {
     const a = await loadKernels();
     const b = await loadKernels();

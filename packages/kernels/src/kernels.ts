@@ -265,7 +265,7 @@ class WasmKernels implements Kernels {
     this.heap = new Allocator(this.memory, Number(exports.__heap_base.value));
     this.buf = this.memory.buffer;
     this.u8All = new Uint8Array(this.buf);
-    this.i32All = new Int32Array(this.buf, 0, this.buf.byteLength >>> 2);
+    this.i32All = new Int32Array(this.buf, 0, Math.floor(this.buf.byteLength / 4));
   }
 
   // ---- memory -------------------------------------------------------------------------------------------------
@@ -600,7 +600,7 @@ class WasmKernels implements Kernels {
     if (b !== this.buf) {
       this.buf = b;
       this.u8All = new Uint8Array(b);
-      this.i32All = new Int32Array(b, 0, b.byteLength >>> 2);
+      this.i32All = new Int32Array(b, 0, Math.floor(b.byteLength / 4));
     }
   }
 
@@ -722,8 +722,8 @@ class WasmKernels implements Kernels {
     const a = this.i32All;
     const base = ids >>> 2;
     for (let i = 0; i < nIds; i++) {
-      const id = a[base + i]!;
-      if (id < 0 || id >= vocab) {
+      const id = a[base + i];
+      if (id === undefined || id < 0 || id >= vocab) {
         throw new RangeError(`${kernel}: ids[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
       }
     }

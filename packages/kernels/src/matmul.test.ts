@@ -69,6 +69,8 @@ describe('matmul', () => {
         [11, 7, 5],
         [29, 77, 7], // 77 = 9·8 + 4 + 1: every part of the reduction order is exercised
         [13, 134, 6], // 134 = 16·8 + 4 + 2
+        [70, 45, 3], // two 64-row prefill tiles
+        [13, 40001, 2], // large in: 6-row tiles
       ] as const) {
         const s = setup(rows, n, m, dtype, 7 + n, true);
         k.matmul(s.py, s.px, s.pw, rows, n, m, dtype, s.pb);

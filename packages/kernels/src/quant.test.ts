@@ -126,6 +126,32 @@ describe('matmulQ', () => {
   });
 });
 
+describe('matmulQ across prefill row tiles', () => {
+  it('is bitwise row-invariant when rows span several row tiles (70 rows; and in = 32768, 8-row tiles)', () => {
+    for (const [rows, n, m, bits, gs] of [
+      [70, 96, 5, 4, 32],
+      [70, 128, 3, 8, 64],
+      [70, 96, 3, 3, 32],
+      [11, 32768, 3, 4, 128],
+      [11, 32768, 2, 8, 64],
+    ] as const) {
+      const s = setup(rows, n, m, bits, gs, 'f16', 5000 + rows + n, true);
+      s.run(s.p.y, s.p.x, rows);
+      const all = get(k, s.p.y, rows * m);
+      expectClose(all, s.ref.y, s.ref.mag, 2e-6, `q${bits} rows=${rows} in=${n}`);
+      const y1 = k.alloc(m * 4);
+      const one = new Float32Array(rows * m);
+      for (let r = 0; r < rows; r++) {
+        s.run(y1, s.p.x + r * n * 4, 1);
+        one.set(get(k, y1, m), r * m);
+      }
+      expectBitwise(one, all, `q${bits} in=${n}: rows=1 vs rows=${rows}`);
+      k.free(y1);
+      s.free();
+    }
+  });
+});
+
 describe('embeddingQ', () => {
   it('dequantizes gathered rows for every bits × group × scale dtype', () => {
     const vocab = 9;

@@ -1,4 +1,5 @@
 import type { Backend, DType, Tensor } from '@mnemo/tensor';
+import type { CacheView } from './contract';
 
 /** Capacity grows in steps of this many rows (as in mlx-lm). */
 export const CACHE_STEP = 256;
@@ -69,6 +70,26 @@ export class RowBuffer {
   free(): void {
     if (this.#tensor !== null) this.backend.free(this.#tensor);
     this.#tensor = null;
+  }
+}
+
+/**
+ * The one view object a cache returns from every `updateAndFetch`, refilled in place, so that decoding allocates
+ * nothing per token. Callers use it before the next update (as models do: update, then attention).
+ */
+export class ViewSlot {
+  readonly #view: { keys: Tensor | null; values: Tensor | null; startPos: number } = {
+    keys: null,
+    values: null,
+    startPos: 0,
+  };
+
+  fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
+    const v = this.#view;
+    v.keys = keys;
+    v.values = values;
+    v.startPos = startPos;
+    return v as CacheView;
   }
 }
 

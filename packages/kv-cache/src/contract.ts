@@ -31,7 +31,8 @@ export interface KVCache {
   readonly offset: number;
   /**
    * Appends `k`, `v` (f32 `[rows, nKvHeads * headDim]`, positions `offset .. offset + rows - 1`) and returns the view
-   * attention reads. Allocation (capacity growth) happens here, never in attention.
+   * attention reads. Allocation (capacity growth) happens here, never in attention. The returned object may be the
+   * same one every call (refilled in place): use it before the next update.
    */
   updateAndFetch(k: Tensor, v: Tensor): CacheView;
   /** Whether `trim` can drop tokens (a rotating cache that has wrapped cannot). */

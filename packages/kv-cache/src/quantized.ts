@@ -1,5 +1,5 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
-import { checkShape, checkTrimCount, checkUpdate, RowBuffer } from './buffer';
+import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
 import type {
   CacheOptions,
   CacheShape,
@@ -69,12 +69,8 @@ class QuantizedSide {
  * Once converted, `trim` refuses (returns 0) to go back to `offset <= start`: those rows can no longer be exact.
  */
 export class QuantizedKVCache implements KVCache {
-  /** Returned by every `updateAndFetch`, updated in place: decoding allocates nothing per token. */
-  readonly #view: { keys: Tensor; values: Tensor; startPos: number } = {
-    keys: undefined!,
-    values: undefined!,
-    startPos: 0,
-  };
+  /** Returned by every `updateAndFetch`, refilled in place: decoding allocates nothing per token. */
+  readonly #view = new ViewSlot();
   readonly kind = 'quantized' as const;
   readonly shape: CacheShape;
   readonly bits: KvBits;
@@ -151,14 +147,6 @@ export class QuantizedKVCache implements KVCache {
     this.#converted = true;
   }
 
-  #fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
-    const view = this.#view;
-    view.keys = keys;
-    view.values = values;
-    view.startPos = startPos;
-    return view;
-  }
-
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('QuantizedKVCache', this.#backend, this.#width, k, v);
     const o = this.#offset;
@@ -175,7 +163,7 @@ export class QuantizedKVCache implements KVCache {
       this.#mirrorV.copyFrom(o, v, 0, n);
     }
     this.#offset = o + n;
-    return this.#fill(this.#mirrorK.tensor, this.#mirrorV.tensor, o);
+    return this.#view.fill(this.#mirrorK.tensor, this.#mirrorV.tensor, o);
   }
 
   trim(n: number): number {

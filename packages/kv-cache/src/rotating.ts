@@ -1,5 +1,5 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
-import { checkShape, checkTrimCount, checkUpdate, RowBuffer } from './buffer';
+import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
 import type { CacheOptions, CacheShape, CacheView, KVCache, RotatingState } from './contract';
 import { checkDenseRows, checkStateHeader } from './state-check';
 
@@ -27,12 +27,8 @@ export interface RotatingCacheOptions extends CacheOptions {
  * trimmed (`isTrimmable` is false and `trim` returns 0): fail closed, never corrupt.
  */
 export class RotatingKVCache implements KVCache {
-  /** Returned by every `updateAndFetch`, updated in place: decoding allocates nothing per token. */
-  readonly #view: { keys: Tensor; values: Tensor; startPos: number } = {
-    keys: undefined!,
-    values: undefined!,
-    startPos: 0,
-  };
+  /** Returned by every `updateAndFetch`, refilled in place: decoding allocates nothing per token. */
+  readonly #view = new ViewSlot();
   readonly kind = 'rotating' as const;
   readonly shape: CacheShape;
   readonly maxSize: number;
@@ -114,14 +110,6 @@ export class RotatingKVCache implements KVCache {
     }
   }
 
-  #fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
-    const view = this.#view;
-    view.keys = keys;
-    view.values = values;
-    view.startPos = startPos;
-    return view;
-  }
-
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('RotatingKVCache', this.#backend, this.#width, k, v);
     const o = this.#offset;
@@ -132,7 +120,7 @@ export class RotatingKVCache implements KVCache {
       this.#ringK.copyFrom(o, k, 0, n);
       this.#ringV.copyFrom(o, v, 0, n);
       this.#offset = o + n;
-      return this.#fill(this.#ringK.tensor, this.#ringV.tensor, o);
+      return this.#view.fill(this.#ringK.tensor, this.#ringV.tensor, o);
     }
 
     // Temporally ordered view: sinks, the most recent old rows (maxSize - 1 old rows at most), the new rows.
@@ -163,7 +151,7 @@ export class RotatingKVCache implements KVCache {
       if (end > firstRecent) this.#ringCopy(firstRecent, end - firstRecent, src, firstRecent - o, true, buf);
     }
     this.#offset = end;
-    return this.#fill(this.#viewK.tensor, this.#viewV.tensor, old);
+    return this.#view.fill(this.#viewK.tensor, this.#viewV.tensor, old);
   }
 
   trim(n: number): number {

@@ -1,5 +1,5 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
-import { checkShape, checkTrimCount, checkUpdate, RowBuffer } from './buffer';
+import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
 import type { CacheOptions, CacheShape, CacheView, KVCache, StandardState } from './contract';
 import { checkDenseRows, checkStateHeader } from './state-check';
 
@@ -8,12 +8,8 @@ import { checkDenseRows, checkStateHeader } from './state-check';
  * of 256 rows. `trim` only moves `offset`: rows past it are garbage that attention never reads.
  */
 export class StandardKVCache implements KVCache {
-  /** Returned by every `updateAndFetch`, updated in place: decoding allocates nothing per token. */
-  readonly #view: { keys: Tensor; values: Tensor; startPos: number } = {
-    keys: undefined!,
-    values: undefined!,
-    startPos: 0,
-  };
+  /** Returned by every `updateAndFetch`, refilled in place: decoding allocates nothing per token. */
+  readonly #view = new ViewSlot();
   readonly kind = 'standard' as const;
   readonly shape: CacheShape;
   readonly #width: number;
@@ -47,14 +43,6 @@ export class StandardKVCache implements KVCache {
     return Number.POSITIVE_INFINITY;
   }
 
-  #fill(keys: Tensor, values: Tensor, startPos: number): CacheView {
-    const view = this.#view;
-    view.keys = keys;
-    view.values = values;
-    view.startPos = startPos;
-    return view;
-  }
-
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('StandardKVCache', this.#backend, this.#width, k, v);
     const start = this.#offset;
@@ -63,7 +51,7 @@ export class StandardKVCache implements KVCache {
     this.#keys.copyFrom(start, k, 0, n);
     this.#values.copyFrom(start, v, 0, n);
     this.#offset = start + n;
-    return this.#fill(this.#keys.tensor, this.#values.tensor, start);
+    return this.#view.fill(this.#keys.tensor, this.#values.tensor, start);
   }
 
   trim(n: number): number {

@@ -12,20 +12,30 @@
 //    Each case is warmed up (V8 tiers hot wasm functions up from Liftoff to TurboFan), then timed several times;
 //    the table shows the best and the median time. GB/s counts the bytes of weights (packed + scales + biases for
 //    quantized) or K+V cache rows read; % BW compares that with the measured bandwidth.
+// 3. For q8/q4 weights, the opt-in int8-activation path (`quantizeActivations` + `matmulQ8a`, dtype column
+//    `…+a8`) on the same weights, right after the exact path's row. Its time includes quantizing the input
+//    (a backend does that once per input and shares it across the weights that read it).
 //
-// Environment: BENCH_QUICK=1 runs fewer shapes; BENCH_REPS sets the repetitions of each case.
+// Environment: BENCH_QUICK=1 runs fewer shapes; BENCH_REPS sets the repetitions of each case; BENCH_CLOCK=cpu
+// times with this process's CPU time (process.cpuUsage, µs resolution) instead of the wall clock, which discounts
+// the time the thread is descheduled on a busy machine (memory and cache contention still count).
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadKernels } from '../dist/index.js';
+import { loadKernels, quantizedActivationBytes } from '../dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
+const cpuClock = process.env.BENCH_CLOCK === 'cpu';
 function now() {
+  if (cpuClock) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
   return Number(process.hrtime.bigint()) / 1e9;
 }
 
@@ -149,13 +159,14 @@ function weightBytes(type, out, inDim) {
   return out * inDim * (type === 'f32' ? 4 : 2);
 }
 
-function matmulCase(k, type, out, inDim, rows, bw, label = 'matvec') {
+function matmulCase(k, type, out, inDim, rows, bw, label = 'matvec', int8Act = false) {
   const wb = weightBytes(type, out, inDim);
   const x = k.alloc(rows * inDim * 4);
   const y = k.alloc(rows * out * 4);
   const xs = k.f32(x, rows * inDim);
   for (let i = 0; i < xs.length; i++) xs[i] = rand() * 2 - 1;
   let f;
+  let fa;
   const ptrs = [x, y];
   if (type in QUANT) {
     const [bits, gs] = QUANT[type];
@@ -169,23 +180,29 @@ function matmulCase(k, type, out, inDim, rows, bw, label = 'matvec') {
     fillConst16(k, scales, groups, toF16(0.004));
     fillConst16(k, biases, groups, toF16(-0.03));
     f = () => k.matmulQ(y, x, packed, scales, biases, rows, inDim, out, bits, gs, 'f16');
+    if (int8Act) {
+      const xq = k.alloc(quantizedActivationBytes(rows, inDim));
+      ptrs.push(xq);
+      fa = () => {
+        k.quantizeActivations(xq, x, rows, inDim);
+        k.matmulQ8a(y, xq, packed, scales, biases, rows, inDim, out, bits, gs, 'f16');
+      };
+    }
   } else {
     const w = k.alloc(wb);
     ptrs.push(w);
     fillWeights(k, w, wb, type);
     f = () => k.matmul(y, x, w, rows, inDim, out, type);
   }
-  const t = time(f, rows > 1 ? 4 : 2.5);
   const mb = wb / MiB;
-  row(
-    label,
-    `${rows}×${inDim} · ${out}×${inDim}ᵀ (${mb >= 1024 ? `${(mb / 1024).toFixed(2)} GiB` : `${mb.toFixed(0)} MiB`})`,
-    type,
-    t,
-    2 * rows * out * inDim,
-    rows === 1 ? wb : 0,
-    bw,
-  );
+  const shape = `${rows}×${inDim} · ${out}×${inDim}ᵀ (${mb >= 1024 ? `${(mb / 1024).toFixed(2)} GiB` : `${mb.toFixed(0)} MiB`})`;
+  for (const [g, dtype] of [
+    [f, type],
+    [fa, `${type}+a8`],
+  ]) {
+    if (!g) continue;
+    row(label, shape, dtype, time(g, rows > 1 ? 4 : 2.5), 2 * rows * out * inDim, rows === 1 ? wb : 0, bw);
+  }
   for (const p of ptrs) k.free(p);
 }
 
@@ -215,7 +232,9 @@ function attentionCase(k, ctx, bw) {
 // ---- main --------------------------------------------------------------------------------------------------
 
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
-console.log(`mnemo kernels benchmark — ${cpu}, ${cpus().length} cores, Node ${process.version}, one thread`);
+console.log(
+  `mnemo kernels benchmark — ${cpu}, ${cpus().length} cores, Node ${process.version}, one thread, ${cpuClock ? 'CPU-time' : 'wall'} clock`,
+);
 console.log(
   `load average at start: ${loadavg()
     .map((v) => v.toFixed(2))
@@ -238,16 +257,17 @@ const shapes = quick
       [14336, 4096],
     ];
 for (const type of types) {
-  for (const [out, inDim] of shapes) matmulCase(k, type, out, inDim, 1, bw);
+  const int8Act = type in QUANT;
+  for (const [out, inDim] of shapes) matmulCase(k, type, out, inDim, 1, bw, 'matvec', int8Act);
   if (!quick) {
     // a shape with >= 256 MiB of weights: out rows of 4096
     const perRow = weightBytes(type, 1, 4096);
     const out = Math.ceil((256 * MiB) / perRow / 256) * 256;
-    matmulCase(k, type, out, 4096, 1, bw);
+    matmulCase(k, type, out, 4096, 1, bw, 'matvec', int8Act);
   }
 }
 for (const type of ['f32', 'f16', 'bf16', 'q8g64', 'q4g64'])
-  matmulCase(k, type, 4096, 4096, 64, bw, 'prefill');
+  matmulCase(k, type, 4096, 4096, 64, bw, 'prefill', type in QUANT);
 for (const ctx of quick ? [1024] : [512, 2048, 8192, 32768]) attentionCase(k, ctx, bw);
 
 const cols = [

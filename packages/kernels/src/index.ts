@@ -1,1 +1,7 @@
-export { type Kernels, loadKernels, type WeightDType } from './kernels';
+export {
+  ACTIVATION_BLOCK,
+  type Kernels,
+  loadKernels,
+  quantizedActivationBytes,
+  type WeightDType,
+} from './kernels';

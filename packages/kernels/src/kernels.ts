@@ -13,9 +13,9 @@ export type WeightDType = 'f32' | 'f16' | 'bf16';
  * (integers, sizes, dtypes, and that each range lies inside one live allocation) and throws a `TypeError` or
  * `RangeError` naming the kernel and the argument before touching memory.
  *
- * Memory growth: `alloc` may grow the memory, and so may `matmulQ` and `attention` the first time they need a larger
- * internal scratch buffer. Growth invalidates typed-array views obtained earlier (`f32()`, `bytes()`, ...): fetch
- * views again after any of these calls. Pointers stay valid.
+ * Memory growth: `alloc` may grow the memory, and so may `matmulQ`, `matmulQ8a` and `attention` the first time they
+ * need a larger internal scratch buffer. Growth invalidates typed-array views obtained earlier (`f32()`, `bytes()`,
+ * ...): fetch views again after any of these calls. Pointers stay valid.
  */
 export interface Kernels {
   readonly memory: WebAssembly.Memory;
@@ -50,6 +50,37 @@ export interface Kernels {
   matmulQ(
     y: number,
     x: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+    bias?: number,
+  ): void;
+  /**
+   * Opt-in int8-activation path, step 1 (see the README): quantizes `x` f32 `[rows, dim]` (`dim` a multiple of
+   * {@link ACTIVATION_BLOCK}) to int8 in blocks of 32 values. `out` (4-byte aligned) receives
+   * {@link quantizedActivationBytes}`(rows, dim)` bytes: per row, `dim` int8 values, then `dim/32` f32 block
+   * scales `d = max|x| / 127`, then `dim/32` f32 block sums `d · Σq`; rows back to back (row `r` starts at byte
+   * `r · quantizedActivationBytes(1, dim)`). `q = round_half_even(x · 127 / max|x|)`. A block with inf/NaN gets
+   * scale and sum NaN; a block with `max|x|` below about 1.5e-36 (all zeros included) is stored as zeros.
+   */
+  quantizeActivations(out: number, x: number, rows: number, dim: number): void;
+  /**
+   * Opt-in int8-activation path, step 2: like `matmulQ` (same weight arguments, MLX affine, bits 4 or 8 only;
+   * other bits throw a RangeError), but from activations quantized by `quantizeActivations` (`xq`, 4-byte
+   * aligned: `rows` rows of `inDim` values; one quantized input serves every weight that reads it, whatever its
+   * group size). Integer dot products per 32-value block, then f32 `Σ_g s_g · Σ_b d_b · I_b + Σ_g b_g · X_g`
+   * (`X_g` = the group's block sums). Not bit-compatible with `matmulQ` (the activations are rounded to 8 bits);
+   * bitwise independent of `rows` and tiling.
+   */
+  matmulQ8a(
+    y: number,
+    xq: number,
     packed: number,
     scales: number,
     biases: number,
@@ -163,6 +194,23 @@ interface Exports {
     scratch: number,
   ): void;
   mk_matmul_q_scratch(rows: number, n: number, gs: number): number;
+  mk_quantize_act(out: number, x: number, rows: number, n: number): void;
+  mk_matmul_q8a(
+    y: number,
+    xq: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    bias: number,
+    rows: number,
+    n: number,
+    m: number,
+    bits: number,
+    gs: number,
+    sdt: number,
+    scratch: number,
+  ): void;
+  mk_matmul_q8a_scratch(rows: number, n: number, gs: number): number;
   mk_to_f32(out: number, src: number, n: number, dt: number): void;
   mk_embedding(out: number, table: number, ids: number, nIds: number, dim: number, dt: number): void;
   mk_embedding_q(
@@ -223,6 +271,34 @@ const BITS = [2, 3, 4, 5, 6, 8] as const;
 const GROUP_SIZES = [32, 64, 128] as const;
 /** Largest size argument: every size is a u32 in wasm. */
 const MAX_U32 = 2 ** 32 - 1;
+
+/** Values per scale in quantized activations (`quantizeActivations`); every weight group size is a multiple. */
+export const ACTIVATION_BLOCK = 32;
+
+/**
+ * Bytes `quantizeActivations` writes for `rows` rows of `dim` values: `rows · (dim + 8 · dim/32)` (int8 values,
+ * then f32 scales and f32 sums, per row). Throws like the kernels on invalid sizes.
+ */
+export function quantizedActivationBytes(rows: number, dim: number): number {
+  const k = 'quantizedActivationBytes';
+  checkSize(k, 'rows', rows);
+  checkSize(k, 'dim', dim);
+  if (dim % ACTIVATION_BLOCK !== 0) {
+    throw new RangeError(`${k}: dim (${dim}) must be a multiple of ${ACTIVATION_BLOCK}`);
+  }
+  return actRowBytes(dim) * rows;
+}
+
+function checkSize(fn: string, name: string, v: number): void {
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new TypeError(`${fn}: ${name} must be an integer, got ${describe(v)}`);
+  }
+  if (v < 1 || v > MAX_U32) throw new RangeError(`${fn}: ${name} must be in [1, ${MAX_U32}], got ${v}`);
+}
+
+function actRowBytes(dim: number): number {
+  return dim + 8 * (dim / ACTIVATION_BLOCK);
+}
 
 function decodeBase64(s: string): Uint8Array {
   const bin = atob(s);
@@ -394,6 +470,81 @@ class WasmKernels implements Kernels {
       bits,
       groupSize,
       q.code,
+      scratch,
+    );
+  }
+
+  quantizeActivations(out: number, x: number, rows: number, dim: number): void {
+    const k = 'quantizeActivations';
+    rows = this.int(k, 'rows', rows);
+    dim = this.int(k, 'dim', dim);
+    if (dim % ACTIVATION_BLOCK !== 0) {
+      throw new RangeError(`${k}: dim (${dim}) must be a multiple of ${ACTIVATION_BLOCK}`);
+    }
+    const xBytes = rows * dim * 4;
+    const outBytes = rows * actRowBytes(dim);
+    this.range(k, 'x', x, xBytes, 4);
+    this.range(k, 'out', out, outBytes, 4);
+    this.disjoint(k, 'out', out, outBytes, 'x', x, xBytes);
+    this.x.mk_quantize_act(out, x, rows, dim);
+  }
+
+  matmulQ8a(
+    y: number,
+    xq: number,
+    packed: number,
+    scales: number,
+    biases: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    bits: number,
+    groupSize: number,
+    scaleDtype: WeightDType,
+    bias?: number,
+  ): void {
+    const k = 'matmulQ8a';
+    rows = this.int(k, 'rows', rows);
+    inDim = this.int(k, 'inDim', inDim);
+    outDim = this.int(k, 'outDim', outDim);
+    const q = this.quant(k, 'inDim', inDim, bits, groupSize, scaleDtype);
+    if (bits !== 4 && bits !== 8) {
+      throw new RangeError(
+        `${k}: bits ${bits} is not supported by the int8-activation path (4 and 8 are); use matmulQ`,
+      );
+    }
+    const xqBytes = rows * actRowBytes(inDim);
+    const packedBytes = outDim * q.wordsPerRow * 4;
+    const groupBytes = outDim * q.groups * q.es;
+    const yBytes = rows * outDim * 4;
+    this.range(k, 'xq', xq, xqBytes, 4);
+    this.range(k, 'packed', packed, packedBytes, 4);
+    this.range(k, 'scales', scales, groupBytes, q.es);
+    this.range(k, 'biases', biases, groupBytes, q.es);
+    this.range(k, 'y', y, yBytes, 4);
+    this.disjoint(k, 'y', y, yBytes, 'xq', xq, xqBytes);
+    this.disjoint(k, 'y', y, yBytes, 'packed', packed, packedBytes);
+    this.disjoint(k, 'y', y, yBytes, 'scales', scales, groupBytes);
+    this.disjoint(k, 'y', y, yBytes, 'biases', biases, groupBytes);
+    if (bias !== undefined) {
+      this.range(k, 'bias', bias, outDim * 4, 4);
+      this.disjoint(k, 'y', y, yBytes, 'bias', bias, outDim * 4);
+    }
+    const code = q.code;
+    const scratch = this.scratch(this.x.mk_matmul_q8a_scratch(rows, inDim, groupSize));
+    this.x.mk_matmul_q8a(
+      y,
+      xq,
+      packed,
+      scales,
+      biases,
+      bias ?? 0,
+      rows,
+      inDim,
+      outDim,
+      bits,
+      groupSize,
+      code,
       scratch,
     );
   }

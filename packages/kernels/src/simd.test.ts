@@ -16,13 +16,31 @@ const COMPUTE = [
   'mk_softmax',
   'mk_argmax',
   'mk_attention',
+  'mk_quantize_act',
+  'mk_matmul_q8a',
 ] as const;
+
+/** SIMD128 sub-opcodes (after the 0xFD prefix) the int8-activation path must run inside its loops. */
+const OP = {
+  'i32x4.dot_i16x8_s': 0xba,
+  'f32x4.convert_i32x4_s': 0xfa,
+  'f32x4.nearest': 0x6a,
+  'i32x4.trunc_sat_f32x4_s': 0xf8,
+  'i8x16.narrow_i16x8_s': 0x65,
+  'i8x16.shuffle': 0x0d,
+} as const;
 
 describe('SIMD128 in the built module', () => {
   const stats = inspectWasm(kernelsWasmBytes());
 
   it('exports every kernel', () => {
-    for (const name of [...COMPUTE, 'mk_copy', 'mk_matmul_q_scratch', 'mk_attention_scratch']) {
+    for (const name of [
+      ...COMPUTE,
+      'mk_copy',
+      'mk_matmul_q_scratch',
+      'mk_attention_scratch',
+      'mk_matmul_q8a_scratch',
+    ]) {
       expect(stats.exports.has(name), name).toBe(true);
     }
   });
@@ -42,8 +60,25 @@ describe('SIMD128 in the built module', () => {
       ['mk_matmul', 100],
       ['mk_matmul_q', 200],
       ['mk_attention', 20],
+      ['mk_matmul_q8a', 100],
     ] as const) {
       expect(reachable(stats, stats.exports.get(name)!).simdInLoops, name).toBeGreaterThan(min);
+    }
+  });
+
+  it('runs integer dot products in the int8-activation matmul and vector rounding in its quantizer', () => {
+    const mm = reachable(stats, stats.exports.get('mk_matmul_q8a')!).opsInLoops;
+    const qa = reachable(stats, stats.exports.get('mk_quantize_act')!).opsInLoops;
+    const count = (m: Map<number, number>, op: keyof typeof OP) => m.get(OP[op]) ?? 0;
+    console.log(
+      `mk_matmul_q8a: ${count(mm, 'i32x4.dot_i16x8_s')} i32x4.dot_i16x8_s and ${count(mm, 'f32x4.convert_i32x4_s')} f32x4.convert_i32x4_s in loops`,
+    );
+    // every (bits, rows × outputs) block variant carries its own unrolled dots
+    expect(count(mm, 'i32x4.dot_i16x8_s')).toBeGreaterThanOrEqual(16);
+    expect(count(mm, 'f32x4.convert_i32x4_s')).toBeGreaterThan(0);
+    expect(count(mm, 'i8x16.shuffle')).toBeGreaterThan(0); // activation re-layout
+    for (const op of ['f32x4.nearest', 'i32x4.trunc_sat_f32x4_s', 'i8x16.narrow_i16x8_s'] as const) {
+      expect(count(qa, op), op).toBeGreaterThan(0);
     }
   });
 });

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type Kernels, loadKernels, type WeightDType } from './index';
+import { type Kernels, loadKernels, quantizedActivationBytes, type WeightDType } from './index';
 import { put } from './testing/ref';
 
 let k: Kernels;
@@ -58,6 +58,90 @@ describe('argument validation', () => {
     expect(() => call(4, 32, 'f32')).toThrow(/matmulQ: scales range/);
     expect(() => call(4, 32, 'f16', n, x)).toThrow(/matmulQ: y .* overlaps x/);
     for (const p of [x, packed, scales, biases, y]) k.free(p);
+  });
+
+  it('quantizeActivations and quantizedActivationBytes: sizes, block multiple, ranges, overlap', () => {
+    expect(quantizedActivationBytes(1, 64)).toBe(64 + 2 * 8);
+    expect(quantizedActivationBytes(3, 4096)).toBe(3 * (4096 + 128 * 8));
+    expect(() => quantizedActivationBytes(1, 48)).toThrow(
+      /quantizedActivationBytes: dim \(48\) must be a multiple of 32/,
+    );
+    expect(() => quantizedActivationBytes(0, 64)).toThrow(/quantizedActivationBytes: rows must be in \[1/);
+    expect(() => quantizedActivationBytes(1.5, 64)).toThrow(TypeError);
+    expect(() => quantizedActivationBytes(1, bad<number>('64'))).toThrow(TypeError);
+    const x = k.alloc(2 * 64 * 4);
+    const out = k.alloc(quantizedActivationBytes(2, 64));
+    expect(() => k.quantizeActivations(out, x, 2, 64)).not.toThrow();
+    expect(() => k.quantizeActivations(out, x, 0, 64)).toThrow(/quantizeActivations: rows must be in \[1/);
+    expect(() => k.quantizeActivations(out, x, 2, 1.5)).toThrow(TypeError);
+    expect(() => k.quantizeActivations(out, x, 1, 48)).toThrow(
+      /quantizeActivations: dim \(48\) must be a multiple of 32/,
+    );
+    expect(() => k.quantizeActivations(out, x, 3, 64)).toThrow(/quantizeActivations: x range/);
+    expect(() => k.quantizeActivations(out + 4, x, 2, 64)).toThrow(/quantizeActivations: out range/);
+    expect(() => k.quantizeActivations(out + 2, x, 1, 64)).toThrow(
+      /quantizeActivations: out .* 4-byte aligned/,
+    );
+    expect(() => k.quantizeActivations(x, x, 1, 64)).toThrow(/quantizeActivations: out .* overlaps x/);
+    expect(() => k.quantizeActivations(out, bad<number>(null), 1, 64)).toThrow(TypeError);
+    for (const p of [x, out]) k.free(p);
+  });
+
+  it('matmulQ8a: bits (4 and 8 only), groupSize, divisibility, scale dtype, ranges, overlap', () => {
+    const n = 64;
+    const m = 2;
+    const xq = k.alloc(quantizedActivationBytes(2, n));
+    const packed = k.alloc((m * n * 8) / 8);
+    const scales = k.alloc(m * (n / 32) * 4);
+    const biases = k.alloc(m * (n / 32) * 4);
+    const y = k.alloc(2 * m * 4);
+    const bias = k.alloc(m * 4);
+    const call = (
+      bits: number,
+      gs: number,
+      sdt: WeightDType,
+      o: { inDim?: number; rows?: number; py?: number; b?: number } = {},
+    ) => k.matmulQ8a(o.py ?? y, xq, packed, scales, biases, o.rows ?? 1, o.inDim ?? n, m, bits, gs, sdt, o.b);
+    expect(() => call(4, 32, 'f16')).not.toThrow();
+    expect(() => call(8, 32, 'f32', { rows: 2, b: bias })).not.toThrow();
+    for (const bits of [2, 3, 5, 6]) {
+      expect(() => call(bits, 32, 'f16')).toThrow(
+        new RegExp(`matmulQ8a: bits ${bits} is not supported by the int8-activation path \\(4 and 8 are\\)`),
+      );
+    }
+    expect(() => call(7, 32, 'f16')).toThrow(/matmulQ8a: bits must be one of 2, 3, 4, 5, 6, 8/);
+    expect(() => call(bad<number>('4'), 32, 'f16')).toThrow(/matmulQ8a: bits must be one of/);
+    expect(() => call(4, 16, 'f16')).toThrow(/matmulQ8a: groupSize must be one of 32, 64, 128/);
+    expect(() => call(4, 64, 'f16', { inDim: 96 })).toThrow(
+      /matmulQ8a: inDim \(96\) must be a multiple of groupSize \(64\)/,
+    );
+    expect(() => call(4, 32, bad<WeightDType>('int8'))).toThrow(/matmulQ8a: scaleDtype/);
+    expect(() => call(4, 32, 'f16', { rows: 3 })).toThrow(/matmulQ8a: xq range/);
+    expect(() => call(4, 32, 'f16', { inDim: 128, rows: 2 })).toThrow(/matmulQ8a: xq range/);
+    expect(() => call(4, 32, 'f16', { rows: 0 })).toThrow(/matmulQ8a: rows must be in \[1/);
+    expect(() => call(4, 32, 'f16', { inDim: 64.5 })).toThrow(TypeError);
+    expect(() => call(4, 128, 'f32')).toThrow(
+      /matmulQ8a: inDim \(64\) must be a multiple of groupSize \(128\)/,
+    );
+    expect(() => call(4, 32, 'f16', { py: y + 8, rows: 2 })).toThrow(/matmulQ8a: y range/);
+    expect(() => call(4, 32, 'f16', { py: xq })).toThrow(/matmulQ8a: y .* overlaps xq/);
+    expect(() => call(4, 32, 'f16', { py: bias, b: bias })).toThrow(/matmulQ8a: y .* overlaps bias/);
+    expect(() => call(4, 32, 'f16', { b: bias + 4 })).toThrow(/matmulQ8a: bias range/);
+    expect(() => call(4, 32, 'f16', { py: y + 2 })).toThrow(/matmulQ8a: y .* 4-byte aligned/);
+    expect(() => k.matmulQ8a(y, xq + 2, packed, scales, biases, 1, n, m, 4, 32, 'f16')).toThrow(
+      /matmulQ8a: xq .* 4-byte aligned/,
+    );
+    expect(() => k.matmulQ8a(y, xq, packed, scales + 2, biases, 1, n, m, 4, 32, 'f32')).toThrow(
+      /matmulQ8a: scales .* 4-byte aligned/,
+    );
+    expect(() => k.matmulQ8a(y, xq, packed, scales, biases, 1, n, 5, 8, 32, 'f32')).toThrow(
+      /matmulQ8a: packed range/,
+    );
+    // a failed call leaves y untouched
+    k.f32(y, 2).set([7, 7]);
+    expect(() => call(4, 32, 'f16', { b: bias + 4 })).toThrow(RangeError);
+    expect(Array.from(k.f32(y, 2))).toEqual([7, 7]);
+    for (const p of [xq, packed, scales, biases, y, bias]) k.free(p);
   });
 
   it('embedding: ids must be inside the vocabulary', () => {

@@ -14,6 +14,7 @@
 mod attention;
 mod dense;
 mod ops;
+mod q8a;
 mod quant;
 mod simd;
 

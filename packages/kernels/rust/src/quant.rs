@@ -81,7 +81,7 @@ unsafe fn prep_row(xp: *mut f32, xg: *mut f32, x: *const f32, n: usize, gs: usiz
 
 /// Converts `ng` scales (or biases) of output row `o` to f32 at `dst`, zero-padded to `ngp`.
 #[inline(always)]
-unsafe fn conv_groups<S: Elem>(dst: *mut f32, src: *const u8, ng: usize, ngp: usize) {
+pub(crate) unsafe fn conv_groups<S: Elem>(dst: *mut f32, src: *const u8, ng: usize, ngp: usize) {
     convert::<S>(dst, src, ng);
     for g in ng..ngp {
         *dst.add(g) = 0.0;
@@ -90,7 +90,7 @@ unsafe fn conv_groups<S: Elem>(dst: *mut f32, src: *const u8, ng: usize, ngp: us
 
 /// `Σ_quads b4 · X4`, one v128 chain, then hsum.
 #[inline(always)]
-unsafe fn bias_term(bf: *const f32, xg: *const f32, ngp: usize) -> f32 {
+pub(crate) unsafe fn bias_term(bf: *const f32, xg: *const f32, ngp: usize) -> f32 {
     let mut t = zero();
     let mut g = 0;
     while g < ngp {

@@ -242,3 +242,87 @@ export function put(
 export function get(k: Kernels, ptr: number, len: number): Float32Array {
   return k.f32(ptr, len).slice();
 }
+
+/** Reference of `quantizeActivations` for one row set: int8 values, f32 block scales and sums, and x̂ = d·q. */
+export interface QuantizedActivations {
+  q: Int8Array;
+  d: Float32Array;
+  s: Float32Array;
+  /** The dequantized activations `d_b · q_i` in float64 (exact). */
+  xhat: Float64Array;
+}
+
+/**
+ * The documented int8 activation quantization, in float64 arithmetic rounded to f32 where the kernel rounds (for
+ * `/` and `·` of two f32 values that gives the same bits as f32 arithmetic): per block of 32, `amax = max|x|`,
+ * `d = f32(amax / 127)`, `q = roundHalfEven(f32(x · f32(127 / amax)))`, `s = f32(d · Σq)`; inf/NaN → NaN block,
+ * `d` below the smallest normal f32 → zero block.
+ */
+export function refQuantizeActivations(
+  x: ArrayLike<number>,
+  rows: number,
+  dim: number,
+): QuantizedActivations {
+  const nb = dim / 32;
+  const q = new Int8Array(rows * dim);
+  const d = new Float32Array(rows * nb);
+  const s = new Float32Array(rows * nb);
+  const xhat = new Float64Array(rows * dim);
+  for (let b = 0; b < rows * nb; b++) {
+    const base = b * 32;
+    let amax = 0;
+    let finite = true;
+    for (let i = 0; i < 32; i++) {
+      const v = Math.fround(x[base + i]!);
+      if (!Number.isFinite(v)) finite = false;
+      else amax = Math.max(amax, Math.abs(v));
+    }
+    if (!finite) {
+      d[b] = Number.NaN;
+      s[b] = Number.NaN;
+      for (let i = 0; i < 32; i++) xhat[base + i] = Number.NaN;
+      continue;
+    }
+    const db = Math.fround(amax / 127);
+    if (db < 2 ** -126) continue; // zeros
+    const inv = Math.fround(127 / amax);
+    let sum = 0;
+    for (let i = 0; i < 32; i++) {
+      const v = roundEven(Math.fround(Math.fround(x[base + i]!) * inv));
+      q[base + i] = v;
+      sum += v;
+      xhat[base + i] = db * v;
+    }
+    d[b] = db;
+    s[b] = Math.fround(db * sum);
+  }
+  return { q, d, s, xhat };
+}
+
+/**
+ * Per output, the bound of the activation rounding error: `Σ_b 0.50003 · d_b · Σ_{i∈b} |w_i|`. Each x̂_i = d·q_i is
+ * within `d/2` of `d · x_i·inv` (rounding to an integer), and that is within `|x_i| · 3·2^-24 <= 127·d · 1.8e-7 =
+ * 0.000023·d` of x_i (the three f32 roundings of d, inv and x·inv).
+ */
+export function activationErrorBound(
+  d: ArrayLike<number>,
+  w: ArrayLike<number>,
+  rows: number,
+  n: number,
+  m: number,
+): Float64Array {
+  const nb = n / 32;
+  const out = new Float64Array(rows * m);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < m; o++) {
+      let e = 0;
+      for (let b = 0; b < nb; b++) {
+        let a = 0;
+        for (let i = 0; i < 32; i++) a += Math.abs(w[o * n + b * 32 + i]!);
+        e += 0.50003 * d[r * nb + b]! * a;
+      }
+      out[r * m + o] = e;
+    }
+  }
+  return out;
+}

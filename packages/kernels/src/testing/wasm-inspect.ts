@@ -11,6 +11,8 @@ export interface FunctionStats {
   loops: number;
   /** Function indices called directly. */
   calls: Set<number>;
+  /** SIMD sub-opcode (after the 0xFD prefix) → how many times it sits inside a loop. */
+  opsInLoops: Map<number, number>;
 }
 
 export interface ModuleStats {
@@ -141,7 +143,13 @@ function memarg(r: Reader): void {
 }
 
 function scanBody(r: Reader): FunctionStats {
-  const stats: FunctionStats = { simd: 0, simdInLoops: 0, loops: 0, calls: new Set() };
+  const stats: FunctionStats = {
+    simd: 0,
+    simdInLoops: 0,
+    loops: 0,
+    calls: new Set(),
+    opsInLoops: new Map(),
+  };
   const nLocals = r.u32();
   for (let i = 0; i < nLocals; i++) {
     r.u32();
@@ -222,11 +230,15 @@ function scanBody(r: Reader): FunctionStats {
       case 0xfc:
         fcOp(r);
         break;
-      case 0xfd:
-        fdOp(r);
+      case 0xfd: {
+        const sub = fdOp(r);
         stats.simd++;
-        if (loopDepth > 0) stats.simdInLoops++;
+        if (loopDepth > 0) {
+          stats.simdInLoops++;
+          stats.opsInLoops.set(sub, (stats.opsInLoops.get(sub) ?? 0) + 1);
+        }
         break;
+      }
       default:
         if (op >= 0x28 && op <= 0x3e) memarg(r); // loads/stores
         // everything else in the MVP numeric range has no immediates
@@ -261,7 +273,8 @@ function fcOp(r: Reader): void {
   }
 }
 
-function fdOp(r: Reader): void {
+/** Skips one 0xFD-prefixed instruction's immediates; returns its sub-opcode. */
+function fdOp(r: Reader): number {
   const sub = r.u32();
   if (sub <= 0x0b || sub === 0x5c || sub === 0x5d) {
     memarg(r); // v128 loads / stores / load*_zero
@@ -273,17 +286,22 @@ function fdOp(r: Reader): void {
     memarg(r); // load/store lane
     r.byte();
   }
+  return sub;
 }
 
-/** SIMD instruction counts over a function and everything it calls (transitively). */
+/**
+ * SIMD instruction counts over a function and everything it calls (transitively); `opsInLoops` maps a SIMD
+ * sub-opcode to its count inside loops.
+ */
 export function reachable(
   stats: ModuleStats,
   fn: number,
-): { simd: number; simdInLoops: number; functions: number } {
+): { simd: number; simdInLoops: number; functions: number; opsInLoops: Map<number, number> } {
   const seen = new Set<number>();
   const todo = [fn];
   let simd = 0;
   let simdInLoops = 0;
+  const opsInLoops = new Map<number, number>();
   while (todo.length > 0) {
     const f = todo.pop()!;
     if (seen.has(f)) continue;
@@ -292,7 +310,8 @@ export function reachable(
     if (!s) continue;
     simd += s.simd;
     simdInLoops += s.simdInLoops;
+    for (const [op, c] of s.opsInLoops) opsInLoops.set(op, (opsInLoops.get(op) ?? 0) + c);
     for (const c of s.calls) todo.push(c);
   }
-  return { simd, simdInLoops, functions: seen.size };
+  return { simd, simdInLoops, functions: seen.size, opsInLoops };
 }

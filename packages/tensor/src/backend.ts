@@ -114,5 +114,14 @@ export interface Backend {
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void;
 }
 
+/** Options {@link createBackend} passes on to a backend factory; a backend ignores what does not apply to it. */
+export interface BackendOptions {
+  /**
+   * Threads a backend may compute with (the WASM backend: the calling thread plus `threads - 1` workers). Results
+   * must not depend on it. Default: the backend's choice (WASM: `MNEMO_THREADS`, else every core).
+   */
+  readonly threads?: number;
+}
+
 /** Creates a backend; async because compiling WebAssembly or loading a native addon is. */
-export type BackendFactory = () => Promise<Backend>;
+export type BackendFactory = (opts?: BackendOptions) => Promise<Backend>;

@@ -3,6 +3,7 @@ export {
   BACKEND_API_VERSION,
   type Backend,
   type BackendFactory,
+  type BackendOptions,
   type RopeLayout,
   type RopeOptions,
 } from './backend';
@@ -38,5 +39,13 @@ export {
   UnknownBackendError,
 } from './select';
 export { isQuantized, QuantizedTensor, Tensor, type Weight } from './tensor';
-export { createWasmBackend } from './wasm/backend';
+export {
+  createWasmBackend,
+  DEFAULT_SHARD_MIN_BYTES,
+  type InstanceMemory,
+  WASM32_MAX_BYTES,
+  type WasmBackend,
+  type WasmBackendOptions,
+  WasmCapacityError,
+} from './wasm/backend';
 export type { Kernels, WeightDType } from './wasm/kernels';

@@ -2,7 +2,7 @@
  * Backend registry and selection. Built in: `js` (reference) and `wasm` (default). Native or third-party backends
  * (e.g. a macOS Metal addon) plug in with {@link registerBackend}.
  */
-import { BACKEND_API_VERSION, type Backend, type BackendFactory } from './backend';
+import { BACKEND_API_VERSION, type Backend, type BackendFactory, type BackendOptions } from './backend';
 import { createReferenceBackend } from './reference/backend';
 import { createWasmBackend } from './wasm/backend';
 
@@ -21,7 +21,7 @@ export class BackendVersionError extends Error {
 
 const factories = new Map<string, BackendFactory>([
   ['js', createReferenceBackend],
-  ['wasm', () => createWasmBackend()],
+  ['wasm', (opts) => createWasmBackend(opts?.threads === undefined ? {} : { threads: opts.threads })],
 ]);
 
 /**
@@ -59,10 +59,11 @@ function envBackend(): string | undefined {
 
 /**
  * Creates a backend chosen by, in order: `opts.backend`, the environment variable `MNEMO_BACKEND`, then `'wasm'`.
+ * `opts.threads` goes to the backend's factory (the WASM backend defaults to `MNEMO_THREADS`, else every core).
  * Throws {@link UnknownBackendError} (listing the known names) for an unregistered name, and
  * {@link BackendVersionError} for a backend built against another Backend interface version.
  */
-export async function createBackend(opts: { backend?: string } = {}): Promise<Backend> {
+export async function createBackend(opts: { backend?: string } & BackendOptions = {}): Promise<Backend> {
   const name = opts.backend ?? envBackend() ?? DEFAULT_BACKEND;
   const source =
     opts.backend !== undefined ? 'option' : envBackend() !== undefined ? 'MNEMO_BACKEND' : 'default';
@@ -71,7 +72,7 @@ export async function createBackend(opts: { backend?: string } = {}): Promise<Ba
     throw new UnknownBackendError(
       `createBackend: unknown backend "${name}" (from ${source}); known backends: ${registeredBackends().join(', ')}`,
     );
-  const backend = await factory();
+  const backend = await factory(opts.threads === undefined ? {} : { threads: opts.threads });
   const version: unknown = (backend as { apiVersion?: unknown } | undefined)?.apiVersion;
   if (version !== BACKEND_API_VERSION) {
     try {

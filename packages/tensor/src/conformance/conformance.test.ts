@@ -5,7 +5,15 @@ import { createFakeKernels } from '../wasm/fake-kernels';
 import { defineConformanceTests } from './index';
 
 defineConformanceTests({ describe, it }, 'conformance: js (reference)', createReferenceBackend);
-defineConformanceTests({ describe, it }, 'conformance: wasm on @mnemo/kernels', () => createWasmBackend());
+defineConformanceTests({ describe, it }, 'conformance: wasm on @mnemo/kernels, 1 thread', () =>
+  createWasmBackend({ threads: 1 }),
+);
+// Two threads with every weight matrix (of at least 17 rows) split between the calling thread and a worker.
+defineConformanceTests(
+  { describe, it },
+  'conformance: wasm on @mnemo/kernels, 2 threads, weights sharded',
+  () => createWasmBackend({ threads: 2, shardMinBytes: 0 }),
+);
 // The same backend on a JS double of the kernels whose memory grows at every allocation: checks the backend's
 // pointer arithmetic and heap-view refresh independently of the Rust kernels.
 defineConformanceTests(

@@ -1,7 +1,9 @@
 /**
  * `@mnemo/tensor/conformance`: the backend conformance suite. Every Backend implementation (reference, WASM, Metal,
  * third-party) must pass it. Framework-agnostic: run the cases yourself ({@link conformanceCases},
- * {@link runConformance}) or hand your test framework's `describe`/`it` to {@link defineConformanceTests}.
+ * {@link runConformance}) or hand your test framework's `describe`/`it` to {@link defineConformanceTests}. A backend
+ * that computes with several threads also runs {@link checkThreadInvariance} (results bitwise independent of the
+ * thread count).
  */
 import type { Backend, BackendFactory } from '../backend';
 import { createReferenceBackend } from '../reference/backend';
@@ -16,6 +18,11 @@ import { validationCases } from './validation';
 
 export { ConformanceError } from './compare';
 export { checkSteadyStateMemory, type SteadyStateOptions } from './memory';
+export {
+  checkThreadInvariance,
+  type ThreadedBackendFactory,
+  type ThreadInvarianceOptions,
+} from './threads';
 export type { ConformanceCase, ConformanceGroup } from './types';
 
 /** Wraps a case so that it also fails if it leaves `memoryInUse()` different from where it started. */

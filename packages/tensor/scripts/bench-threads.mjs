@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+// Decode matvec timings of the WASM backend by thread count: y[1, n] = x[1, n] · W[n, n]ᵀ for f32, f16 and MLX q4
+// (group 64, f16 scales) weights, plus a 32-row prefill matmul. Checks that every thread count gives the same bits.
+// Usage: pnpm --filter @mnemo/tensor build && node packages/tensor/scripts/bench-threads.mjs [--n 4096] [--threads 1,2]
+//        [--rounds 5] [--seconds 0.4]
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { createWasmBackend, f32ToF16, quantize } from '../dist/index.js';
+
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '4096' },
+    threads: { type: 'string', default: `1,${Math.max(2, availableParallelism())}` },
+    seconds: { type: 'string', default: '0.4' },
+    rounds: { type: 'string', default: '5' },
+  },
+});
+const n = Number(values.n);
+const threadCounts = values.threads.split(',').map(Number);
+const budget = Number(values.seconds) * 1000;
+
+function rand(len, seed, scale = 1) {
+  const a = new Float32Array(len);
+  let s = seed >>> 0;
+  for (let i = 0; i < len; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = (s / 2 ** 31 - 1) * scale;
+  }
+  return a;
+}
+
+const wf = rand(n * n, 1, 0.05);
+const wh = f32ToF16(wf);
+const spec = { bits: 4, groupSize: 64, scaleDtype: 'f16' };
+const wq = quantize(spec, n, n, wf);
+const xv = rand(32 * n, 2);
+
+/** Median ms per call of `fn` over about `ms` milliseconds (after a warm-up). */
+function time(fn, ms) {
+  for (let i = 0; i < 3; i++) fn();
+  const samples = [];
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms || samples.length < 5) {
+    const a = performance.now();
+    fn();
+    samples.push(performance.now() - a);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[samples.length >> 1];
+}
+
+// One backend per thread count, holding the same weights; configurations are timed in alternation, several rounds,
+// and the best round's median counts (other processes on the machine slow some rounds down).
+const rounds = Number(values.rounds);
+const setups = [];
+for (const threads of threadCounts) {
+  const b = await createWasmBackend({ threads });
+  const weights = {
+    f32: b.upload('f32', [n, n], wf),
+    f16: b.upload('f16', [n, n], wh),
+    q4g64: b.uploadQuantized(spec, [n, n], wq.packed, wq.scales, wq.biases),
+  };
+  const x1 = b.alloc('f32', [1, n]);
+  b.write(x1, xv.subarray(0, n));
+  const x32 = b.alloc('f32', [32, n]);
+  b.write(x32, xv);
+  const y1 = b.alloc('f32', [1, n]);
+  const y32 = b.alloc('f32', [32, n]);
+  setups.push({ threads, b, weights, x1, x32, y1, y32 });
+}
+const names = ['f32', 'f16', 'q4g64'];
+const bytesOf = { f32: 4 * n * n, f16: 2 * n * n, q4g64: n * n * 0.5 + 4 * n * (n / 64) };
+const best = new Map();
+const keep = (key, v) => best.set(key, Math.min(best.get(key) ?? Number.POSITIVE_INFINITY, v));
+for (let r = 0; r < rounds; r++)
+  for (const name of names)
+    for (const s of setups) {
+      const w = s.weights[name];
+      keep(
+        `${name}/${s.threads}/mv`,
+        time(() => s.b.matmul(s.y1, s.x1, w), budget),
+      );
+      keep(
+        `${name}/${s.threads}/pf`,
+        time(() => s.b.matmul(s.y32, s.x32, w), budget / 2),
+      );
+    }
+for (const name of names) {
+  let ref;
+  for (const s of setups) {
+    s.b.matmul(s.y32, s.x32, s.weights[name]);
+    const out = new Uint32Array(s.b.read(s.y32).buffer);
+    if (ref === undefined) ref = out;
+    else if (!out.every((v, i) => v === ref[i])) throw new Error(`${name}: ${s.threads} threads differ`);
+    const mv = best.get(`${name}/${s.threads}/mv`);
+    const pf = best.get(`${name}/${s.threads}/pf`);
+    process.stdout.write(
+      `${name.padEnd(6)} threads ${s.threads}: matvec ${mv.toFixed(3)} ms (${(bytesOf[name] / (mv * 1e6)).toFixed(1)} GB/s)  ` +
+        `32-row matmul ${pf.toFixed(2)} ms (${((2 * 32 * n * n) / (pf * 1e6)).toFixed(1)} GFLOP/s)\n`,
+    );
+  }
+}
+if (setups.length > 1) {
+  const [a, z] = [setups[0].threads, setups[setups.length - 1].threads];
+  for (const name of names) {
+    const g = (t, k) => best.get(`${name}/${t}/${k}`);
+    process.stdout.write(
+      `${name.padEnd(6)} speed-up ${a}→${z} threads: matvec ×${(g(a, 'mv') / g(z, 'mv')).toFixed(2)}, ` +
+        `32 rows ×${(g(a, 'pf') / g(z, 'pf')).toFixed(2)}\n`,
+    );
+  }
+  process.stdout.write('bitwise identical across thread counts: yes\n');
+}
+for (const s of setups) s.b.dispose();

@@ -5,6 +5,7 @@
 //        [--rounds 5] [--seconds 0.4]
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { createWasmBackend, f32ToF16, quantize } from '../dist/index.js';
 
 const { values } = parseArgs({
@@ -29,6 +30,37 @@ function rand(len, seed, scale = 1) {
   }
   return a;
 }
+
+/**
+ * How much faster two independent threads finish two equal CPU-bound loops than one thread finishes one, right now
+ * (2 on two idle cores; other processes on the machine bring it down, and no thread split can beat it).
+ */
+async function parallelHeadroom() {
+  const code =
+    "const { parentPort } = require('node:worker_threads'); parentPort.on('message', (n) => { let x = 0; " +
+    'for (let i = 0; i < n; i++) x = (Math.imul(x, 1664525) + 1013904223) | 0; parentPort.postMessage(x); });';
+  const ws = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
+  const run = (w, k) =>
+    new Promise((r) => {
+      w.once('message', r);
+      w.postMessage(k);
+    });
+  const k = 1e8;
+  await Promise.all(ws.map((w) => run(w, 1e6)));
+  let best = 0;
+  for (let i = 0; i < 3; i++) {
+    let t = performance.now();
+    await run(ws[0], k);
+    const one = performance.now() - t;
+    t = performance.now();
+    await Promise.all(ws.map((w) => run(w, k)));
+    best = Math.max(best, (2 * one) / (performance.now() - t));
+  }
+  for (const w of ws) await w.terminate();
+  return best;
+}
+const headroom = await parallelHeadroom();
+process.stdout.write(`parallel headroom of this machine now: ×${headroom.toFixed(2)} (two idle cores: ×2)\n`);
 
 const wf = rand(n * n, 1, 0.05);
 const wh = f32ToF16(wf);

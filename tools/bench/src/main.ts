@@ -56,6 +56,7 @@ const USAGE = `pnpm bench [options]
   --formats q4,q8,f16   formats to run (default: all three)
   --runs N              runs per figure, the median is reported (default 3)
   --skip-peer           mnemo only (no node-llama-cpp install, no llama.cpp runs)
+  --skip-mnemo          llama.cpp only (no greedy agreement then)
   --8b                  also run Llama-3.1-8B (about 60 GB of checkpoints for the three formats, both runtimes)
   --model 1b|8b|tiny    run only this model (tiny: a small model of the same family, a quick smoke test)
   --threads N           threads for both runtimes (default 2)

@@ -905,12 +905,7 @@ class WasmBackendImpl implements WasmBackend {
         failure = e;
       }
     }
-    try {
-      pool.waitAll();
-    } catch (e) {
-      failure ??= e;
-    }
-    if (failure !== undefined) throw failure;
+    joinWorkers(pool, failure);
     this.heap();
     const ys = addr(y) >>> 2;
     for (let i = 1; i < this.instances; i++) {
@@ -1058,12 +1053,7 @@ class WasmBackendImpl implements WasmBackend {
         failure = e;
       }
     }
-    try {
-      pool.waitAll();
-    } catch (e) {
-      failure ??= e;
-    }
-    if (failure !== undefined) throw failure;
+    joinWorkers(pool, failure);
     this.heap();
     const os = addr(out) >>> 2;
     for (let i = 1; i < this.instances; i++) {
@@ -1210,4 +1200,17 @@ export async function createWasmBackend(opts?: WasmBackendOptions | Kernels): Pr
     startPool = () => WorkerPool.start(threads - 1, spin, k);
   }
   return new WasmBackendImpl(k, threads, startPool, cap, shardMin);
+}
+
+/**
+ * Waits for every worker of a round, even after the calling thread's own share failed (a worker must never be left
+ * running), then rethrows the first failure: the calling thread's, else a worker's.
+ */
+function joinWorkers(pool: { waitAll(): void }, failure: unknown): void {
+  try {
+    pool.waitAll();
+  } catch (e) {
+    failure ??= e;
+  }
+  if (failure !== undefined) throw failure;
 }

@@ -53,6 +53,17 @@ export interface Backend {
   readonly apiVersion: typeof BACKEND_API_VERSION;
   /** Short unique name: `js`, `wasm`, `metal`, ... */
   readonly name: string;
+  /**
+   * Names the arithmetic, when it differs from the defaults of `name` (e.g. `wasm+int8a`): two backends with the same
+   * `numerics ?? name` give bitwise-identical results for the same inputs, so state computed under one (a prompt
+   * cache) continues exactly under the other. Thread counts never change it.
+   */
+  readonly numerics?: string;
+  /**
+   * True when matmuls with 4- and 8-bit quantized weights first round each input row to int8 in blocks of 32 (opt-in
+   * via {@link BackendOptions.int8Activations}; faster, not bit-compatible with the exact path). Absent: false.
+   */
+  readonly int8Activations?: boolean;
 
   // ---- memory -------------------------------------------------------------------------------------------------
   /** A new tensor with unspecified contents. */
@@ -121,6 +132,13 @@ export interface BackendOptions {
    * must not depend on it. Default: the backend's choice (WASM: `MNEMO_THREADS`, else every core).
    */
   readonly threads?: number;
+  /**
+   * Lets matmuls with 4- and 8-bit quantized weights round their input rows to int8 (blocks of 32, one f32 scale
+   * each, as llama.cpp's Q8 activations) and run integer dot products: about twice as fast on the WASM backend, within
+   * the activation rounding of the exact result, and not bit-compatible with it. Default false (or
+   * `MNEMO_INT8_ACTIVATIONS=1` for the WASM backend). Backends without such a path ignore it.
+   */
+  readonly int8Activations?: boolean;
 }
 
 /** Creates a backend; async because compiling WebAssembly or loading a native addon is. */

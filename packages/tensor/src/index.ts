@@ -24,9 +24,11 @@ export { DTYPE_BYTES, DTYPES, isDType, QUANT_BITS, QUANT_GROUP_SIZES } from './d
 export {
   dequantize,
   dequantizeRow,
+  INT8_ACTIVATION_BLOCK,
   packedRowWords,
   type QuantizedData,
   quantize,
+  roundActivationsInt8,
   type ScaleArray,
 } from './quant';
 export { createReferenceBackend } from './reference/backend';

@@ -170,3 +170,46 @@ export function quantize(spec: QuantSpec, rows: number, cols: number, values: Fl
   }
   return { packed, scales, biases };
 }
+
+/** Values per scale of the int8 activation rounding ({@link roundActivationsInt8}). */
+export const INT8_ACTIVATION_BLOCK = 32;
+
+/** Rounds half to even (`Math.round` rounds half up). */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The activations as the opt-in int8-activation path of quantized matmuls sees them (`int8Activations` of the WASM
+ * backend, `@mnemo/kernels`' `quantizeActivations`): each row of `dim` values (a multiple of 32) in blocks of 32,
+ * `d = max|x| / 127`, `q = round_half_even(x · (127 / max|x|))`, value `q · d` (f32 at every step). A block with an
+ * inf or NaN becomes NaN; a block whose `d` would be below the smallest normal f32 (all zeros included) becomes 0.
+ * A matmul of these values with the dequantized weights is the reference for that path.
+ */
+export function roundActivationsInt8(x: Float32Array, rows: number, dim: number): Float32Array {
+  if (dim % INT8_ACTIVATION_BLOCK !== 0)
+    throw new RangeError(
+      `roundActivationsInt8: dim must be a multiple of ${INT8_ACTIVATION_BLOCK}, got ${dim}`,
+    );
+  if (x.length !== rows * dim)
+    throw new RangeError(`roundActivationsInt8: expected ${rows * dim} values, got ${x.length}`);
+  const f = Math.fround;
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < x.length; b += INT8_ACTIVATION_BLOCK) {
+    let amax = 0;
+    for (let i = b; i < b + INT8_ACTIVATION_BLOCK; i++) {
+      const a = Math.abs(x[i]!);
+      amax = Number.isNaN(a) || a > amax ? a : amax;
+    }
+    if (!Number.isFinite(amax)) {
+      out.fill(Number.NaN, b, b + INT8_ACTIVATION_BLOCK);
+      continue;
+    }
+    const d = f(amax / 127);
+    if (!(d >= 2 ** -126)) continue; // zeros
+    const inv = f(127 / amax);
+    for (let i = b; i < b + INT8_ACTIVATION_BLOCK; i++) out[i] = f(roundHalfEven(f(x[i]! * inv)) * d);
+  }
+  return out;
+}

@@ -21,7 +21,14 @@ export class BackendVersionError extends Error {
 
 const factories = new Map<string, BackendFactory>([
   ['js', createReferenceBackend],
-  ['wasm', (opts) => createWasmBackend(opts?.threads === undefined ? {} : { threads: opts.threads })],
+  [
+    'wasm',
+    (opts) =>
+      createWasmBackend({
+        ...(opts?.threads === undefined ? {} : { threads: opts.threads }),
+        ...(opts?.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
+      }),
+  ],
 ]);
 
 /**
@@ -59,7 +66,7 @@ function envBackend(): string | undefined {
 
 /**
  * Creates a backend chosen by, in order: `opts.backend`, the environment variable `MNEMO_BACKEND`, then `'wasm'`.
- * `opts.threads` goes to the backend's factory (the WASM backend defaults to `MNEMO_THREADS`, else every core).
+ * `opts.threads` and `opts.int8Activations` go to the backend's factory (the WASM backend defaults to `MNEMO_THREADS`, else every core, and to `MNEMO_INT8_ACTIVATIONS`, else off).
  * Throws {@link UnknownBackendError} (listing the known names) for an unregistered name, and
  * {@link BackendVersionError} for a backend built against another Backend interface version.
  */
@@ -72,7 +79,10 @@ export async function createBackend(opts: { backend?: string } & BackendOptions 
     throw new UnknownBackendError(
       `createBackend: unknown backend "${name}" (from ${source}); known backends: ${registeredBackends().join(', ')}`,
     );
-  const backend = await factory(opts.threads === undefined ? {} : { threads: opts.threads });
+  const backend = await factory({
+    ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+    ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
+  });
   const version: unknown = (backend as { apiVersion?: unknown } | undefined)?.apiVersion;
   if (version !== BACKEND_API_VERSION) {
     try {

@@ -14,6 +14,16 @@ defineConformanceTests(
   'conformance: wasm on @mnemo/kernels, 2 threads, weights sharded',
   () => createWasmBackend({ threads: 2, shardMinBytes: 0 }),
 );
+// The opt-in int8-activation path (4-/8-bit quantized matmuls checked against the reference on the rounded inputs;
+// every invariance case unchanged), single-threaded and with every weight split.
+defineConformanceTests({ describe, it }, 'conformance: wasm, int8 activations, 1 thread', () =>
+  createWasmBackend({ threads: 1, int8Activations: true }),
+);
+defineConformanceTests(
+  { describe, it },
+  'conformance: wasm, int8 activations, 2 threads, weights sharded',
+  () => createWasmBackend({ threads: 2, shardMinBytes: 0, int8Activations: true }),
+);
 // The same backend on a JS double of the kernels whose memory grows at every allocation: checks the backend's
 // pointer arithmetic and heap-view refresh independently of the Rust kernels.
 defineConformanceTests(

@@ -1,6 +1,14 @@
 /** Quantized matmul and embedding against the reference: every bits × group size × scale dtype. */
+
+import type { Backend } from '../backend';
 import { QUANT_BITS, QUANT_GROUP_SIZES, type QuantBits, type QuantSpec, type ScaleDType } from '../dtype';
-import { packedRowWords, type QuantizedData, quantize } from '../quant';
+import {
+  INT8_ACTIVATION_BLOCK,
+  packedRowWords,
+  type QuantizedData,
+  quantize,
+  roundActivationsInt8,
+} from '../quant';
 import { expectClose, scoped, TINY, U } from './compare';
 import { nanTensor } from './ops';
 import { absData, absF32, encode, floats, ids, Rng } from './random';
@@ -32,6 +40,22 @@ export function magnitudeParts(d: QuantizedData): QuantizedData {
   return { packed: d.packed, scales: absData(d.scales), biases: absData(d.biases) };
 }
 
+/**
+ * A backend with `int8Activations` rounds the input rows of 4-/8-bit quantized matmuls to int8 blocks (when the width
+ * is a multiple of 32): the reference then multiplies those rounded values ({@link roundActivationsInt8}).
+ */
+function seenActivations(
+  backend: Backend,
+  bits: QuantBits,
+  x: Float32Array,
+  rows: number,
+  dim: number,
+): Float32Array {
+  const rounds =
+    backend.int8Activations === true && (bits === 4 || bits === 8) && dim % INT8_ACTIVATION_BLOCK === 0;
+  return rounds ? roundActivationsInt8(x, rows, dim) : x;
+}
+
 function matmulQCase(bits: QuantBits): ConformanceCase {
   return {
     name: `matmul: quantized ${bits}-bit, groups 32/64/128 × scales f16/bf16/f32 vs reference`,
@@ -51,6 +75,7 @@ function matmulQCase(bits: QuantBits): ConformanceCase {
             for (const [rows, inDim, outDim, hasBias, viaQuantize] of shapes) {
               const parts = randomQuantized(rng, spec, outDim, inDim, viaQuantize);
               const xv = floats(rng, rows * inDim);
+              const xr = seenActivations(backend, bits, xv, rows, inDim);
               const bv = floats(rng, outDim);
               const y = nanTensor(b, [rows, outDim]);
               b.backend.matmul(
@@ -62,14 +87,14 @@ function matmulQCase(bits: QuantBits): ConformanceCase {
               const want = r.alloc('f32', [rows, outDim]);
               r.backend.matmul(
                 want,
-                r.f32([rows, inDim], xv),
+                r.f32([rows, inDim], xr),
                 r.quantized(spec, [outDim, inDim], parts),
                 hasBias ? r.f32([outDim], bv) : undefined,
               );
               const mag = r.alloc('f32', [rows, outDim]);
               r.backend.matmul(
                 mag,
-                r.f32([rows, inDim], absF32(xv)),
+                r.f32([rows, inDim], absF32(xr)),
                 r.quantized(spec, [outDim, inDim], magnitudeParts(parts)),
                 hasBias ? r.f32([outDim], absF32(bv)) : undefined,
               );

@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { quantize, roundActivationsInt8 } from '../quant';
 import { createWasmBackend } from './backend';
 import { createFakeKernels } from './fake-kernels';
 import type { Kernels } from './kernels';
@@ -87,5 +88,70 @@ describe('wasm backend plumbing (on fake kernels)', () => {
     b.matmul(y2, b.alloc('f32', [2, 0]), b.alloc('f32', [3, 0]), bias);
     expect(Array.from(b.read(y2))).toEqual([1, 2, 3, 1, 2, 3]);
     expect(calls.get('matmul')).toBeUndefined();
+  });
+});
+
+describe('wasm backend int8 activations (opt-in)', () => {
+  const spec = { bits: 4, groupSize: 32, scaleDtype: 'f16' } as const;
+  const rows = 3;
+  const inDim = 64;
+  const outDim = 40;
+  const x = Float32Array.from({ length: rows * inDim }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 5)));
+  const w = Float32Array.from({ length: outDim * inDim }, (_, i) => Math.cos(i * 0.11) * 0.05);
+
+  async function run(opts: { int8Activations?: boolean; threads?: number }): Promise<Float32Array> {
+    const b = await createWasmBackend({ threads: 1, shardMinBytes: 0, ...opts });
+    const q = quantize(spec, outDim, inDim, w);
+    const wt = b.uploadQuantized(spec, [outDim, inDim], q.packed, q.scales, q.biases);
+    const xt = b.upload('f32', [rows, inDim], x);
+    const y = b.alloc('f32', [rows, outDim]);
+    b.matmul(y, xt, wt);
+    const out = b.read(y);
+    b.dispose();
+    return out;
+  }
+
+  it('rounds the activations (results differ from the exact path, equal the rounded inputs run exactly)', async () => {
+    const exact = await run({});
+    const int8 = await run({ int8Activations: true });
+    const b = await createWasmBackend({ threads: 1 });
+    expect(b.int8Activations).toBe(false);
+    expect(b.numerics).toBe('wasm');
+    b.dispose();
+    expect(Array.from(int8)).not.toEqual(Array.from(exact));
+    // the exact path on the rounded inputs: equal within f32 summation slack
+    const rounded = roundActivationsInt8(x, rows, inDim);
+    const b2 = await createWasmBackend({ threads: 1 });
+    const q = quantize(spec, outDim, inDim, w);
+    const wt = b2.uploadQuantized(spec, [outDim, inDim], q.packed, q.scales, q.biases);
+    const y = b2.alloc('f32', [rows, outDim]);
+    b2.matmul(y, b2.upload('f32', [rows, inDim], rounded), wt);
+    const want = b2.read(y);
+    b2.dispose();
+    for (let i = 0; i < want.length; i++) expect(Math.abs(int8[i]! - want[i]!)).toBeLessThan(1e-5);
+  });
+
+  it('is the same with a worker computing half the rows', async () => {
+    const one = await run({ int8Activations: true });
+    const two = await run({ int8Activations: true, threads: 2 });
+    expect(new Uint32Array(two.buffer)).toEqual(new Uint32Array(one.buffer));
+  });
+
+  it('reads MNEMO_INT8_ACTIVATIONS and names itself', async () => {
+    vi.stubEnv('MNEMO_INT8_ACTIVATIONS', '1');
+    const b = await createWasmBackend({ threads: 1 });
+    expect(b.int8Activations).toBe(true);
+    expect(b.numerics).toBe('wasm+int8a');
+    b.dispose();
+    vi.stubEnv('MNEMO_INT8_ACTIVATIONS', 'maybe');
+    await expect(createWasmBackend({ threads: 1 })).rejects.toThrow(/MNEMO_INT8_ACTIVATIONS/);
+    vi.unstubAllEnvs();
+  });
+
+  it('refuses int8 activations on kernels without the int8 path', async () => {
+    const k = createFakeKernels();
+    await expect(createWasmBackend({ kernels: k, int8Activations: true })).rejects.toThrow(
+      /quantizeActivations/,
+    );
   });
 });

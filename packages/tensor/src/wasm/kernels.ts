@@ -30,4 +30,6 @@ export type Kernels = Pick<
   | 'argmax'
   | 'copy'
   | 'attention'
-> & { readonly memory: KernelMemory };
+> &
+  // the opt-in int8-activation path (a kernels double may leave it out; the backend then refuses int8Activations)
+  Partial<Pick<FullKernels, 'quantizeActivations' | 'matmulQ8a'>> & { readonly memory: KernelMemory };

@@ -36,6 +36,13 @@ describe('wasm backend threads', () => {
     expect(compared).toBeGreaterThan(200);
   });
 
+  it('gives bitwise identical results for 1, 2 and 3 threads with int8 activations', async () => {
+    const compared = await checkThreadInvariance((threads) =>
+      createWasmBackend({ threads, shardMinBytes: 0, int8Activations: true }),
+    );
+    expect(compared).toBeGreaterThan(200);
+  });
+
   it('splits weight rows on 16-row boundaries, the calling thread taking the smaller share', () => {
     expect(splitRows(4096, 2)).toEqual([0, 2048, 4096]);
     expect(splitRows(264, 2)).toEqual([0, 128, 264]);

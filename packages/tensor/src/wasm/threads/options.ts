@@ -49,3 +49,12 @@ export function envShardMinBytes(op: string): number | undefined {
   if (!/^\d+$/.test(v)) throw new RangeError(`${op}: MNEMO_SHARD_MIN_BYTES must be a byte count, got "${v}"`);
   return Number(v);
 }
+
+/** `MNEMO_INT8_ACTIVATIONS` (`1`/`true`/`on` or `0`/`false`/`off`), or undefined when unset. */
+export function envInt8Activations(op: string): boolean | undefined {
+  const v = env('MNEMO_INT8_ACTIVATIONS')?.toLowerCase();
+  if (v === undefined) return undefined;
+  if (v === '1' || v === 'true' || v === 'on') return true;
+  if (v === '0' || v === 'false' || v === 'off') return false;
+  throw new RangeError(`${op}: MNEMO_INT8_ACTIVATIONS must be 1/true/on or 0/false/off, got "${v}"`);
+}

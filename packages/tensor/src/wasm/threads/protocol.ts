@@ -68,6 +68,11 @@ export const OP_EMBED = 9;
 export const OP_EMBED_Q = 10;
 /** `f64[F64_RESULT] = allocatedBytes()`, `f64[F64_RESULT + 1] = memory bytes`. */
 export const OP_STATS = 11;
+/**
+ * Quantized matmul from int8-rounded activations (`matmulQ8a`): arguments as {@link OP_MATMUL_Q}; the input holds the
+ * `quantizedActivationBytes(rows, inDim)` bytes of the rounded x instead of x (the bias offset counts floats after it).
+ */
+export const OP_MATMUL_Q8A = 12;
 
 /** Status codes: which Error class the worker's failure had. */
 export const OK = 0;

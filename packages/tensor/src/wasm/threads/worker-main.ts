@@ -9,7 +9,7 @@
  */
 
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { loadKernels } from '@mnemo/kernels';
+import { loadKernels, quantizedActivationBytes } from '@mnemo/kernels';
 import type { WeightDType } from '../kernels';
 import { kernelsProbe } from './probe';
 import * as P from './protocol';
@@ -169,13 +169,17 @@ async function main(): Promise<void> {
         stageOut(y, rows * n);
         return;
       }
-      case P.OP_MATMUL_Q: {
+      case P.OP_MATMUL_Q:
+      case P.OP_MATMUL_Q8A: {
         const rows = u32[a + 3]!;
         const inDim = u32[a + 4]!;
         const n = u32[a + 5]!;
-        const bias = stageIn(rows * inDim, u32[a + 9]!, u32[a + 10]!, n);
+        const q8a = op === P.OP_MATMUL_Q8A;
+        const xLen = q8a ? quantizedActivationBytes(rows, inDim) >>> 2 : rows * inDim;
+        const bias = stageIn(xLen, u32[a + 9]!, u32[a + 10]!, n);
         const y = ensure(ys, rows * n * 4);
-        k.matmulQ(
+        (q8a ? k.matmulQ8a : k.matmulQ).call(
+          k,
           y,
           xs.ptr,
           u32[a]!,

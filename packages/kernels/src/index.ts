@@ -1,5 +1,6 @@
 export {
   ACTIVATION_BLOCK,
+  attentionScratchBytes,
   type Kernels,
   loadKernels,
   quantizedActivationBytes,

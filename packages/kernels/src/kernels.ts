@@ -162,11 +162,31 @@ export interface Kernels {
     scale: number,
     window: number,
   ): void;
+  /**
+   * `attention` for the query heads of kv heads `kvHead0 ..< kvHead1` only (query head h belongs to kv head
+   * `h / (nHeads / nKvHeads)`); strides are those of the full tensors and other heads' output columns are not
+   * written. Each head's output is bitwise the same as from `attention`, whatever the range.
+   */
+  attentionHeads(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    startPos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    window: number,
+    kvHead0: number,
+    kvHead1: number,
+  ): void;
 }
 
-/** The raw exports of `mnemo_kernels.wasm`. */
-interface Exports {
-  readonly memory: WebAssembly.Memory;
+/** The raw exports of `mnemo_kernels.wasm` (the shared build imports its memory instead of exporting it). */
+export interface Exports {
+  readonly memory?: WebAssembly.Memory;
   readonly __heap_base: WebAssembly.Global;
   mk_matmul(
     y: number,
@@ -263,6 +283,32 @@ interface Exports {
     hd: number,
     window: number,
   ): number;
+  mk_attention_heads(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    start: number,
+    nh: number,
+    nkv: number,
+    hd: number,
+    scale: number,
+    window: number,
+    kv0: number,
+    kv1: number,
+    scratch: number,
+  ): void;
+  mk_attention_heads_scratch(
+    rows: number,
+    start: number,
+    nh: number,
+    nkv: number,
+    hd: number,
+    window: number,
+    kv0: number,
+    kv1: number,
+  ): number;
 }
 
 const DTYPE_CODE: Readonly<Record<WeightDType, number>> = { f32: 0, f16: 1, bf16: 2 };
@@ -281,19 +327,122 @@ export const ACTIVATION_BLOCK = 32;
  */
 export function quantizedActivationBytes(rows: number, dim: number): number {
   const k = 'quantizedActivationBytes';
-  checkSize(k, 'rows', rows);
-  checkSize(k, 'dim', dim);
+  checkInt(k, 'rows', rows);
+  checkInt(k, 'dim', dim);
   if (dim % ACTIVATION_BLOCK !== 0) {
     throw new RangeError(`${k}: dim (${dim}) must be a multiple of ${ACTIVATION_BLOCK}`);
   }
   return actRowBytes(dim) * rows;
 }
 
-function checkSize(fn: string, name: string, v: number): void {
+/** An integer in `[min, 2^32)`, else TypeError (not an integer) / RangeError (out of range). */
+export function checkInt(fn: string, name: string, v: number, min = 1): number {
   if (typeof v !== 'number' || !Number.isInteger(v)) {
     throw new TypeError(`${fn}: ${name} must be an integer, got ${describe(v)}`);
   }
-  if (v < 1 || v > MAX_U32) throw new RangeError(`${fn}: ${name} must be in [1, ${MAX_U32}], got ${v}`);
+  if (v < min || v > MAX_U32)
+    throw new RangeError(`${fn}: ${name} must be in [${min}, ${MAX_U32}], got ${v}`);
+  return v;
+}
+
+/** Throws a RangeError when `[a, a + aBytes)` and `[b, b + bBytes)` overlap. */
+export function checkDisjoint(
+  fn: string,
+  an: string,
+  a: number,
+  aBytes: number,
+  bn: string,
+  b: number,
+  bBytes: number,
+): void {
+  if (a < b + bBytes && b < a + aBytes) {
+    throw new RangeError(
+      `${fn}: ${an} [${a}, ${a + aBytes}) overlaps ${bn} [${b}, ${b + bBytes}); use separate buffers`,
+    );
+  }
+}
+
+/** Validated attention sizes: byte lengths of q/out and of the k/v rows read, and the scratch the call needs. */
+export interface AttentionShape {
+  qBytes: number;
+  kvBytes: number;
+  scratchBytes: number;
+}
+
+/**
+ * Validates the shape arguments of `attention` / `attentionHeads` (`fn` names the kernel in errors) and returns
+ * the byte sizes. `kvHead0`/`kvHead1` default to the full range.
+ */
+export function attentionShape(
+  fn: string,
+  rows: number,
+  startPos: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+  scale: number,
+  window: number,
+  kvHead0 = 0,
+  kvHead1: number = nKvHeads,
+): AttentionShape {
+  checkInt(fn, 'rows', rows);
+  checkInt(fn, 'startPos', startPos, 0);
+  checkInt(fn, 'nHeads', nHeads);
+  checkInt(fn, 'nKvHeads', nKvHeads);
+  checkInt(fn, 'headDim', headDim);
+  checkInt(fn, 'window', window, 0);
+  if (nHeads % nKvHeads !== 0) {
+    throw new RangeError(`${fn}: nHeads (${nHeads}) must be a multiple of nKvHeads (${nKvHeads})`);
+  }
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+    throw new TypeError(`${fn}: scale must be a finite number, got ${describe(scale)}`);
+  }
+  checkInt(fn, 'kvHead0', kvHead0, 0);
+  checkInt(fn, 'kvHead1', kvHead1);
+  if (kvHead0 >= kvHead1 || kvHead1 > nKvHeads) {
+    throw new RangeError(
+      `${fn}: kv head range [${kvHead0}, ${kvHead1}) must be non-empty and inside [0, ${nKvHeads})`,
+    );
+  }
+  // mirrors `scratch_bytes` in rust/src/attention.rs (computed here in exact arithmetic: no u32 wrap-around)
+  const last = startPos + rows;
+  const lmax = window > 0 ? Math.min(window, last) : last;
+  const lines = Math.ceil(lmax / 16);
+  const stride = 16 * (lines + 1 - (lines % 2));
+  const heads = (kvHead1 - kvHead0) * (nHeads / nKvHeads);
+  return {
+    qBytes: rows * nHeads * headDim * 4,
+    kvBytes: last * nKvHeads * headDim * 4,
+    scratchBytes: 4 * heads * (stride + Math.ceil(headDim / 4) * 4 + 1) + 16,
+  };
+}
+
+/**
+ * Scratch bytes `attentionHeads` needs for the query heads of kv heads `kvHead0 ..< kvHead1` (default: all, i.e.
+ * `attention`). Throws like the kernels on invalid shapes.
+ */
+export function attentionScratchBytes(
+  rows: number,
+  startPos: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+  window: number,
+  kvHead0 = 0,
+  kvHead1: number = nKvHeads,
+): number {
+  return attentionShape(
+    'attentionScratchBytes',
+    rows,
+    startPos,
+    nHeads,
+    nKvHeads,
+    headDim,
+    1,
+    window,
+    kvHead0,
+    kvHead1,
+  ).scratchBytes;
 }
 
 function actRowBytes(dim: number): number {
@@ -318,14 +467,16 @@ export function kernelsWasmBytes(): Uint8Array {
 export async function loadKernels(): Promise<Kernels> {
   compiled ??= WebAssembly.compile(kernelsWasmBytes() as BufferSource);
   const instance = await WebAssembly.instantiate(await compiled, {});
-  return new WasmKernels(instance.exports as unknown as Exports);
+  const exports = instance.exports as unknown as Exports;
+  return new WasmKernels(exports, exports.memory!);
 }
 
-function describe(v: unknown): string {
+export function describe(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
-class WasmKernels implements Kernels {
+/** `Kernels` over one instance's exports and its memory (exported by the private build, imported by the shared). */
+export class WasmKernels implements Kernels {
   readonly memory: WebAssembly.Memory;
   private readonly heap: Allocator;
   private readonly x: Exports;
@@ -335,9 +486,9 @@ class WasmKernels implements Kernels {
   private scratchPtr = 0;
   private scratchBytes = 0;
 
-  constructor(exports: Exports) {
+  constructor(exports: Exports, memory: WebAssembly.Memory) {
     this.x = exports;
-    this.memory = exports.memory;
+    this.memory = memory;
     this.heap = new Allocator(this.memory, Number(exports.__heap_base.value));
     this.buf = this.memory.buffer;
     this.u8All = new Uint8Array(this.buf);
@@ -716,32 +867,98 @@ class WasmKernels implements Kernels {
     scale: number,
     window: number,
   ): void {
-    const kn = 'attention';
-    rows = this.int(kn, 'rows', rows);
-    startPos = this.int(kn, 'startPos', startPos, 0);
-    nHeads = this.int(kn, 'nHeads', nHeads);
-    nKvHeads = this.int(kn, 'nKvHeads', nKvHeads);
-    headDim = this.int(kn, 'headDim', headDim);
-    window = this.int(kn, 'window', window, 0);
-    if (nHeads % nKvHeads !== 0) {
-      throw new RangeError(`${kn}: nHeads (${nHeads}) must be a multiple of nKvHeads (${nKvHeads})`);
-    }
-    if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-      throw new TypeError(`${kn}: scale must be a finite number, got ${describe(scale)}`);
-    }
-    const qBytes = rows * nHeads * headDim * 4;
-    const kvBytes = (startPos + rows) * nKvHeads * headDim * 4;
-    this.range(kn, 'q', q, qBytes, 4);
-    this.range(kn, 'k', k, kvBytes, 4);
-    this.range(kn, 'v', v, kvBytes, 4);
-    this.range(kn, 'out', out, qBytes, 4);
-    this.disjoint(kn, 'out', out, qBytes, 'q', q, qBytes);
-    this.disjoint(kn, 'out', out, qBytes, 'k', k, kvBytes);
-    this.disjoint(kn, 'out', out, qBytes, 'v', v, kvBytes);
-    const scratch = this.scratch(
-      this.x.mk_attention_scratch(rows, startPos, nHeads, nKvHeads, headDim, window),
+    this.attend(
+      'attention',
+      out,
+      q,
+      k,
+      v,
+      rows,
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale,
+      window,
+      0,
+      nKvHeads,
     );
-    this.x.mk_attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window, scratch);
+  }
+
+  attentionHeads(
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    startPos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    window: number,
+    kvHead0: number,
+    kvHead1: number,
+  ): void {
+    this.attend(
+      'attentionHeads',
+      out,
+      q,
+      k,
+      v,
+      rows,
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale,
+      window,
+      kvHead0,
+      kvHead1,
+    );
+  }
+
+  private attend(
+    kn: string,
+    out: number,
+    q: number,
+    k: number,
+    v: number,
+    rows: number,
+    startPos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    window: number,
+    kvHead0: number,
+    kvHead1: number,
+  ): void {
+    const a = attentionShape(kn, rows, startPos, nHeads, nKvHeads, headDim, scale, window, kvHead0, kvHead1);
+    this.range(kn, 'q', q, a.qBytes, 4);
+    this.range(kn, 'k', k, a.kvBytes, 4);
+    this.range(kn, 'v', v, a.kvBytes, 4);
+    this.range(kn, 'out', out, a.qBytes, 4);
+    this.disjoint(kn, 'out', out, a.qBytes, 'q', q, a.qBytes);
+    this.disjoint(kn, 'out', out, a.qBytes, 'k', k, a.kvBytes);
+    this.disjoint(kn, 'out', out, a.qBytes, 'v', v, a.kvBytes);
+    const scratch = this.scratch(a.scratchBytes);
+    this.x.mk_attention_heads(
+      out,
+      q,
+      k,
+      v,
+      rows,
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale,
+      window,
+      kvHead0,
+      kvHead1,
+      scratch,
+    );
   }
 
   // ---- validation ---------------------------------------------------------------------------------------------
@@ -757,13 +974,7 @@ class WasmKernels implements Kernels {
 
   /** An integer in `[min, 2^32)`, else TypeError (not an integer) / RangeError (out of range). */
   private int(kernel: string, name: string, v: number, min = 1): number {
-    if (typeof v !== 'number' || !Number.isInteger(v)) {
-      throw new TypeError(`${kernel}: ${name} must be an integer, got ${describe(v)}`);
-    }
-    if (v < min || v > MAX_U32) {
-      throw new RangeError(`${kernel}: ${name} must be in [${min}, ${MAX_U32}], got ${v}`);
-    }
-    return v;
+    return checkInt(kernel, name, v, min);
   }
 
   private dtype(kernel: string, name: string, v: WeightDType): number {
@@ -838,12 +1049,8 @@ class WasmKernels implements Kernels {
     bn: string,
     b: number,
     bBytes: number,
-  ) {
-    if (a < b + bBytes && b < a + aBytes) {
-      throw new RangeError(
-        `${kernel}: ${an} [${a}, ${a + aBytes}) overlaps ${bn} [${b}, ${b + bBytes}); use separate buffers`,
-      );
-    }
+  ): void {
+    checkDisjoint(kernel, an, a, aBytes, bn, b, bBytes);
   }
 
   private sameOrDisjoint(

@@ -16,6 +16,7 @@ const COMPUTE = [
   'mk_softmax',
   'mk_argmax',
   'mk_attention',
+  'mk_attention_heads',
   'mk_quantize_act',
   'mk_matmul_q8a',
 ] as const;
@@ -39,6 +40,7 @@ describe('SIMD128 in the built module', () => {
       'mk_copy',
       'mk_matmul_q_scratch',
       'mk_attention_scratch',
+      'mk_attention_heads_scratch',
       'mk_matmul_q8a_scratch',
     ]) {
       expect(stats.exports.has(name), name).toBe(true);
@@ -60,6 +62,7 @@ describe('SIMD128 in the built module', () => {
       ['mk_matmul', 100],
       ['mk_matmul_q', 200],
       ['mk_attention', 20],
+      ['mk_attention_heads', 20],
       ['mk_matmul_q8a', 100],
     ] as const) {
       expect(reachable(stats, stats.exports.get(name)!).simdInLoops, name).toBeGreaterThan(min);

@@ -9,6 +9,11 @@
 //!   out = (Σ_j e_j · v_j, j ascending, one chain per dimension) / Σ
 //! So a position's output is bitwise the same whether it is computed in a prefill of many rows or alone, and
 //! whatever the cache holds beyond p.
+//!
+//! [`mk_attention_heads`] computes only the query heads of kv heads `kv0..kv1` (so threads can split the heads).
+//! Register blocking over heads never crosses a kv head (blocks start at `kvh · g`), and every head's chains are
+//! the ones above, so a head's output is bitwise the same whatever range it is computed in; other heads' output
+//! columns are not written. [`mk_attention`] is the full range.
 use crate::dense::block;
 use crate::ops::max;
 use crate::simd::*;
@@ -96,13 +101,34 @@ fn round4(n: usize) -> usize {
 /// Scratch bytes `mk_attention` needs.
 #[no_mangle]
 pub extern "C" fn mk_attention_scratch(rows: usize, start: usize, nh: usize, _nkv: usize, hd: usize, window: usize) -> usize {
-    let last = start + rows; // positions < last
-    let lmax = if window > 0 { window.min(last) } else { last };
-    4 * nh * (score_stride(lmax) + round4(hd) + 1) + 16
+    scratch_bytes(rows, start, nh, hd, window)
 }
 
-/// Scores, softmax weights and value sums for every head of one query row; K and V rows are walked whole and in
-/// ascending order (contiguous memory), all heads at once.
+/// Scratch bytes `mk_attention_heads` needs for kv heads `kv0..kv1` (the range's query heads only).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn mk_attention_heads_scratch(
+    rows: usize,
+    start: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
+    kv0: usize,
+    kv1: usize,
+) -> usize {
+    scratch_bytes(rows, start, (kv1 - kv0) * (nh / nkv), hd, window)
+}
+
+/// Scratch for `heads` query heads: scores `[heads, lcap]`, value sums `[heads, round4(hd)]`, softmax sums `[heads]`.
+#[inline(always)]
+fn scratch_bytes(rows: usize, start: usize, heads: usize, hd: usize, window: usize) -> usize {
+    let last = start + rows; // positions < last
+    let lmax = if window > 0 { window.min(last) } else { last };
+    4 * heads * (score_stride(lmax) + round4(hd) + 1) + 16
+}
+
+/// All heads: [`mk_attention_heads`] over kv heads `0..nkv`.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn mk_attention(
@@ -119,15 +145,42 @@ pub unsafe extern "C" fn mk_attention(
     window: usize,
     scratch: *mut f32,
 ) {
+    mk_attention_heads(out, q, k, v, rows, start, nh, nkv, hd, scale, window, 0, nkv, scratch);
+}
+
+/// Query heads `kv0·g .. kv1·g` (g = nh / nkv) of every row: scores, softmax weights and value sums for the
+/// range's heads of one query row; K and V rows are walked in ascending order, all the range's heads at once.
+/// `q`/`out` rows are `nh·hd` wide and `k`/`v` rows `nkv·hd` wide whatever the range; only the range's output
+/// columns are written.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn mk_attention_heads(
+    out: *mut f32,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    rows: usize,
+    start: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    scale: f32,
+    window: usize,
+    kv0: usize,
+    kv1: usize,
+    scratch: *mut f32,
+) {
     let g = nh / nkv;
     let qs = nh * hd;
     let ks = nkv * hd;
+    let h0 = kv0 * g; // first query head of the range; scratch rows are indexed by h - h0
+    let nr = (kv1 - kv0) * g;
     let last = start + rows;
     let lcap = score_stride(if window > 0 { window.min(last) } else { last });
     let hdp = round4(hd);
-    let scores = scratch; // [nh, lcap]
-    let acc = scratch.add(nh * lcap); // [nh, hdp]
-    let sums = acc.add(nh * hdp); // [nh]
+    let scores = scratch; // [nr, lcap]
+    let acc = scratch.add(nr * lcap); // [nr, hdp]
+    let sums = acc.add(nr * hdp); // [nr]
     for r in 0..rows {
         let p = start + r;
         let (lo, len) = span(p, window);
@@ -136,27 +189,27 @@ pub unsafe extern "C" fn mk_attention(
         // blocked together so each key slice is loaded once
         for j in 0..len {
             let krow = k.add((lo + j) * ks);
-            for kvh in 0..nkv {
+            for kvh in kv0..kv1 {
                 let kb = krow.add(kvh * hd) as *const u8;
                 let mut h = kvh * g;
                 let end = h + g;
                 while h + 4 <= end {
-                    block::<F32, 4, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
+                    block::<F32, 4, 1>(scores.add((h - h0) * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
                     h += 4;
                 }
                 while h + 2 <= end {
-                    block::<F32, 2, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
+                    block::<F32, 2, 1>(scores.add((h - h0) * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
                     h += 2;
                 }
                 if h < end {
-                    block::<F32, 1, 1>(scores.add(h * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
+                    block::<F32, 1, 1>(scores.add((h - h0) * lcap + j), lcap, qr.add(h * hd), hd, kb, 0, hd, core::ptr::null());
                 }
             }
         }
         // softmax weights of s = (q·k) · scale
         let sc = f32x4_splat(scale);
-        for h in 0..nh {
-            let s = scores.add(h * lcap);
+        for hl in 0..nr {
+            let s = scores.add(hl * lcap);
             let mut i = 0;
             while i + 4 <= len {
                 st(s.add(i), f32x4_mul(ld(s.add(i)), sc));
@@ -176,36 +229,38 @@ pub unsafe extern "C" fn mk_attention(
                 let t = len - i;
                 st_part(s.add(i), exp4(f32x4_sub(ld_part(s.add(i), t, 0.0), m)), t);
             }
-            *sums.add(h) = sum(s, len);
+            *sums.add(hl) = sum(s, len);
         }
         // weighted values, keys ascending: every (head, dim) is one chain acc = acc + e_j · v_j[dim]
         let mut d = 0;
-        while d < nh * hdp {
+        while d < nr * hdp {
             st(acc.add(d), zero());
             d += 4;
         }
         let mut j0 = 0;
         while j0 < len {
             let j1 = (j0 + VT).min(len);
-            for kvh in 0..nkv {
+            for kvh in kv0..kv1 {
                 let vb = v.add((lo + j0) * ks + kvh * hd);
                 let mut h = kvh * g;
                 let end = h + g;
                 while h + 4 <= end {
-                    vtile::<4>(acc.add(h * hdp), hdp, scores.add(h * lcap + j0), lcap, vb, ks, j1 - j0, hd);
+                    let hl = h - h0;
+                    vtile::<4>(acc.add(hl * hdp), hdp, scores.add(hl * lcap + j0), lcap, vb, ks, j1 - j0, hd);
                     h += 4;
                 }
                 while h < end {
-                    vtile::<1>(acc.add(h * hdp), hdp, scores.add(h * lcap + j0), lcap, vb, ks, j1 - j0, hd);
+                    let hl = h - h0;
+                    vtile::<1>(acc.add(hl * hdp), hdp, scores.add(hl * lcap + j0), lcap, vb, ks, j1 - j0, hd);
                     h += 1;
                 }
             }
             j0 = j1;
         }
-        for h in 0..nh {
-            let sv = f32x4_splat(*sums.add(h));
-            let a = acc.add(h * hdp);
-            let o = out.add(r * qs + h * hd);
+        for hl in 0..nr {
+            let sv = f32x4_splat(*sums.add(hl));
+            let a = acc.add(hl * hdp);
+            let o = out.add(r * qs + (h0 + hl) * hd);
             let mut d = 0;
             while d + 4 <= hd {
                 st(o.add(d), f32x4_div(ld(a.add(d)), sv));

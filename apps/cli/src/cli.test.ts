@@ -81,6 +81,53 @@ describe.skipIf(!existsSync(cli))('mnemo generate against the float64 references
   });
 });
 
+describe.skipIf(!existsSync(cli))('mnemo generate --threads and --int8-activations', () => {
+  it('computes the same with 1 and 2 threads, and close to (not the same as) that with int8 activations', () => {
+    const dir = syntheticPreset('llama-q4g32');
+    const c = readReference(dir).cases[0]!;
+    const run = (flags: string[]) => {
+      const args = [
+        'generate',
+        '--model',
+        dir,
+        '--prompt',
+        c.prompt,
+        '--ignore-chat-template',
+        '--temp',
+        '0',
+      ];
+      const r = mnemo([...args, '--json', '--logprobs', '3', '--max-tokens', '4', ...flags]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      return JSON.parse(r.stdout) as JsonOut;
+    };
+    const one = run(['--threads', '1']);
+    const two = run(['--threads', '2']);
+    expect(two.tokens).toEqual(one.tokens);
+    expect(two.logprobs).toEqual(one.logprobs);
+    const int8 = run(['--threads', '2', '--int8-activations']);
+    expect(int8.logprobs.map((l) => l.logprob)).not.toEqual(one.logprobs.map((l) => l.logprob));
+    expect(int8.tokens[0]).toBe(one.tokens[0]);
+    // activation rounding moves this tiny random model's log-probabilities by a few hundredths
+    expect(Math.abs(int8.logprobs[0]!.logprob - one.logprobs[0]!.logprob)).toBeLessThan(0.2);
+    expect(run(['--threads', '1', '--int8-activations']).logprobs).toEqual(int8.logprobs);
+  });
+
+  it('refuses a bad thread count', () => {
+    const r = mnemo([
+      'generate',
+      '--model',
+      syntheticPreset('llama-q4g32'),
+      '--prompt',
+      'Hi',
+      '--threads',
+      '0',
+    ]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/option '--threads/);
+  });
+});
+
 describe.skipIf(!existsSync(cli))('mnemo generate refuses bad input with one clear line', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'mnemo-cli-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -1,12 +1,34 @@
 import { createProgressBar } from '@mnemo/hub';
 import { LM } from '@mnemo/lm';
+import type { Command } from 'commander';
+import { intArg } from './options';
+
+/** Flags choosing how a command computes. */
+export interface ComputeFlags {
+  backend?: string;
+  threads?: number;
+  int8Activations?: boolean;
+}
+
+/** Adds `--backend`, `--threads` and `--int8-activations` to a command that runs a model. */
+export function addComputeFlags(cmd: Command): Command {
+  return cmd
+    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm')
+    .option('--threads <n>', 'threads to compute with (default MNEMO_THREADS or every core)', intArg(1, 64))
+    .option(
+      '--int8-activations',
+      'faster 4-/8-bit quantized matmuls: round activations to int8 (close to, not bit-identical with, the exact path)',
+    );
+}
 
 /** Loads a model for a command, drawing a download progress bar on a TTY. */
-export async function loadLM(model: string, backend: string | undefined): Promise<LM> {
+export async function loadLM(model: string, f: ComputeFlags): Promise<LM> {
   const bar = createProgressBar(process.stderr);
   try {
     return await LM.load(model, {
-      ...(backend ? { backendName: backend } : {}),
+      ...(f.backend ? { backendName: f.backend } : {}),
+      ...(f.threads !== undefined ? { threads: f.threads } : {}),
+      ...(f.int8Activations ? { int8Activations: true } : {}),
       hub: { onProgress: bar.update },
     });
   } finally {

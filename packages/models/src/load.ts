@@ -16,6 +16,16 @@ export interface LoadModelOptions {
   readonly backend?: Backend;
   /** Backend name when `backend` is absent (`wasm`, `js`, ...; default from `MNEMO_BACKEND`, else `wasm`). */
   readonly backendName?: string;
+  /**
+   * Threads of the backend made when `backend` is absent (WASM: the calling thread plus `threads - 1` workers; default
+   * `MNEMO_THREADS`, else every core). Results do not depend on it.
+   */
+  readonly threads?: number;
+  /**
+   * Opt-in, when `backend` is absent: quantized (4-/8-bit) matmuls round their activations to int8 — faster, within
+   * the activation rounding of the exact results, not bit-compatible with them (see `BackendOptions.int8Activations`).
+   */
+  readonly int8Activations?: boolean;
   /** Registry to look architectures up in (default: built-ins plus registered plugins). */
   readonly registry?: ArchitectureRegistry;
   /** Options for resolving a Hugging Face repo id (revision, cache dir, token, offline, progress). */
@@ -77,7 +87,12 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
   const plugin = (opts.registry ?? defaultRegistry).get(modelType);
   const quantization = QuantizationConfig.parse(config);
   const backend =
-    opts.backend ?? (await createBackend(opts.backendName ? { backend: opts.backendName } : {}));
+    opts.backend ??
+    (await createBackend({
+      ...(opts.backendName ? { backend: opts.backendName } : {}),
+      ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+      ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
+    }));
   const checkpoint = await openCheckpoint(dir);
   try {
     const digest = new WeightDigest();

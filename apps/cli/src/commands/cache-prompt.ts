@@ -1,17 +1,16 @@
 import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind } from '../cache-flags';
 import { action, CliError } from '../errors';
-import { loadLM, prefillProgress } from '../load';
+import { addComputeFlags, type ComputeFlags, loadLM, prefillProgress } from '../load';
 import { intArg, readPrompt } from '../options';
 
-interface CachePromptFlags extends CacheFlags {
+interface CachePromptFlags extends CacheFlags, ComputeFlags {
   model?: string;
   prompt: string;
   promptCacheFile: string;
   ignoreChatTemplate?: boolean;
   systemPrompt?: string;
   prefillStepSize: number;
-  backend?: string;
   verbose?: boolean;
 }
 
@@ -25,13 +24,12 @@ export function registerCachePrompt(program: Command): void {
     .option('--ignore-chat-template', 'cache the prompt as raw text, without the chat template')
     .option('--system-prompt <text>', 'system message for the chat template')
     .option('--prefill-step-size <n>', 'prompt tokens per forward pass', intArg(1, 65536), 512)
-    .option('--verbose', 'print timing')
-    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm');
-  addCacheFlags(cmd).action(
+    .option('--verbose', 'print timing');
+  addComputeFlags(addCacheFlags(cmd)).action(
     action(async (f: CachePromptFlags) => {
       if (!f.model) throw new CliError('--model is required');
       const prompt = await readPrompt(f.prompt);
-      const lm = await loadLM(f.model, f.backend);
+      const lm = await loadLM(f.model, f);
       try {
         const t0 = performance.now();
         const progress = prefillProgress();

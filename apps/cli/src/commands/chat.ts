@@ -4,7 +4,7 @@ import type { ChatMessage } from '@mnemo/tokenizer';
 import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind } from '../cache-flags';
 import { action, CliError } from '../errors';
-import { loadLM, prefillProgress } from '../load';
+import { addComputeFlags, loadLM, prefillProgress } from '../load';
 import { addSamplingFlags, type GenerateFlags, generateOptions, verboseStats } from './generate';
 
 interface ChatFlags extends CacheFlags, Omit<GenerateFlags, 'prompt'> {
@@ -20,12 +20,11 @@ export function registerChat(program: Command): void {
     .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
     .option('--system-prompt <text>', 'system message')
     .option('--prompt-cache-file <file>', 'start from a conversation saved with /save')
-    .option('--verbose', 'print speed and cached tokens after each reply')
-    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm');
-  addCacheFlags(addSamplingFlags(cmd)).action(
+    .option('--verbose', 'print speed and cached tokens after each reply');
+  addComputeFlags(addCacheFlags(addSamplingFlags(cmd))).action(
     action(async (f: ChatFlags) => {
       if (!f.model) throw new CliError('--model is required');
-      const lm = await loadLM(f.model, f.backend);
+      const lm = await loadLM(f.model, f);
       if (!lm.tokenizer.hasChatTemplate) {
         lm.free();
         throw new CliError('this model has no chat template; use `mnemo generate`');

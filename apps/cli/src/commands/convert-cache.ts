@@ -73,7 +73,7 @@ export function registerConvertCache(program: Command): void {
           );
         }
         const prompt = await readPrompt(f.prompt);
-        const lm = await loadLM(f.model, f.backend);
+        const lm = await loadLM(f.model, { ...(f.backend ? { backend: f.backend } : {}) });
         try {
           const pc = await lm.importMlxPromptCache(input, prompt, {
             chatTemplate: !f.ignoreChatTemplate,

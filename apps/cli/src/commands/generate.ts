@@ -2,10 +2,10 @@ import { type GenerateOptions, type GenerationResult, type PromptCache, promptCa
 import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind, hasCacheFlags } from '../cache-flags';
 import { action, CliError } from '../errors';
-import { loadLM, prefillProgress } from '../load';
+import { addComputeFlags, type ComputeFlags, loadLM, prefillProgress } from '../load';
 import { floatArg, intArg, readPrompt } from '../options';
 
-export interface GenerateFlags extends CacheFlags {
+export interface GenerateFlags extends CacheFlags, ComputeFlags {
   promptCacheFile?: string;
   model?: string;
   prompt: string;
@@ -22,7 +22,6 @@ export interface GenerateFlags extends CacheFlags {
   json?: boolean;
   logprobs?: number;
   verbose?: boolean;
-  backend?: string;
   prefillStepSize: number;
 }
 
@@ -131,15 +130,14 @@ export function registerGenerate(program: Command): void {
     .option('--system-prompt <text>', 'system message for the chat template')
     .option('--json', 'print one JSON object with token ids, text, logprobs and stats')
     .option('--logprobs <k>', 'with --json: top-k log-probabilities of each generated token', intArg(0, 1000))
-    .option('--verbose', 'print prompt and generation speed and peak memory')
-    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm');
-  addCacheFlags(addSamplingFlags(cmd)).action(
+    .option('--verbose', 'print prompt and generation speed and peak memory');
+  addComputeFlags(addCacheFlags(addSamplingFlags(cmd))).action(
     action(async (f: GenerateFlags) => {
       const model = f.model ?? (f.promptCacheFile ? await promptCacheModel(f.promptCacheFile) : undefined);
       if (!model)
         throw new CliError('--model is required (or --prompt-cache-file to take the model from the file)');
       let prompt = await readPrompt(f.prompt);
-      const lm = await loadLM(model, f.backend);
+      const lm = await loadLM(model, f);
       let pc: PromptCache | undefined;
       try {
         let opts = generateOptions(f);

@@ -16,6 +16,8 @@ export type PromptCacheErrorCode =
   | 'MODEL_MISMATCH'
   /** Made with another tokenizer (fingerprint mismatch). */
   | 'TOKENIZER_MISMATCH'
+  /** Computed with other arithmetic than the loader's (`numerics`, e.g. int8 activations on one side only). */
+  | 'NUMERICS_MISMATCH'
   /** Tensor shapes do not fit the metadata or the model (layers, heads, head size, token count vs rows). */
   | 'SHAPE_MISMATCH'
   /** A cache kind or layout this version cannot hold (e.g. an mlx-lm cache class or quantization it lacks). */

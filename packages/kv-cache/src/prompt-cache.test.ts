@@ -281,6 +281,27 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
     await expectRefusal(loadPromptCache(mlx, { backend }), 'UNKNOWN_FORMAT', /importMlxPromptCache/);
   });
 
+  it('refuses a cache computed with other numerics, and accepts one that records none', async () => {
+    const path = tmpPath();
+    const caches = filled(3);
+    await savePromptCache(path, caches, { ...meta(3), numerics: 'wasm+int8a' });
+    for (const c of caches) c.free();
+    const e = await expectRefusal(
+      loadPromptCache(path, { backend, expect: { ...EXPECT, numerics: 'wasm' } }),
+      'NUMERICS_MISMATCH',
+      /numerics wasm\+int8a, this model runs with wasm/,
+    );
+    expect(e.file).toBe(path);
+    const same = await loadPromptCache(path, { backend, expect: { ...EXPECT, numerics: 'wasm+int8a' } });
+    expect(same.meta.numerics).toBe('wasm+int8a');
+    for (const c of same.caches) c.free();
+    // a file without the entry (older writers) is accepted under any numerics
+    const old = await saved(3);
+    const loaded = await loadPromptCache(old, { backend, expect: { ...EXPECT, numerics: 'wasm' } });
+    expect(loaded.meta.numerics).toBe('');
+    for (const c of loaded.caches) c.free();
+  });
+
   it('refuses a cache made for another model or tokenizer, naming which', async () => {
     const path = await saved(3);
     const other = sha('model B');

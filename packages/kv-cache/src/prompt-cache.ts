@@ -57,6 +57,12 @@ export interface PromptCacheMeta {
   readonly chatTemplate?: string;
   /** Where the model was loaded from: a local path or a Hub repo id (lets a tool reload it from the file alone). */
   readonly model?: string;
+  /**
+   * The arithmetic the cached keys and values were computed with (`Backend.numerics ?? Backend.name`, e.g. `wasm` or
+   * `wasm+int8a`): a loader expecting other numerics refuses the file, since continuing it there would not give the
+   * results of an uncached run.
+   */
+  readonly numerics?: string;
   /** Overrides `mnemo_version` (default: this package's version). */
   readonly mnemoVersion?: string;
   /** Overrides `created_at` (default: now). */
@@ -102,6 +108,8 @@ export interface PromptCacheInfo {
   /** `model_config` parsed (informative). */
   readonly modelConfig: unknown;
   readonly tokenizerFingerprint: string;
+  /** The `numerics` entry; `''` when the file has none (written before it existed: unknown). */
+  readonly numerics: string;
   readonly chatTemplate: string;
   readonly model: string;
   readonly tokens: readonly number[];
@@ -115,6 +123,8 @@ export interface PromptCacheInfo {
 export interface PromptCacheExpectation {
   readonly modelFingerprint: string;
   readonly tokenizerFingerprint: string;
+  /** The loader's arithmetic; a file recording other numerics is refused (a file recording none is accepted). */
+  readonly numerics?: string;
   readonly nLayers: number;
   readonly nKvHeads: number;
   readonly headDim: number;
@@ -255,6 +265,7 @@ export async function savePromptCache(
     model_config: modelConfig,
     model: meta.model ?? '',
     tokenizer_fingerprint: meta.tokenizerFingerprint,
+    numerics: meta.numerics ?? '',
     chat_template: meta.chatTemplate ?? '',
     tokens: JSON.stringify(meta.tokens),
     prompt: meta.prompt ?? '',
@@ -443,6 +454,7 @@ function parseMetadata(path: string, m: Readonly<Record<string, string>>): Promp
     modelFingerprint: m.model_fingerprint!,
     modelConfig: parseJsonEntry(path, m, 'model_config'),
     tokenizerFingerprint: m.tokenizer_fingerprint!,
+    numerics: typeof m.numerics === 'string' ? m.numerics : '',
     chatTemplate: m.chat_template!,
     model: m.model!,
     tokens: tokens as number[],
@@ -546,6 +558,12 @@ function checkExpectation(path: string, info: PromptCacheInfo, e: PromptCacheExp
     throw new PromptCacheError(
       'TOKENIZER_MISMATCH',
       `made with another tokenizer: tokenizer_fingerprint ${info.tokenizerFingerprint}, this tokenizer is ${e.tokenizerFingerprint}`,
+      { file: path },
+    );
+  if (e.numerics !== undefined && info.numerics !== '' && info.numerics !== e.numerics)
+    throw new PromptCacheError(
+      'NUMERICS_MISMATCH',
+      `computed with other arithmetic: numerics ${info.numerics}, this model runs with ${e.numerics} (load the model with the same backend options, e.g. int8 activations on or off)`,
       { file: path },
     );
   const c = info.cache;

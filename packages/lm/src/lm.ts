@@ -150,6 +150,10 @@ export class LM {
   get fingerprint(): string {
     return this.loaded.fingerprint;
   }
+  /** The backend's arithmetic (`numerics ?? name`), recorded in prompt-cache files and checked when loading one. */
+  get numerics(): string {
+    return this.backend.numerics ?? this.backend.name;
+  }
 
   /** Token ids of a prompt: chat-templated (when asked and available) or raw text with the tokenizer's BOS rules. */
   encode(prompt: PromptInput, opts: PromptOptions = {}): number[] {
@@ -221,6 +225,7 @@ export class LM {
     await savePromptCache(path, pc.caches, {
       modelFingerprint: this.fingerprint,
       tokenizerFingerprint: this.tokenizerFingerprint,
+      numerics: this.numerics,
       tokens: pc.tokens,
       prompt: pc.prompt,
       modelConfig: this.config,
@@ -240,6 +245,7 @@ export class LM {
       expect: {
         modelFingerprint: this.fingerprint,
         tokenizerFingerprint: this.tokenizerFingerprint,
+        numerics: this.numerics,
         nLayers: this.model.numLayers,
         nKvHeads,
         headDim,

@@ -176,3 +176,58 @@ describe('mlx-lm prompt cache interop', () => {
     );
   });
 });
+
+// The opt-in int8-activation path changes the arithmetic, not the guarantee: under it a prompt cache still gives
+// exactly the uncached results, and its files record the numerics so an exact-path model refuses them.
+describe('prompt reuse with int8 activations', () => {
+  let q8: LM;
+  let exact: LM;
+  beforeAll(async () => {
+    const dir = syntheticPreset('llama-q4g32');
+    q8 = await LM.load(dir, { backendName: 'wasm', int8Activations: true, threads: 2 });
+    exact = await LM.load(dir, { backendName: 'wasm', threads: 1 });
+  });
+  afterAll(() => {
+    q8?.free();
+    exact?.free();
+  });
+  const opts: GenerateOptions = { temperature: 0, maxTokens: 6, logprobs: 32, chatTemplate: false };
+
+  it('every split gives the uncached result; the numerics differ from the exact path', async () => {
+    expect(q8.numerics).toBe('wasm+int8a');
+    expect(exact.numerics).toBe('wasm');
+    const whole = await q8.generate(long, opts);
+    const plain = await exact.generate(long, opts);
+    expect(whole.logprobs).not.toEqual(plain.logprobs);
+    for (const step of [1, 7, 512])
+      expect(same(await q8.generate(long, { ...opts, prefillStepSize: step }))).toEqual(same(whole));
+    for (const chars of [1, 100, 255, 256, 511]) {
+      const pc = q8.cachePrompt(long.slice(0, chars), { chatTemplate: false, prefillStepSize: 33 });
+      try {
+        const r = await q8.generate(q8.continuation(pc, long.slice(chars)), {
+          ...opts,
+          promptCache: pc,
+          prefillStepSize: 7,
+        });
+        expect(same(r), `split at ${chars}`).toEqual(same(whole));
+      } finally {
+        pc.free();
+      }
+    }
+  });
+
+  it('a file records the numerics: same result when loaded with them, NUMERICS_MISMATCH without', async () => {
+    const pc = q8.cachePrompt(long.slice(0, 200), { chatTemplate: false });
+    const file = join(tmp, 'int8.safetensors');
+    await q8.savePromptCache(file, pc);
+    pc.free();
+    const loaded = await q8.loadPromptCache(file);
+    try {
+      const r = await q8.generate(q8.continuation(loaded, long.slice(200)), { ...opts, promptCache: loaded });
+      expect(same(r)).toEqual(same(await q8.generate(long, opts)));
+    } finally {
+      loaded.free();
+    }
+    await expect(exact.loadPromptCache(file)).rejects.toMatchObject({ code: 'NUMERICS_MISMATCH' });
+  });
+});

@@ -39,6 +39,8 @@ interface Args {
   peerThreads: number | undefined;
   skipPeer: boolean;
   skipMnemo: boolean;
+  /** mnemo with int8 activations (MNEMO_INT8_ACTIVATIONS=1); results go to `<model>-int8a.*`. */
+  int8: boolean;
   prefill: number;
   decode: number;
   ttft: number;
@@ -57,6 +59,7 @@ const USAGE = `pnpm bench [options]
   --runs N              runs per figure, the median is reported (default 3)
   --skip-peer           mnemo only (no node-llama-cpp install, no llama.cpp runs)
   --skip-mnemo          llama.cpp only (no greedy agreement then)
+  --int8-activations    mnemo with its opt-in int8 activations for q4/q8 (results in <model>-int8a.*)
   --8b                  also run Llama-3.1-8B (about 60 GB of checkpoints for the three formats, both runtimes)
   --model 1b|8b|tiny    run only this model (tiny: a small model of the same family, a quick smoke test)
   --threads N           threads for both runtimes (default 2)
@@ -78,6 +81,7 @@ function parseArgs(argv: string[]): Args {
     peerThreads: undefined,
     skipPeer: false,
     skipMnemo: false,
+    int8: false,
     prefill: 512,
     decode: 128,
     ttft: 2000,
@@ -123,6 +127,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--skip-mnemo':
         a.skipMnemo = true;
+        break;
+      case '--int8-activations':
+        a.int8 = true;
         break;
       case '--8b':
         if (!a.models.includes(MODEL_SPECS['8b']!)) a.models.push(MODEL_SPECS['8b']!);
@@ -253,6 +260,7 @@ async function benchModel(
     ttftTokens: a.ttft,
     agreeTokens: a.agree,
     contextSize,
+    ...(a.int8 ? { mnemoNumerics: 'wasm+int8a' } : {}),
   };
   const notes: string[] = [];
   const loadBefore = loadavg()[0]!;
@@ -297,11 +305,17 @@ async function benchModel(
     if (!a.skipMnemo) {
       const before = loadavg()[0]!;
       try {
-        log(`  mnemo (MNEMO_THREADS=${a.threads})`);
+        const env: NodeJS.ProcessEnv = { MNEMO_THREADS: String(a.threads) };
+        env.MNEMO_INT8_ACTIVATIONS = a.int8 ? '1' : '0'; // never inherited: the report names what ran
+        log(
+          `  mnemo (${Object.entries(env)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')})`,
+        );
         mnemo = await runChild(
           'child-mnemo.js',
           { ...base, model: ckpt.dir, deadline: budget.nextDeadline() },
-          { MNEMO_THREADS: String(a.threads) },
+          env,
         );
       } catch (e) {
         errors.push(`mnemo: ${(e as Error).message}`);
@@ -470,7 +484,7 @@ async function main(): Promise<void> {
     log(`  ${describeBandwidth(again)}`);
     bandwidths.push(again);
     finishReport(report, bandwidths);
-    const md = await save(report, join(a.out, spec.name));
+    const md = await save(report, join(a.out, `${spec.name}${a.int8 ? '-int8a' : ''}`));
     process.stdout.write(`\n${md}\n`);
   }
 }

@@ -63,6 +63,8 @@ export interface BenchConfig {
   readonly ttftTokens: number;
   readonly agreeTokens: number;
   readonly contextSize: number;
+  /** mnemo's arithmetic when not the default exact path (e.g. `wasm+int8a`: int8 activations). */
+  readonly mnemoNumerics?: string;
 }
 
 export interface BenchReport {
@@ -217,7 +219,7 @@ export function markdown(r: BenchReport): string {
   lines.push(`# mnemo vs llama.cpp — ${r.spec.label} (synthetic weights)`);
   lines.push('');
   lines.push(
-    `${r.date} · ${r.machine.cpu} · ${r.machine.cores} cores · ${r.machine.memoryGb} GB RAM · Node ${r.machine.node} · mnemo ${r.git} · median of up to ${c.runs} runs · threads requested: mnemo ${c.threads}, llama.cpp ${c.peerThreads ?? c.threads}`,
+    `${r.date} · ${r.machine.cpu} · ${r.machine.cores} cores · ${r.machine.memoryGb} GB RAM · Node ${r.machine.node} · mnemo ${r.git} · median of up to ${c.runs} runs · threads requested: mnemo ${c.threads}, llama.cpp ${c.peerThreads ?? c.threads}${c.mnemoNumerics ? ` · mnemo numerics: ${c.mnemoNumerics} (opt-in int8 activations for q4/q8)` : ''}`,
   );
   lines.push('');
   lines.push(

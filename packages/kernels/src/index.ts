@@ -6,3 +6,10 @@ export {
   quantizedActivationBytes,
   type WeightDType,
 } from './kernels';
+export {
+  attachKernels,
+  KERNELS_STACK_BYTES,
+  type KernelsView,
+  loadSharedKernels,
+  MIN_KERNELS_STACK_BYTES,
+} from './shared';

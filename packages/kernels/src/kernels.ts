@@ -449,7 +449,7 @@ function actRowBytes(dim: number): number {
   return dim + 8 * (dim / ACTIVATION_BLOCK);
 }
 
-function decodeBase64(s: string): Uint8Array {
+export function decodeBase64(s: string): Uint8Array {
   const bin = atob(s);
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);

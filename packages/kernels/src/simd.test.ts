@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { kernelsWasmBytes } from './kernels';
+import { sharedKernelsWasmBytes } from './shared';
 import { inspectWasm, reachable } from './testing/wasm-inspect';
 
 /** Exported compute kernels: each must execute SIMD128 instructions inside loops. */
@@ -31,8 +32,11 @@ const OP = {
   'i8x16.shuffle': 0x0d,
 } as const;
 
-describe('SIMD128 in the built module', () => {
-  const stats = inspectWasm(kernelsWasmBytes());
+describe.each([
+  ['private', kernelsWasmBytes()],
+  ['shared-memory', sharedKernelsWasmBytes()],
+])('SIMD128 in the %s build', (_build, bytes) => {
+  const stats = inspectWasm(bytes);
 
   it('exports every kernel', () => {
     for (const name of [

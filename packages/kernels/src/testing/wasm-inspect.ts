@@ -230,6 +230,10 @@ function scanBody(r: Reader): FunctionStats {
       case 0xfc:
         fcOp(r);
         break;
+      case 0xfe: // threads: atomic.fence has one zero byte, every other atomic op a memarg
+        if (r.u32() === 0x03) r.byte();
+        else memarg(r);
+        break;
       case 0xfd: {
         const sub = fdOp(r);
         stats.simd++;

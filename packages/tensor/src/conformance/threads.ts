@@ -3,7 +3,7 @@
  * features, placing weight rows on other threads or instances) must give exactly the results of its single-threaded
  * self. {@link checkThreadInvariance} takes a factory of backends by thread count and compares every thread count with
  * the first: matmul for each dense dtype and several quantized formats (one row and many, odd output sizes, with and
- * without bias), embedding (dense and quantized tables, ids from every part of the table), a weight uploaded and then
+ * without bias), attention (split by kv heads), embedding (dense and quantized tables, ids from every part of the table), a weight uploaded and then
  * used as an activation, and a short decoder-like forward pass (prefill then decode, tied embedding as the head).
  */
 import type { AttentionOptions, Backend, RopeOptions } from '../backend';
@@ -264,11 +264,53 @@ function forward(s: Scope, out: Results): void {
   }
 }
 
+/**
+ * Attention over caches long enough for a threaded backend to split it by kv heads (even and uneven splits, GQA,
+ * sliding windows, prefill and decode rows, head sizes off the SIMD width), plus one too small to split. Runs after
+ * the matmuls, so a backend that starts its workers with the first large weight has them running.
+ */
+function attentions(s: Scope, out: Results): void {
+  const b = s.backend;
+  const rng = new Rng(3500);
+  // [heads, kv heads, head size, rows, start position, window]
+  const cases: [number, number, number, number, number, number][] = [
+    [8, 4, 64, 1, 700, 0],
+    [8, 8, 32, 1, 300, 0],
+    [6, 3, 36, 40, 300, 100],
+    [12, 3, 20, 17, 150, 0],
+    [4, 4, 20, 128, 0, 0],
+    [10, 5, 16, 3, 400, 64],
+    [4, 2, 8, 2, 3, 0],
+  ];
+  for (const [nHeads, nKvHeads, headDim, rows, startPos, window] of cases) {
+    const capacity = startPos + rows + 5;
+    const kvw = nKvHeads * headDim;
+    const q = activation(s, [rows, nHeads * headDim], floats(rng, rows * nHeads * headDim, 1));
+    const k = activation(s, [capacity, kvw], floats(rng, capacity * kvw, 1));
+    const v = activation(s, [capacity, kvw], floats(rng, capacity * kvw, 1));
+    const o = activation(s, [rows, nHeads * headDim], new Float32Array(rows * nHeads * headDim));
+    const opts: AttentionOptions = {
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale: 1 / Math.sqrt(headDim),
+      window,
+    };
+    b.attention(o, q, k, v, opts);
+    out.set(
+      `attention h${nHeads}/${nKvHeads} d${headDim} rows ${rows} at ${startPos} window ${window}`,
+      b.read(o),
+    );
+  }
+}
+
 /** Runs every part on `backend` and returns the named results. */
 async function runAll(backend: Backend): Promise<Results> {
   const out: Results = new Map();
   await scoped(backend, backend, (s) => {
     matmuls(s, out);
+    attentions(s, out);
     embeddings(s, out);
     uploadedActivation(s, out);
     forward(s, out);

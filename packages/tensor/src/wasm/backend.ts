@@ -15,7 +15,14 @@
  * working with every op. Because a wasm32 instance addresses at most 4 GiB, sharding is also what lets weights larger
  * than that load at all.
  */
-import { ACTIVATION_BLOCK, loadKernels, quantizedActivationBytes } from '@mnemo/kernels';
+import {
+  ACTIVATION_BLOCK,
+  attentionScratchBytes,
+  loadKernels,
+  loadSharedKernels,
+  MIN_KERNELS_STACK_BYTES,
+  quantizedActivationBytes,
+} from '@mnemo/kernels';
 import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
 import { Owner, type StorageBase, width } from '../owner';
@@ -50,6 +57,10 @@ import { MAX_THREADS, neededThreads, nonEmptyShards, type PlannedWeight, splitRo
 
 /** One wasm32 instance addresses at most this many bytes. */
 export const WASM32_MAX_BYTES = 2 ** 32;
+/** Stack of a worker's kernels instance attached to instance 0's memory. */
+const WORKER_STACK_BYTES = 4 * MIN_KERNELS_STACK_BYTES;
+/** Attention splits across the threads from about this many multiply-adds (rows × keys × heads × head size). */
+const ATTENTION_SPLIT_MIN_WORK = 2 ** 17;
 /** Default of {@link WasmBackendOptions.shardMinBytes}. */
 export const DEFAULT_SHARD_MIN_BYTES = 256 * 1024;
 
@@ -210,6 +221,11 @@ class WasmBackendImpl implements WasmBackend {
   private tmpCapacity = 0;
   /** Per-instance counters of an embedding call. */
   private readonly counts: Int32Array;
+  /** Per worker (index = instance): its attention scratch in instance 0 and the bytes of it. */
+  private readonly attnPtr: number[];
+  private readonly attnCap: number[];
+  /** Instance 0's memory is shared: workers can compute attention in place. */
+  private readonly sharedMemory: boolean;
   /** Scratch in instance 0 for int8-rounded activations. */
   private xqPtr = 0;
   private xqCapacity = 0;
@@ -234,6 +250,11 @@ class WasmBackendImpl implements WasmBackend {
     this.instances = threads;
     this.workerBytes = new Array<number>(this.instances).fill(0);
     this.counts = new Int32Array(this.instances);
+    this.attnPtr = new Array<number>(this.instances).fill(0);
+    this.attnCap = new Array<number>(this.instances).fill(0);
+    this.sharedMemory =
+      typeof SharedArrayBuffer !== 'undefined' &&
+      (k.memory.buffer as ArrayBufferLike) instanceof SharedArrayBuffer;
   }
 
   get threads(): number {
@@ -727,6 +748,11 @@ class WasmBackendImpl implements WasmBackend {
     if (this.xqPtr !== 0) this.k.free(this.xqPtr);
     this.xqPtr = 0;
     this.xqCapacity = 0;
+    for (let i = 0; i < this.instances; i++) {
+      if (this.attnPtr[i] !== 0) this.k.free(this.attnPtr[i]!);
+      this.attnPtr[i] = 0;
+      this.attnCap[i] = 0;
+    }
     if (this.pool) {
       poolReaper.unregister(this.pool);
       this.pool.dispose();
@@ -808,7 +834,10 @@ class WasmBackendImpl implements WasmBackend {
     const b = bias === undefined ? undefined : addr(bias);
     if (w instanceof QuantizedTensor) {
       const { bits, groupSize, scaleDtype } = w.spec;
-      const [py, pp, ps, pb] = [addr(y), addr(w.packed), addr(w.scales), addr(w.biases)];
+      const py = addr(y);
+      const pp = addr(w.packed);
+      const ps = addr(w.scales);
+      const pb = addr(w.biases);
       if (xq !== 0)
         this.k.matmulQ8a!(py, xq, pp, ps, pb, rows, inDim, outDim, bits, groupSize, scaleDtype, b);
       else this.k.matmulQ(py, addr(x), pp, ps, pb, rows, inDim, outDim, bits, groupSize, scaleDtype, b);
@@ -916,7 +945,9 @@ class WasmBackendImpl implements WasmBackend {
           this.k.matmul(out, addr(x), sh.ptrs[0]!, rows, inDim, n0, (w as Tensor).dtype as WeightDType, b);
         else {
           const { bits, groupSize, scaleDtype } = q.spec;
-          const [pp, ps, pb] = [sh.ptrs[0]!, qs!.ptrs[0]!, qb!.ptrs[0]!];
+          const pp = sh.ptrs[0]!;
+          const ps = qs!.ptrs[0]!;
+          const pb = qb!.ptrs[0]!;
           if (xq !== 0)
             this.k.matmulQ8a!(out, xq, pp, ps, pb, rows, inDim, n0, bits, groupSize, scaleDtype, b);
           else this.k.matmulQ(out, addr(x), pp, ps, pb, rows, inDim, n0, bits, groupSize, scaleDtype, b);
@@ -1169,6 +1200,11 @@ class WasmBackendImpl implements WasmBackend {
     this.plain('attention', v);
     const rows = q.shape[0]!;
     if (rows === 0) return;
+    const parts = this.attentionParts(rows, opts);
+    if (parts > 1) {
+      this.attentionSplit(out, q, k, v, rows, opts, parts);
+      return;
+    }
     this.k.attention(
       addr(out),
       addr(q),
@@ -1182,6 +1218,90 @@ class WasmBackendImpl implements WasmBackend {
       opts.scale,
       opts.window ?? 0,
     );
+  }
+
+  /**
+   * Into how many kv-head ranges an attention is split across the threads: 1 (the calling thread alone) unless the
+   * workers are running, instance 0's memory is shared and the work is worth a round (about 2^17 multiply-adds). Each
+   * head's output is computed by the same code whatever the range, so this only changes the speed.
+   */
+  private attentionParts(rows: number, opts: AttentionOptions): number {
+    if (this.pool === null || !this.sharedMemory || opts.nKvHeads < 2 || this.k.attentionHeads === undefined)
+      return 1;
+    const last = opts.startPos + rows;
+    const keys = opts.window ? Math.min(opts.window, last) : last;
+    if (rows * keys * opts.nHeads * opts.headDim < ATTENTION_SPLIT_MIN_WORK) return 1;
+    return Math.min(this.instances, opts.nKvHeads);
+  }
+
+  /** Attention with kv heads split into `parts` ranges: workers compute theirs in place in instance 0's memory. */
+  private attentionSplit(
+    out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rows: number,
+    opts: AttentionOptions,
+    parts: number,
+  ): void {
+    const pool = this.pool!;
+    const { startPos, nHeads, nKvHeads, headDim, scale } = opts;
+    const window = opts.window ?? 0;
+    const po = addr(out);
+    const pq = addr(q);
+    const pk = addr(k);
+    const pv = addr(v);
+    for (let i = 1; i < parts; i++) {
+      const kv0 = Math.floor((i * nKvHeads) / parts);
+      const kv1 = Math.floor(((i + 1) * nKvHeads) / parts);
+      const bytes = attentionScratchBytes(rows, startPos, nHeads, nKvHeads, headDim, window, kv0, kv1);
+      if (bytes > this.attnCap[i]!) {
+        const capacity = Math.max(bytes, 2 * this.attnCap[i]!, 4096);
+        const ptr = this.allocBytes('attention', capacity);
+        if (this.attnPtr[i] !== 0) this.k.free(this.attnPtr[i]!);
+        this.attnPtr[i] = ptr;
+        this.attnCap[i] = capacity;
+      }
+      const l = this.link(i);
+      const a = l.u32;
+      a[P.ARG] = po;
+      a[P.ARG + 1] = pq;
+      a[P.ARG + 2] = pk;
+      a[P.ARG + 3] = pv;
+      a[P.ARG + 4] = rows;
+      a[P.ARG + 5] = startPos;
+      a[P.ARG + 6] = nHeads;
+      a[P.ARG + 7] = nKvHeads;
+      a[P.ARG + 8] = headDim;
+      l.f32[P.ARG + 9] = scale;
+      a[P.ARG + 10] = window;
+      a[P.ARG + 11] = kv0;
+      a[P.ARG + 12] = kv1;
+      a[P.ARG + 13] = this.attnPtr[i]!;
+      a[P.ARG + 14] = this.attnCap[i]!;
+      pool.post(l, P.OP_ATTENTION);
+    }
+    let failure: unknown;
+    try {
+      this.k.attentionHeads!(
+        po,
+        pq,
+        pk,
+        pv,
+        rows,
+        startPos,
+        nHeads,
+        nKvHeads,
+        headDim,
+        scale,
+        window,
+        0,
+        Math.floor(nKvHeads / parts),
+      );
+    } catch (e) {
+      failure = e;
+    }
+    joinWorkers(pool, failure);
   }
 }
 
@@ -1219,7 +1339,8 @@ export async function createWasmBackend(opts?: WasmBackendOptions | Kernels): Pr
   const int8 = o.int8Activations ?? envInt8Activations(op) ?? false;
   if (typeof int8 !== 'boolean')
     throw new TypeError(`${op}: int8Activations must be a boolean, got ${String(o.int8Activations)}`);
-  const k = o.kernels ?? (await loadKernels());
+  // With workers, instance 0's memory is shared so that they can compute attention in place in it.
+  const k = o.kernels ?? (threads > 1 ? await loadSharedKernels() : await loadKernels());
   if (int8 && (k.quantizeActivations === undefined || k.matmulQ8a === undefined))
     throw new TypeError(`${op}: int8Activations needs kernels with quantizeActivations and matmulQ8a`);
   let startPool: (() => WorkerPool) | null = null;
@@ -1228,7 +1349,23 @@ export async function createWasmBackend(opts?: WasmBackendOptions | Kernels): Pr
     const { WorkerPool } = await import('./threads/pool');
     // Spinning waits pay off only while every thread has a core of its own.
     const spin = threads <= (await hardwareThreads()) ? 100_000 : 0;
-    startPool = () => WorkerPool.start(threads - 1, spin, k);
+    const memory = (k as { memory: unknown }).memory;
+    const shared =
+      memory instanceof WebAssembly.Memory && memory.buffer instanceof SharedArrayBuffer ? memory : null;
+    startPool = () => {
+      if (shared === null) return WorkerPool.start(threads - 1, spin, k);
+      // One stack per worker in instance 0, for its attached kernels instance (kept for the backend's lifetime). The
+      // attached instance runs only attention, which uses no shadow stack (the kernels' deepest use is ~200 bytes).
+      const stackTops = Array.from(
+        { length: threads - 1 },
+        () => k.alloc(WORKER_STACK_BYTES) + WORKER_STACK_BYTES,
+      );
+      return WorkerPool.start(threads - 1, spin, k, {
+        memory: shared,
+        stackTops,
+        stackBytes: WORKER_STACK_BYTES,
+      });
+    };
   }
   return new WasmBackendImpl(k, threads, startPool, cap, shardMin, int8);
 }

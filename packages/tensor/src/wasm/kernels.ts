@@ -31,5 +31,8 @@ export type Kernels = Pick<
   | 'copy'
   | 'attention'
 > &
-  // the opt-in int8-activation path (a kernels double may leave it out; the backend then refuses int8Activations)
-  Partial<Pick<FullKernels, 'quantizeActivations' | 'matmulQ8a'>> & { readonly memory: KernelMemory };
+  // the opt-in int8-activation path (a kernels double may leave it out; the backend then refuses int8Activations),
+  // and head-range attention (used only when threads share instance 0's memory)
+  Partial<Pick<FullKernels, 'quantizeActivations' | 'matmulQ8a' | 'attentionHeads'>> & {
+    readonly memory: KernelMemory;
+  };

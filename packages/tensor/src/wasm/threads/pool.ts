@@ -15,10 +15,18 @@ const INITIAL_OUTPUT = 1 << 18;
 /** Uploads and reads move at most this many bytes per round. */
 export const CHUNK_BYTES = 1 << 24;
 
+/** Instance 0's shared memory and one stack in it per worker (top addresses), for workers that attach to it. */
+export interface SharedAttach {
+  readonly memory: WebAssembly.Memory;
+  readonly stackTops: readonly number[];
+  readonly stackBytes: number;
+}
+
 /** One worker: its thread, control block, output staging buffer and round counter. */
 export class Link {
   readonly ctl: Int32Array;
   readonly u32: Uint32Array;
+  readonly f32: Float32Array;
   readonly f64: Float64Array;
   private readonly msg: Uint16Array;
   gen = 0;
@@ -37,6 +45,7 @@ export class Link {
   ) {
     this.ctl = new Int32Array(ctl);
     this.u32 = new Uint32Array(ctl);
+    this.f32 = new Float32Array(ctl);
     this.f64 = new Float64Array(ctl);
     this.msg = new Uint16Array(ctl, P.MSG_OFFSET, P.MSG_CHARS);
     this.output = new SharedArrayBuffer(INITIAL_OUTPUT);
@@ -117,7 +126,7 @@ export class WorkerPool {
    * control blocks: a backend starts its workers in the middle of an upload). Checks that their kernels compute exactly
    * what `main` computes.
    */
-  static start(count: number, spin: number, main: Kernels): WorkerPool {
+  static start(count: number, spin: number, main: Kernels, shared?: SharedAttach): WorkerPool {
     const expected = kernelsProbe(main);
     const input = new SharedArrayBuffer(Math.max(INITIAL_INPUT, expected.byteLength));
     const links: Link[] = [];
@@ -126,7 +135,23 @@ export class WorkerPool {
         const ctl = new SharedArrayBuffer(P.CTL_BYTES);
         const output = new SharedArrayBuffer(Math.max(INITIAL_OUTPUT, expected.byteLength));
         const { port1, port2 } = new MessageChannel();
-        const init: P.WorkerInit = { ctl, port: port2, index: i + 1, spin, input, output };
+        const init: P.WorkerInit = {
+          ctl,
+          port: port2,
+          index: i + 1,
+          spin,
+          input,
+          output,
+          ...(shared
+            ? {
+                shared: {
+                  memory: shared.memory,
+                  stackTop: shared.stackTops[i]!,
+                  stackBytes: shared.stackBytes,
+                },
+              }
+            : {}),
+        };
         const worker = new Worker(WORKER_SOURCE, {
           eval: true,
           workerData: init,

@@ -73,6 +73,13 @@ export const OP_STATS = 11;
  * `quantizedActivationBytes(rows, inDim)` bytes of the rounded x instead of x (the bias offset counts floats after it).
  */
 export const OP_MATMUL_Q8A = 12;
+/**
+ * Attention of the query heads of kv heads `[ARG11, ARG12)`, computed in place in instance 0's shared memory by the
+ * worker's attached kernels: out ARG0, q ARG1, k ARG2, v ARG3 (instance-0 addresses), rows ARG4, start position
+ * ARG5, heads ARG6, kv heads ARG7, head size ARG8, scale ARG9 (f32 bits), window ARG10, scratch ARG13 and its bytes
+ * ARG14 (in instance 0, this worker's own). Nothing is staged.
+ */
+export const OP_ATTENTION = 13;
 
 /** Status codes: which Error class the worker's failure had. */
 export const OK = 0;
@@ -98,5 +105,14 @@ export interface WorkerInit {
   readonly spin: number;
   /** The first staging buffers. */
   readonly input: SharedArrayBuffer;
+  /**
+   * Instance 0's memory when it is shared (more than one thread): the worker attaches a second kernels instance to
+   * it, with its stack at `[stackTop - stackBytes, stackTop)` (allocated in instance 0), for ops computed in place.
+   */
+  readonly shared?: {
+    readonly memory: WebAssembly.Memory;
+    readonly stackTop: number;
+    readonly stackBytes: number;
+  };
   readonly output: SharedArrayBuffer;
 }

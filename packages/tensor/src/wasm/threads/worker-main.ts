@@ -9,7 +9,7 @@
  */
 
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { loadKernels, quantizedActivationBytes } from '@mnemo/kernels';
+import { attachKernels, type KernelsView, loadKernels, quantizedActivationBytes } from '@mnemo/kernels';
 import type { WeightDType } from '../kernels';
 import { kernelsProbe } from './probe';
 import * as P from './protocol';
@@ -19,6 +19,7 @@ const DTYPES: readonly WeightDType[] = P.DTYPE_CODES;
 const init = workerData as P.WorkerInit;
 const ctl = new Int32Array(init.ctl);
 const u32 = new Uint32Array(init.ctl);
+const f32 = new Float32Array(init.ctl);
 const f64 = new Float64Array(init.ctl);
 const msg = new Uint16Array(init.ctl, P.MSG_OFFSET, P.MSG_CHARS);
 
@@ -34,6 +35,10 @@ function fail(e: unknown): number {
 async function main(): Promise<void> {
   const k = await loadKernels();
   const probe = kernelsProbe(k);
+  // instance 0's shared memory, for ops computed in place there (attention)
+  const view: KernelsView | null = init.shared
+    ? await attachKernels(init.shared.memory, init.shared.stackTop, init.shared.stackBytes)
+    : null;
   const spin = init.spin;
 
   // staging buffers (replaced by OP_BUFFERS)
@@ -224,6 +229,27 @@ async function main(): Promise<void> {
           DTYPES[u32[a + 8]!]!,
         );
         stageOut(y, nIds * dim);
+        return;
+      }
+      case P.OP_ATTENTION: {
+        if (view === null) throw new Error('worker: OP_ATTENTION without a shared instance-0 memory');
+        view.attentionHeads(
+          u32[a]!,
+          u32[a + 1]!,
+          u32[a + 2]!,
+          u32[a + 3]!,
+          u32[a + 4]!,
+          u32[a + 5]!,
+          u32[a + 6]!,
+          u32[a + 7]!,
+          u32[a + 8]!,
+          f32[a + 9]!,
+          u32[a + 10]!,
+          u32[a + 11]!,
+          u32[a + 12]!,
+          u32[a + 13]!,
+          u32[a + 14]!,
+        );
         return;
       }
       case P.OP_STATS:

@@ -43,6 +43,56 @@ const METADATA_KEY = '__metadata__';
  * anything is laid out or written. Throws SafetensorsError naming `file` and the tensor.
  */
 export function prepareTensors(input: TensorsInput, file: string): PreparedTensor[] {
+  return checkTensors(input, file, (t, where) => {
+    const { data } = t;
+    if (!ArrayBuffer.isView(data))
+      throw new SafetensorsError('BAD_TENSOR', 'data is not a typed array or DataView', where);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    return { byteLength: bytes.byteLength, bytes };
+  });
+}
+
+/** A tensor to store whose bytes are produced only when it is written (see `writeSafetensorsStreaming`). */
+export interface LazyTensorInput {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  /** Its bytes, asked for once, when the tensor is written; must hold exactly what dtype and shape imply. */
+  readonly data: () => ArrayBufferView | Promise<ArrayBufferView>;
+}
+
+/** A validated lazy tensor: `byteLength` is what dtype and shape imply. */
+export interface PreparedLazyTensor {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  readonly byteLength: number;
+  readonly data: () => ArrayBufferView | Promise<ArrayBufferView>;
+}
+
+/** {@link prepareTensors} for lazy tensors: the same checks, the byte length taken from dtype and shape. */
+export function prepareLazyTensors(input: readonly LazyTensorInput[], file: string): PreparedLazyTensor[] {
+  if (!Array.isArray(input))
+    throw new SafetensorsError('BAD_TENSOR', 'lazy tensors must be an array', { file });
+  return checkTensors(input, file, (t, where) => {
+    if (typeof t.data !== 'function')
+      throw new SafetensorsError('BAD_TENSOR', 'data is not a function', where);
+    const size = tensorByteSize(t.dtype as SafetensorsDType, t.shape as number[], Number.MAX_SAFE_INTEGER);
+    if (size.kind !== 'bytes')
+      throw new SafetensorsError(
+        'SIZE_MISMATCH',
+        `${String(t.dtype)} [${formatShape(t.shape as number[])}] does not fill whole bytes`,
+        where,
+      );
+    return { byteLength: size.bytes, data: t.data as () => ArrayBufferView };
+  }).map(({ name, dtype, shape, byteLength, data }) => ({ name, dtype, shape, byteLength, data }));
+}
+
+function checkTensors<E extends { byteLength: number }>(
+  input: unknown,
+  file: string,
+  payload: (t: Record<string, unknown>, where: { file: string; tensor: string }) => E,
+): (E & { name: string; dtype: SafetensorsDType; shape: readonly number[] })[] {
   let entries: [unknown, unknown][];
   if (Array.isArray(input)) {
     entries = input.map((t: unknown) => [isObject(t) ? t.name : undefined, t]);
@@ -54,7 +104,7 @@ export function prepareTensors(input: TensorsInput, file: string): PreparedTenso
     throw new SafetensorsError('BAD_TENSOR', 'tensors must be an array, a Map or an object', { file });
   }
   const seen = new Set<string>();
-  const out: PreparedTensor[] = [];
+  const out: (E & { name: string; dtype: SafetensorsDType; shape: readonly number[] })[] = [];
   let total = 0;
   for (const [name, t] of entries) {
     if (typeof name !== 'string') {
@@ -66,7 +116,7 @@ export function prepareTensors(input: TensorsInput, file: string): PreparedTenso
     if (seen.has(name)) throw new SafetensorsError('DUPLICATE', 'tensor name given twice', where);
     seen.add(name);
     if (!isObject(t)) throw new SafetensorsError('BAD_TENSOR', 'tensor is not an object', where);
-    const { dtype, shape, data } = t;
+    const { dtype, shape } = t;
     if (!isSafetensorsDType(dtype)) {
       throw new SafetensorsError(
         'BAD_DTYPE',
@@ -84,11 +134,9 @@ export function prepareTensors(input: TensorsInput, file: string): PreparedTenso
         );
       }
     });
-    if (!ArrayBuffer.isView(data))
-      throw new SafetensorsError('BAD_TENSOR', 'data is not a typed array or DataView', where);
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    const size = tensorByteSize(dtype, shape, bytes.byteLength);
-    if (size.kind !== 'bytes' || size.bytes !== bytes.byteLength) {
+    const p = payload(t, where);
+    const size = tensorByteSize(dtype, shape, p.byteLength);
+    if (size.kind !== 'bytes' || size.bytes !== p.byteLength) {
       const needs =
         size.kind === 'bytes'
           ? `${size.bytes} bytes`
@@ -97,14 +145,14 @@ export function prepareTensors(input: TensorsInput, file: string): PreparedTenso
             : 'a partial byte';
       throw new SafetensorsError(
         'SIZE_MISMATCH',
-        `${dtype} [${formatShape(shape)}] needs ${needs} but data holds ${bytes.byteLength}`,
+        `${dtype} [${formatShape(shape)}] needs ${needs} but data holds ${p.byteLength}`,
         where,
       );
     }
-    total += bytes.byteLength;
+    total += p.byteLength;
     if (!Number.isSafeInteger(total))
       throw new SafetensorsError('TOO_LARGE', 'total data size is not a safe integer', { file });
-    out.push({ name, dtype, shape: [...shape], byteLength: bytes.byteLength, bytes });
+    out.push({ ...p, name, dtype, shape: [...shape] });
   }
   return out;
 }

@@ -12,6 +12,7 @@ export {
   type DecodeOptions,
   decodeSafetensors,
   encodeSafetensors,
+  type LazyTensorInput,
   type NamedTensorInput,
   type TensorInput,
   type TensorsInput,
@@ -28,4 +29,4 @@ export {
 export { SafetensorsError, type SafetensorsErrorCode, type SafetensorsErrorDetails } from './errors';
 export { openSafetensors, type SafetensorsFile, type TensorInfo } from './file';
 export { MAX_HEADER_SIZE } from './header';
-export { type WriteOptions, writeSafetensors } from './write';
+export { type WriteOptions, writeSafetensors, writeSafetensorsStreaming } from './write';

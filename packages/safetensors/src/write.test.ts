@@ -14,6 +14,7 @@ import {
   SafetensorsError,
   toMnemoDType,
   writeSafetensors,
+  writeSafetensorsStreaming,
 } from './index';
 
 const f32Bytes = (values: number[]) => new Uint8Array(new Float32Array(values).buffer);
@@ -241,5 +242,62 @@ describe('writeSafetensors', () => {
     expect(f.names()).toEqual(['b']);
     await f.close();
     expect(await readdir(dir)).toEqual(['m.safetensors']);
+  });
+});
+
+describe('writeSafetensorsStreaming', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'st-stream-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('writes the same bytes as encodeSafetensors, asking for each tensor once, in order', async () => {
+    const tensors: NamedTensorInput[] = [
+      { name: 'b', dtype: 'F32', shape: [3, 5], data: randomF32(15, 1) },
+      { name: 'a', dtype: 'U8', shape: [7], data: new Uint8Array([1, 2, 3, 4, 5, 6, 7]) },
+      { name: 'e', dtype: 'F16', shape: [0, 4], data: new Uint8Array(0) },
+    ];
+    const asked: string[] = [];
+    const path = join(dir, 'x.safetensors');
+    await writeSafetensorsStreaming(
+      path,
+      tensors.map((t) => ({
+        name: t.name,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: async () => {
+          asked.push(t.name);
+          return t.data;
+        },
+      })),
+      { k: 'v' },
+    );
+    expect(asked).toEqual(['b', 'a', 'e']);
+    expect(new Uint8Array(await readFile(path))).toEqual(encodeSafetensors(tensors, { k: 'v' }));
+  });
+
+  it('fails on data of the wrong length, leaving no file and an existing one untouched', async () => {
+    const path = join(dir, 'x.safetensors');
+    await writeFile(path, 'old');
+    const err = await writeSafetensorsStreaming(path, [
+      { name: 'a', dtype: 'F32', shape: [2], data: () => new Float32Array(3) },
+    ]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect((err as SafetensorsError).code).toBe('SIZE_MISMATCH');
+    expect(await readFile(path, 'utf8')).toBe('old');
+    expect(await readdir(dir)).toEqual(['x.safetensors']);
+  });
+
+  it('checks names, dtypes and shapes before writing anything', async () => {
+    const path = join(dir, 'x.safetensors');
+    const err = await writeSafetensorsStreaming(path, [
+      { name: 'a', dtype: 'F32', shape: [2], data: () => new Float32Array(2) },
+      { name: 'a', dtype: 'F32', shape: [2], data: () => new Float32Array(2) },
+    ]).catch((e: unknown) => e);
+    expect((err as SafetensorsError).code).toBe('DUPLICATE');
+    expect(await readdir(dir)).toEqual([]);
   });
 });

@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { checkMetadata, prepareTensors, type TensorsInput } from './codec';
-import { ioError } from './errors';
+import {
+  checkMetadata,
+  type LazyTensorInput,
+  prepareLazyTensors,
+  prepareTensors,
+  type TensorsInput,
+} from './codec';
+import { ioError, SafetensorsError } from './errors';
 import { encodeHeader } from './header';
 
 export interface WriteOptions {
@@ -27,6 +33,55 @@ export async function writeSafetensors(
   const prepared = prepareTensors(tensors, path);
   const meta = checkMetadata(metadata, path);
   const header = encodeHeader(prepared, meta, path);
+  await writeAtomically(path, header, prepared, (t) => t.bytes, options);
+}
+
+/**
+ * {@link writeSafetensors} for tensors whose bytes are produced one at a time, in order, while the file is written
+ * (each tensor's `data()` is called once, after the previous tensor's bytes were written): a large file can be saved
+ * without holding all of its data at once. Names, dtypes, shapes and metadata are checked before anything is written;
+ * a `data()` result of the wrong length, or a throwing `data()`, fails the write like an I/O error (nothing is left at
+ * `path`, an existing file stays untouched).
+ */
+export async function writeSafetensorsStreaming(
+  path: string,
+  tensors: readonly LazyTensorInput[],
+  metadata?: Readonly<Record<string, string>>,
+  options: WriteOptions = {},
+): Promise<void> {
+  const prepared = prepareLazyTensors(tensors, path);
+  const meta = checkMetadata(metadata, path);
+  const header = encodeHeader(prepared, meta, path);
+  await writeAtomically(
+    path,
+    header,
+    prepared,
+    async (t) => {
+      const d = await t.data();
+      if (!ArrayBuffer.isView(d))
+        throw new SafetensorsError('BAD_TENSOR', 'data() did not return a typed array or DataView', {
+          file: path,
+          tensor: t.name,
+        });
+      if (d.byteLength !== t.byteLength)
+        throw new SafetensorsError(
+          'SIZE_MISMATCH',
+          `data() returned ${d.byteLength} bytes, the dtype and shape need ${t.byteLength}`,
+          { file: path, tensor: t.name },
+        );
+      return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    },
+    options,
+  );
+}
+
+async function writeAtomically<T>(
+  path: string,
+  header: Uint8Array,
+  tensors: readonly T[],
+  bytesOf: (t: T) => Uint8Array | Promise<Uint8Array>,
+  options: WriteOptions,
+): Promise<void> {
   const fsync = options.fsync ?? true;
 
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
@@ -36,7 +91,7 @@ export async function writeSafetensors(
     fh = await open(tmp, 'wx');
     stage = 'writing';
     let position = await writeAll(fh, header, 0);
-    for (const t of prepared) position = await writeAll(fh, t.bytes, position);
+    for (const t of tensors) position = await writeAll(fh, await bytesOf(t), position);
     if (fsync) {
       stage = 'fsync';
       await fh.sync();

@@ -228,7 +228,10 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
       copy[at]! ^= 0x01;
       const p = tmpPath();
       await writeFile(p, copy);
+      // layers are rebuilt while the file is read; a bad checksum at the end must free every one of them
+      const before = backend.memoryInUse();
       await expectRefusal(loadPromptCache(p, { backend, expect: EXPECT }), 'CHECKSUM', /checksum mismatch/);
+      expect(backend.memoryInUse()).toBe(before);
       expect((await inspectPromptCache(p)).error?.code).toBe('CHECKSUM');
     }
   });

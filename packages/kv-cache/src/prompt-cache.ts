@@ -3,19 +3,22 @@
  * used rows of every layer, with the model and tokenizer fingerprints, the cached token ids and checksums in its
  * metadata. Loading validates everything and refuses, with a PromptCacheError, anything it cannot trust.
  */
+
+import { createHash } from 'node:crypto';
 import {
+  type LazyTensorInput,
   type NamedTensorInput,
   openSafetensors,
   SafetensorsError,
   type SafetensorsFile,
   type TensorInfo,
-  writeSafetensors,
+  writeSafetensorsStreaming,
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { version as packageVersion } from '../package.json';
 import { freeCaches, importState } from './caches';
 import type { CacheKind, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
-import { isSha256Hex, metadataDigest, sha256Hex } from './digest';
+import { isSha256Hex, metadataDigest } from './digest';
 import { PromptCacheError } from './errors';
 
 export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
@@ -241,15 +244,34 @@ export async function savePromptCache(
     modelConfig = s;
   }
 
-  const states = caches.map((c) => c.exportState());
-  const tensors: NamedTensorInput[] = [];
+  // Layer by layer, twice: once to describe and hash, once while writing (the header, which holds the checksum, comes
+  // first in the file). Only one layer's host copy exists at a time, never the whole cache beside the backend's.
   const layers: LayerDescription[] = [];
-  states.forEach((s, L) => {
-    const d = describe(s);
-    layers.push(d);
+  const specs: LazyTensorInput[] = [];
+  const hash = createHash('sha256');
+  caches.forEach((c, L) => {
+    const s = c.exportState();
+    layers.push(describe(s));
     for (const side of ['keys', 'values'] as const)
-      tensors.push(...layerTensors(L, side, s[side], nKvHeads, headDim));
+      for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) {
+        hash.update(bytesOf(t.data));
+        specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: () => layerData(L, t.name) });
+      }
   });
+  let held: { layer: number; data: Map<string, ArrayBufferView> } | undefined;
+  const layerData = (L: number, name: string): ArrayBufferView => {
+    if (held?.layer !== L) {
+      held = undefined;
+      if (caches[L]!.offset !== meta.tokens.length)
+        throw bad(`layer ${L} changed while it was being saved (it holds ${caches[L]!.offset} tokens now)`);
+      const s = caches[L]!.exportState();
+      const data = new Map<string, ArrayBufferView>();
+      for (const side of ['keys', 'values'] as const)
+        for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) data.set(t.name, t.data);
+      held = { layer: L, data };
+    }
+    return held.data.get(name)!;
+  };
   const description: CacheDescription = {
     kind: first.kind,
     nLayers: caches.length,
@@ -270,12 +292,12 @@ export async function savePromptCache(
     tokens: JSON.stringify(meta.tokens),
     prompt: meta.prompt ?? '',
     cache: JSON.stringify(description),
-    checksum: sha256Hex(tensors.map((t) => bytesOf(t.data))),
+    checksum: hash.digest('hex'),
     created_at: (meta.createdAt ?? new Date()).toISOString(),
   };
   metadata.metadata_checksum = metadataDigest(metadata, 'metadata_checksum');
   try {
-    await writeSafetensors(path, tensors, metadata);
+    await writeSafetensorsStreaming(path, specs, metadata);
   } catch (err) {
     throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
       file: path,
@@ -310,23 +332,26 @@ export async function loadPromptCache(
   path: string,
   opts: LoadPromptCacheOptions,
 ): Promise<LoadedPromptCache> {
-  const { info, states } = await readPromptCache(path, opts.expect);
+  // Each layer is rebuilt in the backend as soon as it is read (so its host copy can go): the file's data is never
+  // held whole on the JS heap beside the caches. Nothing is returned unless every check, the checksum included, passed.
   const caches: KVCache[] = [];
   try {
-    for (const s of states) caches.push(importState(opts.backend, s));
+    const info = await readPromptCache(path, opts.expect, (L, state) => {
+      try {
+        caches[L] = importState(opts.backend, state);
+      } catch (err) {
+        if (err instanceof PromptCacheError) throw err;
+        throw new PromptCacheError('CORRUPT', `cannot rebuild layer ${L}: ${(err as Error).message}`, {
+          file: path,
+          cause: err,
+        });
+      }
+    });
+    return { caches, meta: info };
   } catch (err) {
-    freeCaches(caches);
-    if (err instanceof PromptCacheError) throw err;
-    throw new PromptCacheError(
-      'CORRUPT',
-      `cannot rebuild layer ${caches.length}: ${(err as Error).message}`,
-      {
-        file: path,
-        cause: err,
-      },
-    );
+    freeCaches(caches.filter((c) => c !== undefined));
+    throw err;
   }
-  return { caches, meta: info };
 }
 
 /** Reads a prompt-cache file's metadata and runs every check `loadPromptCache` makes, without a backend. */
@@ -349,7 +374,7 @@ export async function inspectPromptCache(path: string): Promise<PromptCacheInspe
   let info: PromptCacheInfo | undefined;
   try {
     info = parseMetadata(path, metadata);
-    await readStates(path, file, info);
+    await readStates(path, file, info, () => {});
     return { path, fileSize: file.size, metadata, info, valid: true, error: undefined };
   } catch (err) {
     const e = err instanceof PromptCacheError ? err : fromSafetensorsError(path, err);
@@ -369,7 +394,8 @@ export async function inspectPromptCache(path: string): Promise<PromptCacheInspe
 async function readPromptCache(
   path: string,
   expect: PromptCacheExpectation | undefined,
-): Promise<{ info: PromptCacheInfo; states: LayerState[] }> {
+  onLayer: (layer: number, state: LayerState) => void,
+): Promise<PromptCacheInfo> {
   let file: SafetensorsFile;
   try {
     file = await openSafetensors(path);
@@ -379,8 +405,8 @@ async function readPromptCache(
   try {
     const info = parseMetadata(path, file.metadata);
     if (expect) checkExpectation(path, info, expect);
-    const states = await readStates(path, file, info);
-    return { info, states };
+    await readStates(path, file, info, onLayer);
+    return info;
   } catch (err) {
     throw err instanceof PromptCacheError ? err : fromSafetensorsError(path, err);
   } finally {
@@ -602,8 +628,16 @@ function expectedTensors(c: CacheDescription): ExpectedTensor[] {
   return out;
 }
 
-/** Checks the tensors against the metadata, verifies the data checksum and returns the layer states. */
-async function readStates(path: string, file: SafetensorsFile, info: PromptCacheInfo): Promise<LayerState[]> {
+/**
+ * Checks the tensors against the metadata, reads them, hands each layer's state to `onLayer` (in the order the layers
+ * complete in the file) and verifies the data checksum (throwing CHECKSUM after the last layer when it does not match).
+ */
+async function readStates(
+  path: string,
+  file: SafetensorsFile,
+  info: PromptCacheInfo,
+  onLayer: (layer: number, state: LayerState) => void,
+): Promise<void> {
   const c = info.cache;
   c.layers.forEach((d, L) => {
     if (d.offset !== info.tokens.length)
@@ -646,11 +680,41 @@ async function readStates(path: string, file: SafetensorsFile, info: PromptCache
       );
   }
 
-  // Read in file order, hashing the data region as we go.
+  // Read in file order, hashing the data region as we go. A layer's state is handed to `onLayer` as soon as all of its
+  // tensors are read and its buffers dropped, so only about one layer's data is ever held on the JS heap (the caller
+  // rebuilds the cache in the backend meanwhile); the checksum is compared once everything has been read, and the
+  // caller discards what it rebuilt when it fails.
   const byOffset = [...file.tensors.values()].sort((a, b) => a.byteOffset - b.byteOffset);
+  const layerOf = new Map<string, number>();
+  const missing = c.layers.map(() => 0);
+  c.layers.forEach((d, L) => {
+    const quantized = d.kind === 'quantized' && d.quantized;
+    for (const side of ['keys', 'values'] as const)
+      for (const n of layerTensorNames(L, side, quantized)) {
+        layerOf.set(n, L);
+        missing[L]!++;
+      }
+  });
   const data = new Map<string, Uint8Array>();
-  for (const t of byOffset) data.set(t.name, await file.read(t.name));
-  const sum = sha256Hex(byOffset.map((t) => data.get(t.name)!));
+  const hash = createHash('sha256');
+  for (const t of byOffset) {
+    const b = await file.read(t.name);
+    hash.update(b);
+    data.set(t.name, b);
+    const L = layerOf.get(t.name)!;
+    if (--missing[L]! === 0) {
+      const state = layerState(c, L, data);
+      for (const side of ['keys', 'values'] as const)
+        for (const n of layerTensorNames(
+          L,
+          side,
+          c.layers[L]!.kind === 'quantized' && c.layers[L]!.quantized,
+        ))
+          data.delete(n);
+      onLayer(L, state);
+    }
+  }
+  const sum = hash.digest('hex');
   if (sum !== info.checksum)
     throw new PromptCacheError(
       'CHECKSUM',
@@ -659,7 +723,10 @@ async function readStates(path: string, file: SafetensorsFile, info: PromptCache
         file: path,
       },
     );
+}
 
+/** The state of layer `L` from its tensors' bytes (`data`, by tensor name). */
+function layerState(c: CacheDescription, L: number, data: ReadonlyMap<string, Uint8Array>): LayerState {
   const f32 = (name: string) => {
     const b = data.get(name)!;
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
@@ -669,7 +736,8 @@ async function readStates(path: string, file: SafetensorsFile, info: PromptCache
     return new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
   };
   const shape = { nKvHeads: c.nKvHeads, headDim: c.headDim };
-  return c.layers.map((d, L): LayerState => {
+  const d = c.layers[L]!;
+  {
     const dense = (side: 'keys' | 'values'): DenseRows => ({
       format: 'f32',
       rows: d.rows,
@@ -711,5 +779,5 @@ async function readStates(path: string, file: SafetensorsFile, info: PromptCache
       keys: rows('keys'),
       values: rows('values'),
     };
-  });
+  }
 }

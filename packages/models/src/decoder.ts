@@ -48,6 +48,27 @@ export interface DecoderDims {
   readonly maxPositionEmbeddings: number;
 }
 
+/** Default bytes of one `[rows, ffn]` MLP scratch buffer during prefill (see {@link DecoderOptions.mlpChunkRows}). */
+export const MLP_CHUNK_BYTES = 4 * 2 ** 20;
+
+export interface DecoderOptions {
+  /**
+   * Rows the MLP computes per matmul call while prefilling (default: as many as fit {@link MLP_CHUNK_BYTES} in one
+   * `[rows, ffn]` f32 buffer, a multiple of 64 and at least 64). The MLP is row-wise and every kernel batch-invariant,
+   * so results are bitwise the same for any value; bounding it bounds the `[rows, ffn]` scratch (and the backend's own
+   * staging of those rows), which would otherwise grow with the prefill step size.
+   */
+  readonly mlpChunkRows?: number;
+}
+
+/** One chunk of rows of the MLP: input rows of x, gate/up scratch (gate also holds the activation), output rows of o. */
+interface MlpChunk {
+  readonly x: Tensor;
+  readonly gate: Tensor;
+  readonly up: Tensor;
+  readonly o: Tensor;
+}
+
 /** Scratch views for one row count, made once and reused (decode never allocates). */
 interface Views {
   readonly rows: number;
@@ -60,15 +81,13 @@ interface Views {
   readonly kHeads: Tensor; // k as [rows * nKvHeads, headDim]
   readonly att: Tensor;
   readonly o: Tensor;
-  readonly gate: Tensor;
-  readonly up: Tensor;
-  readonly act: Tensor;
+  readonly mlp: readonly MlpChunk[];
   readonly cos: Tensor;
   readonly sin: Tensor;
   readonly cosHost: Float32Array;
   readonly sinHost: Float32Array;
   readonly lastX: Tensor; // last row of x
-  readonly logitsAll: Tensor;
+  logitsAll: Tensor | null; // made on the first allLogits call for this row count
   readonly logitsLast: Tensor;
   readonly ids: Int32Array;
 }
@@ -76,7 +95,9 @@ interface Views {
 /**
  * The Llama-family pre-norm decoder loop shared by the built-in architectures:
  * embed → N × (rmsnorm → attention with RoPE over the KV cache → residual → rmsnorm → SwiGLU MLP → residual)
- * → rmsnorm → head. Scratch buffers are allocated for the largest row count seen and reused.
+ * → rmsnorm → head. Scratch buffers are allocated for the largest row count seen and reused. Only the last row's
+ * logits are computed unless `allLogits` is asked for, so the `[rows, vocab]` logits buffer (hundreds of MB for a
+ * 128k vocabulary and a 512-token prefill step) exists only for callers that want it.
  */
 export class Decoder implements Model {
   readonly modelType: string;
@@ -86,8 +107,13 @@ export class Decoder implements Model {
   readonly slidingWindow: number;
   readonly maxPositionEmbeddings: number;
   readonly weightBytes: number;
+  /** Rows the MLP computes per call (see {@link DecoderOptions.mlpChunkRows}). */
+  readonly mlpChunkRows: number;
   private capacity = 0;
   private base: Record<string, Tensor> = {};
+  /** `[allCapacity, vocab]` logits for `allLogits` calls, allocated on the first one. */
+  private allBase: Tensor | null = null;
+  private allCapacity = 0;
   private views = new Map<number, Views>();
   private readonly ropeOpts;
   private readonly kRopeOpts;
@@ -102,10 +128,15 @@ export class Decoder implements Model {
 
   constructor(
     private readonly backend: Backend,
-    private readonly dims: DecoderDims,
-    private readonly w: DecoderWeights,
+    readonly dims: DecoderDims,
+    readonly w: DecoderWeights,
     weightBytes: number,
+    opts: DecoderOptions = {},
   ) {
+    const chunk = opts.mlpChunkRows ?? Math.max(64, Math.floor(MLP_CHUNK_BYTES / (4 * dims.ffn) / 64) * 64);
+    if (!Number.isSafeInteger(chunk) || chunk < 1)
+      throw new RangeError(`Decoder: mlpChunkRows must be a positive integer, got ${chunk}`);
+    this.mlpChunkRows = chunk;
     this.modelType = dims.modelType;
     this.numLayers = w.layers.length;
     this.vocabSize = dims.vocab;
@@ -164,16 +195,20 @@ export class Decoder implements Model {
       be.add(s.h, s.h, s.o);
       // mlp
       be.rmsnorm(s.x, s.h, L.postNorm, d.eps);
-      be.matmul(s.gate, s.x, L.gate);
-      be.matmul(s.up, s.x, L.up);
-      be.swiglu(s.act, s.gate, s.up);
-      be.matmul(s.o, s.act, L.down);
+      for (let c = 0; c < s.mlp.length; c++) {
+        const m = s.mlp[c]!;
+        be.matmul(m.gate, m.x, L.gate);
+        be.matmul(m.up, m.x, L.up);
+        be.swiglu(m.gate, m.gate, m.up);
+        be.matmul(m.o, m.gate, L.down);
+      }
       be.add(s.h, s.h, s.o);
     }
     be.rmsnorm(s.x, s.h, this.w.norm, d.eps);
     if (opts?.allLogits) {
-      be.matmul(s.logitsAll, s.x, this.w.head);
-      return s.logitsAll;
+      const all = s.logitsAll ?? this.makeLogitsAll(s);
+      be.matmul(all, s.x, this.w.head);
+      return all;
     }
     be.matmul(s.logitsLast, s.lastX, this.w.head);
     return s.logitsLast;
@@ -217,6 +252,9 @@ export class Decoder implements Model {
   private freeScratch(): void {
     for (const t of Object.values(this.base)) this.backend.free(t);
     this.base = {};
+    if (this.allBase) this.backend.free(this.allBase);
+    this.allBase = null;
+    this.allCapacity = 0;
     this.views.clear();
     this.capacity = 0;
   }
@@ -238,23 +276,36 @@ export class Decoder implements Model {
     const qw = d.nHeads * d.headDim;
     const kw = d.nKvHeads * d.headDim;
     const half = d.invFreq.length;
-    const widths: Record<string, number> = {
-      h: d.hidden,
-      x: d.hidden,
-      q: qw,
-      k: kw,
-      v: kw,
-      att: qw,
-      o: d.hidden,
-      gate: d.ffn,
-      up: d.ffn,
-      act: d.ffn,
-      cos: half,
-      sin: half,
-      logits: d.vocab,
+    const mlpRows = Math.min(rows, this.mlpChunkRows);
+    const shapes: Record<string, [number, number]> = {
+      h: [rows, d.hidden],
+      x: [rows, d.hidden],
+      q: [rows, qw],
+      k: [rows, kw],
+      v: [rows, kw],
+      att: [rows, qw],
+      o: [rows, d.hidden],
+      gate: [mlpRows, d.ffn],
+      up: [mlpRows, d.ffn],
+      cos: [rows, half],
+      sin: [rows, half],
+      logits: [1, d.vocab],
     };
-    for (const [name, width] of Object.entries(widths)) this.base[name] = be.alloc('f32', [rows, width]);
+    for (const [name, shape] of Object.entries(shapes)) this.base[name] = be.alloc('f32', shape);
     this.capacity = rows;
+  }
+
+  /** The `[rows, vocab]` logits view of `s`, allocating (or growing) the allLogits buffer. */
+  private makeLogitsAll(s: Views): Tensor {
+    if (s.rows > this.allCapacity) {
+      if (this.allBase) this.backend.free(this.allBase);
+      this.allBase = null;
+      for (const v of this.views.values()) v.logitsAll = null;
+      this.allBase = this.backend.alloc('f32', [this.capacity, this.dims.vocab]);
+      this.allCapacity = this.capacity;
+    }
+    s.logitsAll = this.backend.view(this.allBase!, [s.rows, this.dims.vocab]);
+    return s.logitsAll;
   }
 
   private makeViews(rows: number): Views {
@@ -267,26 +318,37 @@ export class Decoder implements Model {
     const half = d.invFreq.length;
     const q = view('q', [rows, qw]);
     const k = view('k', [rows, kw]);
+    const x = view('x', [rows, d.hidden]);
+    const o = view('o', [rows, d.hidden]);
+    const mlp: MlpChunk[] = [];
+    for (let r0 = 0; r0 < rows; r0 += this.mlpChunkRows) {
+      const n = Math.min(this.mlpChunkRows, rows - r0);
+      const whole = n === rows;
+      mlp.push({
+        x: whole ? x : view('x', [n, d.hidden], r0 * d.hidden),
+        gate: view('gate', [n, d.ffn]),
+        up: view('up', [n, d.ffn]),
+        o: whole ? o : view('o', [n, d.hidden], r0 * d.hidden),
+      });
+    }
     return {
       rows,
       h: view('h', [rows, d.hidden]),
-      x: view('x', [rows, d.hidden]),
+      x,
       q,
       k,
       v: view('v', [rows, kw]),
       qHeads: be.view(q, [rows * d.nHeads, d.headDim]),
       kHeads: be.view(k, [rows * d.nKvHeads, d.headDim]),
       att: view('att', [rows, qw]),
-      o: view('o', [rows, d.hidden]),
-      gate: view('gate', [rows, d.ffn]),
-      up: view('up', [rows, d.ffn]),
-      act: view('act', [rows, d.ffn]),
+      o,
+      mlp,
       cos: view('cos', [rows, half]),
       sin: view('sin', [rows, half]),
       cosHost: new Float32Array(rows * half),
       sinHost: new Float32Array(rows * half),
       lastX: view('x', [1, d.hidden], (rows - 1) * d.hidden),
-      logitsAll: view('logits', [rows, d.vocab]),
+      logitsAll: null,
       logitsLast: view('logits', [1, d.vocab]),
       ids: new Int32Array(rows),
     };

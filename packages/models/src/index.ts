@@ -5,7 +5,14 @@ export { createPhi3, phi3 } from './architectures/phi3';
 export { createQwen2, qwen2 } from './architectures/qwen2';
 export { createQwen3, qwen3 } from './architectures/qwen3';
 export { ConfigReader, type DecoderConfig, type RawConfig, readDecoderConfig } from './config';
-export { Decoder, type DecoderDims, type DecoderLayer, type DecoderWeights } from './decoder';
+export {
+  Decoder,
+  type DecoderDims,
+  type DecoderLayer,
+  type DecoderOptions,
+  type DecoderWeights,
+  MLP_CHUNK_BYTES,
+} from './decoder';
 export { ModelLoadError } from './errors';
 export { canonicalJson, modelFingerprint, WeightDigest } from './fingerprint';
 export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';

@@ -6,19 +6,18 @@
 
 import { createHash } from 'node:crypto';
 import {
-  type LazyTensorInput,
   type NamedTensorInput,
   openSafetensors,
   SafetensorsError,
   type SafetensorsFile,
   type TensorInfo,
-  writeSafetensorsStreaming,
+  writeSafetensors,
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { version as packageVersion } from '../package.json';
 import { freeCaches, importState } from './caches';
 import type { CacheKind, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
-import { isSha256Hex, metadataDigest } from './digest';
+import { isSha256Hex, metadataDigest, sha256Hex } from './digest';
 import { PromptCacheError } from './errors';
 
 export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
@@ -244,34 +243,17 @@ export async function savePromptCache(
     modelConfig = s;
   }
 
-  // Layer by layer, twice: once to describe and hash, once while writing (the header, which holds the checksum, comes
-  // first in the file). Only one layer's host copy exists at a time, never the whole cache beside the backend's.
+  // Note: this holds a host copy of every layer until written; exporting layer by layer would not lower the peak
+  // while exportState returns fresh arrays (the copies stay until the GC runs), only an export into a reused buffer would.
+  const states = caches.map((c) => c.exportState());
+  const tensors: NamedTensorInput[] = [];
   const layers: LayerDescription[] = [];
-  const specs: LazyTensorInput[] = [];
-  const hash = createHash('sha256');
-  caches.forEach((c, L) => {
-    const s = c.exportState();
-    layers.push(describe(s));
+  states.forEach((s, L) => {
+    const d = describe(s);
+    layers.push(d);
     for (const side of ['keys', 'values'] as const)
-      for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) {
-        hash.update(bytesOf(t.data));
-        specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: () => layerData(L, t.name) });
-      }
+      tensors.push(...layerTensors(L, side, s[side], nKvHeads, headDim));
   });
-  let held: { layer: number; data: Map<string, ArrayBufferView> } | undefined;
-  const layerData = (L: number, name: string): ArrayBufferView => {
-    if (held?.layer !== L) {
-      held = undefined;
-      if (caches[L]!.offset !== meta.tokens.length)
-        throw bad(`layer ${L} changed while it was being saved (it holds ${caches[L]!.offset} tokens now)`);
-      const s = caches[L]!.exportState();
-      const data = new Map<string, ArrayBufferView>();
-      for (const side of ['keys', 'values'] as const)
-        for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) data.set(t.name, t.data);
-      held = { layer: L, data };
-    }
-    return held.data.get(name)!;
-  };
   const description: CacheDescription = {
     kind: first.kind,
     nLayers: caches.length,
@@ -292,12 +274,12 @@ export async function savePromptCache(
     tokens: JSON.stringify(meta.tokens),
     prompt: meta.prompt ?? '',
     cache: JSON.stringify(description),
-    checksum: hash.digest('hex'),
+    checksum: sha256Hex(tensors.map((t) => bytesOf(t.data))),
     created_at: (meta.createdAt ?? new Date()).toISOString(),
   };
   metadata.metadata_checksum = metadataDigest(metadata, 'metadata_checksum');
   try {
-    await writeSafetensorsStreaming(path, specs, metadata);
+    await writeSafetensors(path, tensors, metadata);
   } catch (err) {
     throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
       file: path,

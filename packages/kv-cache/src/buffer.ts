@@ -61,10 +61,10 @@ export class RowBuffer {
     return this.backend.read(this.backend.view(this.tensor, [rows, this.width], row * this.width), out);
   }
 
-  /** Reads the raw bytes of rows `[row, row + rows)`. */
-  readBytes(row: number, rows: number): Uint8Array {
-    if (rows === 0) return new Uint8Array(0);
-    return this.backend.readBytes(this.backend.view(this.tensor, [rows, this.width], row * this.width));
+  /** Reads the raw bytes of rows `[row, row + rows)` (into `out` when given: exactly that many bytes long). */
+  readBytes(row: number, rows: number, out?: Uint8Array): Uint8Array {
+    if (rows === 0) return out ?? new Uint8Array(0);
+    return this.backend.readBytes(this.backend.view(this.tensor, [rows, this.width], row * this.width), out);
   }
 
   free(): void {

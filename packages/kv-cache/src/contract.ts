@@ -52,8 +52,59 @@ export interface KVCache {
    * - quantized: `start + 1 - offset` until the cache converts, then `Infinity`.
    */
   maxRowsNextStep(): number;
-  /** The cache's content (used rows only, never spare capacity) in its storage dtype, copied to the host. */
-  exportState(): LayerState;
+  /**
+   * The cache's content (used rows only, never spare capacity) in its storage dtype, copied to the host. Without
+   * `buffers` every array is freshly allocated. With `buffers` the arrays are views on `buffers`' reusable slots (no
+   * allocation once the slots are large enough): they are only valid until the next export with the same buffers,
+   * which overwrites them.
+   */
+  exportState(buffers?: StateBuffers): LayerState;
+}
+
+/**
+ * Reusable host arrays for `KVCache.exportState(buffers)`, one slot per name (e.g. `keys`, `values.scales`): exporting
+ * layer after layer into the same buffers holds about one layer's data, instead of leaving a fresh copy of each layer
+ * for the garbage collector. A slot grows (to exactly the length asked for) when too small and is otherwise reused.
+ *
+ * Arrays handed out for a slot are only valid until the next request for that slot (the next export with these
+ * buffers): their contents are then overwritten, or they keep pointing at a dropped, smaller buffer.
+ */
+export class StateBuffers {
+  readonly #slots = new Map<string, ArrayBuffer>();
+
+  /** A Float32Array of exactly `length` elements backed by slot `name` (contents unspecified). */
+  f32(name: string, length: number): Float32Array {
+    return new Float32Array(this.#buffer(name, length * 4), 0, length);
+  }
+
+  /** A Uint32Array of exactly `length` elements backed by slot `name` (contents unspecified). */
+  u32(name: string, length: number): Uint32Array {
+    return new Uint32Array(this.#buffer(name, length * 4), 0, length);
+  }
+
+  /** Bytes currently held by all slots. */
+  get byteLength(): number {
+    let n = 0;
+    for (const b of this.#slots.values()) n += b.byteLength;
+    return n;
+  }
+
+  /** Drops every slot (arrays handed out stay usable; new requests allocate again). */
+  clear(): void {
+    this.#slots.clear();
+  }
+
+  #buffer(name: string, bytes: number): ArrayBuffer {
+    if (!Number.isSafeInteger(bytes) || bytes < 0)
+      throw new RangeError(`StateBuffers: bad length ${bytes / 4} for slot '${name}'`);
+    let b = this.#slots.get(name);
+    if (b === undefined || b.byteLength < bytes) {
+      this.#slots.delete(name);
+      b = new ArrayBuffer(bytes);
+      this.#slots.set(name, b);
+    }
+    return b;
+  }
 }
 
 /** Options shared by every cache kind's constructor. */

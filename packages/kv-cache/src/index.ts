@@ -25,6 +25,7 @@ export type {
   RowData,
   StandardState,
 } from './contract';
+export { StateBuffers } from './contract';
 export { PromptCacheError, type PromptCacheErrorCode } from './errors';
 export {
   type ExportMlxOptions,

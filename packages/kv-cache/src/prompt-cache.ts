@@ -6,18 +6,27 @@
 
 import { createHash } from 'node:crypto';
 import {
+  type LazyTensorInput,
   type NamedTensorInput,
   openSafetensors,
   SafetensorsError,
   type SafetensorsFile,
   type TensorInfo,
-  writeSafetensors,
+  writeSafetensorsStreaming,
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { version as packageVersion } from '../package.json';
 import { freeCaches, importState } from './caches';
-import type { CacheKind, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
-import { isSha256Hex, metadataDigest, sha256Hex } from './digest';
+import {
+  type CacheKind,
+  type DenseRows,
+  type KVCache,
+  type LayerState,
+  type QuantizedRows,
+  type RowData,
+  StateBuffers,
+} from './contract';
+import { isSha256Hex, metadataDigest } from './digest';
 import { PromptCacheError } from './errors';
 
 export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
@@ -201,8 +210,13 @@ function bytesOf(a: ArrayBufferView): Uint8Array {
 
 /**
  * Saves `caches` (one per layer, all of one kind and shape, all at offset `meta.tokens.length`) to `path`, atomically:
- * everything is checked and encoded first, then written to a temporary file in the same folder, fsynced and renamed
- * over `path`. On any failure nothing is left half-written and an existing file at `path` is untouched.
+ * everything is checked first, then written to a temporary file in the same folder, fsynced and renamed over `path`.
+ * On any failure nothing is left half-written and an existing file at `path` is untouched.
+ *
+ * The layers are exported twice, one at a time, into reused host buffers (once to describe and checksum them, once
+ * while writing), so about one layer's data is held on the JS heap, never a copy of the whole cache. The caches must
+ * not change until the returned promise settles; a layer found with other rows on the second export fails the save
+ * (`BAD_INPUT`).
  */
 export async function savePromptCache(
   path: string,
@@ -243,17 +257,43 @@ export async function savePromptCache(
     modelConfig = s;
   }
 
-  // Note: this holds a host copy of every layer until written; exporting layer by layer would not lower the peak
-  // while exportState returns fresh arrays (the copies stay until the GC runs), only an export into a reused buffer would.
-  const states = caches.map((c) => c.exportState());
-  const tensors: NamedTensorInput[] = [];
+  // Layer by layer, twice, through one set of reused host buffers (never more than about one layer's data on the JS
+  // heap, and no fresh copy per layer left for the GC): pass 1 describes each layer and hashes its tensors in file
+  // order (the header, which holds the checksum, comes first in the file); pass 2 exports each layer again into the
+  // same buffers while the file is written, and refuses a layer that changed in between.
+  const buffers = new StateBuffers();
   const layers: LayerDescription[] = [];
-  states.forEach((s, L) => {
-    const d = describe(s);
-    layers.push(d);
+  const specs: LazyTensorInput[] = [];
+  const hash = createHash('sha256');
+  caches.forEach((c, L) => {
+    const s = c.exportState(buffers);
+    layers.push(describe(s));
     for (const side of ['keys', 'values'] as const)
-      tensors.push(...layerTensors(L, side, s[side], nKvHeads, headDim));
+      for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) {
+        hash.update(bytesOf(t.data));
+        const { name, dtype, shape } = t; // not `t` itself: its data views a buffer that may be replaced
+        specs.push({ name, dtype, shape, data: () => layerData(L, name) });
+      }
   });
+  let changed: PromptCacheError | undefined;
+  let held: { layer: number; data: Map<string, ArrayBufferView> } | undefined;
+  const layerData = (L: number, name: string): ArrayBufferView => {
+    if (held?.layer !== L) {
+      held = undefined;
+      const s = caches[L]!.exportState(buffers);
+      const was = JSON.stringify(layers[L]);
+      const now = JSON.stringify(describe(s));
+      if (now !== was) {
+        changed = bad(`layer ${L} changed while it was being saved: it was ${was}, it is ${now}`);
+        throw changed;
+      }
+      const data = new Map<string, ArrayBufferView>();
+      for (const side of ['keys', 'values'] as const)
+        for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) data.set(t.name, t.data);
+      held = { layer: L, data };
+    }
+    return held.data.get(name)!;
+  };
   const description: CacheDescription = {
     kind: first.kind,
     nLayers: caches.length,
@@ -274,17 +314,21 @@ export async function savePromptCache(
     tokens: JSON.stringify(meta.tokens),
     prompt: meta.prompt ?? '',
     cache: JSON.stringify(description),
-    checksum: sha256Hex(tensors.map((t) => bytesOf(t.data))),
+    checksum: hash.digest('hex'),
     created_at: (meta.createdAt ?? new Date()).toISOString(),
   };
   metadata.metadata_checksum = metadataDigest(metadata, 'metadata_checksum');
   try {
-    await writeSafetensors(path, tensors, metadata);
+    await writeSafetensorsStreaming(path, specs, metadata);
   } catch (err) {
+    if (changed !== undefined) throw changed;
     throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
       file: path,
       cause: err,
     });
+  } finally {
+    held = undefined;
+    buffers.clear();
   }
 }
 

@@ -10,6 +10,7 @@ import type {
   QuantizedRows,
   QuantizedState,
   RowData,
+  StateBuffers,
 } from './contract';
 import { dequantizeRows, type QuantizedBlock, quantizeRows } from './quant';
 import { checkDenseRows, checkQuantizedRows, checkStateHeader } from './state-check';
@@ -43,7 +44,17 @@ class QuantizedSide {
     this.scales.writeHost(row, rows, block.scales);
     this.biases.writeHost(row, rows, block.biases);
   }
-  read(rows: number): QuantizedBlock {
+  /** Reads the first `rows` rows, into `buffers`' slots `<name>.packed`, `<name>.scales`, `<name>.biases` if given. */
+  read(rows: number, buffers?: StateBuffers, name?: string): QuantizedBlock {
+    if (buffers !== undefined) {
+      const packed = buffers.u32(`${name}.packed`, rows * this.packed.width);
+      this.packed.readBytes(0, rows, new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength));
+      return {
+        packed,
+        scales: this.scales.readF32(0, rows, buffers.f32(`${name}.scales`, rows * this.scales.width)),
+        biases: this.biases.readF32(0, rows, buffers.f32(`${name}.biases`, rows * this.biases.width)),
+      };
+    }
     const bytes = this.packed.readBytes(0, rows);
     return {
       packed: new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)),
@@ -174,11 +185,12 @@ export class QuantizedKVCache implements KVCache {
     return dropped;
   }
 
-  exportState(): QuantizedState {
+  exportState(buffers?: StateBuffers): QuantizedState {
     const rows = this.#offset;
-    const side = (q: QuantizedSide, mirror: RowBuffer): RowData => {
-      if (!this.#converted) return { format: 'f32', rows, data: mirror.readF32(0, rows) };
-      const block = q.read(rows);
+    const side = (q: QuantizedSide, mirror: RowBuffer, name: 'keys' | 'values'): RowData => {
+      if (!this.#converted)
+        return { format: 'f32', rows, data: mirror.readF32(0, rows, buffers?.f32(name, rows * this.#width)) };
+      const block = q.read(rows, buffers, name);
       const out: QuantizedRows = {
         format: 'quantized',
         rows,
@@ -195,8 +207,8 @@ export class QuantizedKVCache implements KVCache {
       bits: this.bits,
       groupSize: this.groupSize,
       start: this.start,
-      keys: side(this.#qK, this.#mirrorK),
-      values: side(this.#qV, this.#mirrorV),
+      keys: side(this.#qK, this.#mirrorK, 'keys'),
+      values: side(this.#qV, this.#mirrorV, 'values'),
     };
   }
 

@@ -1,6 +1,6 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
 import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
-import type { CacheOptions, CacheShape, CacheView, KVCache, RotatingState } from './contract';
+import type { CacheOptions, CacheShape, CacheView, KVCache, RotatingState, StateBuffers } from './contract';
 import { checkDenseRows, checkStateHeader } from './state-check';
 
 export interface RotatingCacheOptions extends CacheOptions {
@@ -167,15 +167,16 @@ export class RotatingKVCache implements KVCache {
     return Math.min(this.#offset, this.maxSize);
   }
 
-  exportState(): RotatingState {
+  exportState(buffers?: StateBuffers): RotatingState {
     const rows = this.heldRows;
-    const data = (ring: RowBuffer): Float32Array => {
-      if (!this.wrapped) return ring.readF32(0, rows);
-      const out = new Float32Array(rows * this.#width);
-      const w = this.#width;
+    const w = this.#width;
+    const data = (ring: RowBuffer, slotName: 'keys' | 'values'): Float32Array => {
+      const into = buffers?.f32(slotName, rows * w);
+      if (!this.wrapped) return ring.readF32(0, rows, into);
+      const out = into ?? new Float32Array(rows * w);
       let at = 0;
       const take = (slot: number, count: number) => {
-        out.set(ring.readF32(slot, count), at * w);
+        ring.readF32(slot, count, out.subarray(at * w, (at + count) * w));
         at += count;
       };
       if (this.keep > 0) take(0, this.keep);
@@ -194,8 +195,8 @@ export class RotatingKVCache implements KVCache {
       offset: this.#offset,
       maxSize: this.maxSize,
       keep: this.keep,
-      keys: { format: 'f32', rows, data: data(this.#ringK) },
-      values: { format: 'f32', rows, data: data(this.#ringV) },
+      keys: { format: 'f32', rows, data: data(this.#ringK, 'keys') },
+      values: { format: 'f32', rows, data: data(this.#ringV, 'values') },
     };
   }
 

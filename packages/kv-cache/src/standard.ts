@@ -1,6 +1,6 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
 import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
-import type { CacheOptions, CacheShape, CacheView, KVCache, StandardState } from './contract';
+import type { CacheOptions, CacheShape, CacheView, KVCache, StandardState, StateBuffers } from './contract';
 import { checkDenseRows, checkStateHeader } from './state-check';
 
 /**
@@ -61,14 +61,15 @@ export class StandardKVCache implements KVCache {
     return dropped;
   }
 
-  exportState(): StandardState {
+  exportState(buffers?: StateBuffers): StandardState {
     const rows = this.#offset;
+    const n = rows * this.#width;
     return {
       kind: 'standard',
       shape: { ...this.shape },
       offset: rows,
-      keys: { format: 'f32', rows, data: this.#keys.readF32(0, rows) },
-      values: { format: 'f32', rows, data: this.#values.readF32(0, rows) },
+      keys: { format: 'f32', rows, data: this.#keys.readF32(0, rows, buffers?.f32('keys', n)) },
+      values: { format: 'f32', rows, data: this.#values.readF32(0, rows, buffers?.f32('values', n)) },
     };
   }
 

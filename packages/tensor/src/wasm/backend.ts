@@ -635,8 +635,7 @@ class WasmBackendImpl implements WasmBackend {
     this.heap();
     const start = addr(t) >>> 2;
     if (out === undefined) return n === 0 ? new Float32Array(0) : this.f32.slice(start, start + n);
-    const heap = this.f32;
-    for (let i = 0; i < n; i++) out[i] = heap[start + i]!;
+    out.set(this.heapView(start, n)); // a cached view: no allocation once warm
     return out;
   }
 
@@ -653,7 +652,8 @@ class WasmBackendImpl implements WasmBackend {
     const start = addr(t);
     if (out === undefined) return n === 0 ? new Uint8Array(0) : this.u8.slice(start, start + n);
     const heap = this.u8;
-    for (let i = 0; i < n; i++) out[i] = heap[start + i]!;
+    if (n >= 1024) out.set(heap.subarray(start, start + n));
+    else for (let i = 0; i < n; i++) out[i] = heap[start + i]!;
     return out;
   }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Decode matvec timings of the WASM backend by thread count: y[1, n] = x[1, n] · W[n, n]ᵀ for f32, f16 and MLX q4
-// (group 64, f16 scales) weights, plus a 32-row prefill matmul. Checks that every thread count gives the same bits.
+// (group 64, f16 scales) weights, plus a 32-row prefill matmul, and attention split by kv heads over a long cache.
+// Checks that every thread count gives the same bits.
 // Usage: pnpm --filter @mnemo/tensor build && node packages/tensor/scripts/bench-threads.mjs [--n 4096] [--threads 1,2]
 //        [--rounds 5] [--seconds 0.4]
 import { availableParallelism } from 'node:os';
@@ -148,4 +149,50 @@ if (setups.length > 1) {
   }
   process.stdout.write('bitwise identical across thread counts: yes\n');
 }
+// Attention split by kv heads (Llama-3 shapes: 32 heads, 8 kv heads, head size 64) over a long cache: one query
+// (decode) and 64 queries (a prefill chunk). The workers are running (the weights above started them).
+const attn = [
+  [1, 2000],
+  [64, 1936],
+];
+const attnBest = new Map();
+const attnSetups = setups.map((s) => {
+  const b = s.b;
+  const [nH, nKv, hd] = [32, 8, 64];
+  return attn.map(([rows, start]) => {
+    const cap = start + rows;
+    const q = b.alloc('f32', [rows, nH * hd]);
+    b.write(q, rand(rows * nH * hd, 3));
+    const k = b.alloc('f32', [cap, nKv * hd]);
+    b.write(k, rand(cap * nKv * hd, 4));
+    const v = b.alloc('f32', [cap, nKv * hd]);
+    b.write(v, rand(cap * nKv * hd, 5));
+    const o = b.alloc('f32', [rows, nH * hd]);
+    const opts = { startPos: start, nHeads: nH, nKvHeads: nKv, headDim: hd, scale: 1 / Math.sqrt(hd) };
+    return { run: () => b.attention(o, q, k, v, opts), out: () => new Uint32Array(b.read(o).buffer) };
+  });
+});
+for (let r = 0; r < rounds; r++)
+  setups.forEach((s, si) =>
+    attn.forEach((_, ai) => {
+      const key = `${s.threads}/${ai}`;
+      attnBest.set(
+        key,
+        Math.min(attnBest.get(key) ?? Number.POSITIVE_INFINITY, time(attnSetups[si][ai].run, budget)),
+      );
+    }),
+  );
+attn.forEach(([rows, start], ai) => {
+  const ref = attnSetups[0][ai].out();
+  const times = setups.map((s, si) => {
+    if (!attnSetups[si][ai].out().every((x, i) => x === ref[i]))
+      throw new Error(`attention: ${s.threads} threads differ`);
+    return `${s.threads} threads ${attnBest.get(`${s.threads}/${ai}`).toFixed(3)} ms`;
+  });
+  const a = attnBest.get(`${setups[0].threads}/${ai}`);
+  const z = attnBest.get(`${setups[setups.length - 1].threads}/${ai}`);
+  process.stdout.write(
+    `attention 32/8 heads d64, ${rows} rows over ${start + rows} keys: ${times.join(', ')}${setups.length > 1 ? ` (×${(a / z).toFixed(2)}, bitwise identical)` : ''}\n`,
+  );
+});
 for (const s of setups) s.b.dispose();

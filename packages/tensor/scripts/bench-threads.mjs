@@ -173,15 +173,14 @@ const attnSetups = setups.map((s) => {
   });
 });
 for (let r = 0; r < rounds; r++)
-  setups.forEach((s, si) =>
-    attn.forEach((_, ai) => {
-      const key = `${s.threads}/${ai}`;
+  for (let si = 0; si < setups.length; si++)
+    for (let ai = 0; ai < attn.length; ai++) {
+      const key = `${setups[si].threads}/${ai}`;
       attnBest.set(
         key,
         Math.min(attnBest.get(key) ?? Number.POSITIVE_INFINITY, time(attnSetups[si][ai].run, budget)),
       );
-    }),
-  );
+    }
 attn.forEach(([rows, start], ai) => {
   const ref = attnSetups[0][ai].out();
   const times = setups.map((s, si) => {

@@ -128,6 +128,17 @@ describe('attentionHeads', () => {
     k.attention(o1, q, kc, vc, rows, start, s.nHeads, s.nKvHeads, s.headDim, 0.3, 0);
     k.attentionHeads(o2, q, kc, vc, rows, start, s.nHeads, s.nKvHeads, s.headDim, 0.3, 0, 0, 2);
     expectBitwise(k.f32(o2, rows * 160), k.f32(o1, rows * 160), 'full range');
+    // and a head range with a soft-cap gives the soft-capped attention's heads (which differ from the uncapped)
+    const plain = k.f32(o1, rows * 160).slice();
+    k.attention(o1, q, kc, vc, rows, start, s.nHeads, s.nKvHeads, s.headDim, 0.3, 0, 1.5);
+    k.attentionHeads(o2, q, kc, vc, rows, start, s.nHeads, s.nKvHeads, s.headDim, 0.3, 0, 1, 2, 1.5);
+    const capped = k.f32(o1, rows * 160).slice();
+    const ranged = k.f32(o2, rows * 160).slice();
+    for (let r = 0; r < rows; r++) {
+      const cols = (a: Float32Array) => a.subarray(r * 160 + 80, (r + 1) * 160);
+      expectBitwise(cols(ranged), cols(capped), `softcap range, row ${r}`);
+      expect(cols(capped)).not.toEqual(cols(plain));
+    }
     for (const p of [q, kc, vc, o1, o2]) k.free(p);
   });
 

@@ -12,6 +12,8 @@ interface Shape {
   nKvHeads: number;
   headDim: number;
   window: number;
+  /** Soft-cap of the scaled scores (absent = none). */
+  softcap?: number;
 }
 
 function refAttention(
@@ -35,7 +37,8 @@ function refAttention(
       for (let j = lo; j <= p; j++) {
         let d = 0;
         for (let i = 0; i < hd; i++) d += q[(r * nHeads + h) * hd + i]! * kc[(j * nKvHeads + kvh) * hd + i]!;
-        sc.push(d * scale);
+        const x = d * scale;
+        sc.push(s.softcap ? s.softcap * Math.tanh(x / s.softcap) : x);
       }
       const m = Math.max(...sc);
       const e = sc.map((v) => Math.exp(v - m));
@@ -74,11 +77,14 @@ const SHAPES: Shape[] = [
   { nHeads: 8, nKvHeads: 8, headDim: 32, window: 5 },
   { nHeads: 4, nKvHeads: 2, headDim: 64, window: 1 },
   { nHeads: 2, nKvHeads: 1, headDim: 6, window: 17 },
+  { nHeads: 4, nKvHeads: 2, headDim: 16, window: 0, softcap: 0.5 },
+  { nHeads: 6, nKvHeads: 3, headDim: 13, window: 4, softcap: 10 },
+  { nHeads: 2, nKvHeads: 1, headDim: 7, window: 0, softcap: 1e-3 },
 ];
 
 describe('attention', () => {
   for (const s of SHAPES) {
-    it(`matches float64: heads ${s.nHeads}/${s.nKvHeads}, headDim ${s.headDim}, window ${s.window}`, () => {
+    it(`matches float64: heads ${s.nHeads}/${s.nKvHeads}, headDim ${s.headDim}, window ${s.window}, softcap ${s.softcap ?? 0}`, () => {
       for (const [rows, start] of [
         [1, 0],
         [1, 9],
@@ -99,6 +105,7 @@ describe('attention', () => {
           s.headDim,
           scale,
           s.window,
+          s.softcap ?? 0,
         );
         const want = refAttention(t.q, t.kc, t.vc, rows, start, s, Math.fround(scale));
         expectClose(get(k, t.p.out, want.length), want, 1, 2e-6, `attention rows=${rows} start=${start}`);
@@ -112,13 +119,14 @@ describe('attention', () => {
       { nHeads: 4, nKvHeads: 2, headDim: 20, window: 0 },
       { nHeads: 8, nKvHeads: 2, headDim: 64, window: 0 },
       { nHeads: 3, nKvHeads: 3, headDim: 9, window: 6 },
-    ]) {
+      { nHeads: 4, nKvHeads: 2, headDim: 12, window: 5, softcap: 2 },
+    ] as Shape[]) {
       const rows = 37;
       const capacity = 64;
       const t = setup(capacity, rows, s, 99 + s.headDim);
       const rowBytes = s.nHeads * s.headDim * 4;
       const scale = 1 / Math.sqrt(s.headDim);
-      const args = [s.nHeads, s.nKvHeads, s.headDim, scale, s.window] as const;
+      const args = [s.nHeads, s.nKvHeads, s.headDim, scale, s.window, s.softcap ?? 0] as const;
       // prefill of all rows with the spare cache rows (>= rows) holding NaN / huge values
       const poison = (from: number) => {
         const kv = k.f32(t.p.k, capacity * t.kvDim);
@@ -183,6 +191,15 @@ describe('attention', () => {
     k.attention(t.p.out, t.p.q, t.p.k, t.p.v, 2, start, 4, 1, 32, scale, 0);
     const want = refAttention(t.q, t.kc, t.vc, 2, start, s, Math.fround(scale));
     expectClose(get(k, t.p.out, want.length), want, 1, 2e-6, 'long context');
+    t.free();
+  });
+
+  it('rejects a negative, infinite or NaN softcap', () => {
+    const t = setup(2, 1, { nHeads: 2, nKvHeads: 1, headDim: 4, window: 0 }, 3);
+    for (const cap of [-1, Number.POSITIVE_INFINITY, Number.NaN])
+      expect(() => k.attention(t.p.out, t.p.q, t.p.k, t.p.v, 1, 0, 2, 1, 4, 0.5, 0, cap)).toThrow(
+        /attention: softcap/,
+      );
     t.free();
   });
 });

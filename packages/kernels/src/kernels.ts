@@ -136,6 +136,15 @@ export interface Kernels {
   ): void;
   /** `out = gate / (1 + e^-gate) · up`; `out` may equal an input. */
   swiglu(out: number, gate: number, up: number, n: number): void;
+  /**
+   * `out = gelu_tanh(gate) · up`, `gelu_tanh(g) = 0.5·g·(1 + tanh(sqrt(2/π)·(g + 0.044715·g³)))` computed as
+   * `g / (1 + e^{−2·sqrt(2/π)·(g + 0.044715·g³)})`; `out` may equal an input. −inf → −0, +inf → +inf.
+   */
+  geluGlu(out: number, gate: number, up: number, n: number): void;
+  /** In place `x = cap · tanh(x / cap)` over `n` floats; `cap` finite and > 0. */
+  softcap(x: number, n: number, cap: number): void;
+  /** `out = x · s` (s rounded to f32 first; one rounding per element); `out` may equal `x`. */
+  scale(out: number, x: number, n: number, s: number): void;
   /** `out = a + b`; `out` may equal an input. */
   add(out: number, a: number, b: number, n: number): void;
   /** In-place softmax of each row of `x` `[rows, n]` (max-subtracted). Rows with NaN or all −inf become NaN. */
@@ -147,7 +156,8 @@ export interface Kernels {
   /**
    * Causal GQA. `q`, `out` f32 `[rows, nHeads·headDim]`; `k`, `v` f32 `[capacity, nKvHeads·headDim]` (row j =
    * position j; `capacity ≥ startPos + rows`). Query row r (position p = startPos + r) attends keys
-   * `max(0, p − window + 1) ..= p` (window 0 = unlimited) and reads no other cache row.
+   * `max(0, p − window + 1) ..= p` (window 0 = unlimited) and reads no other cache row. `softcap` > 0 (default 0 =
+   * none) replaces each scaled score s by `softcap · tanh(s / softcap)` before the softmax.
    */
   attention(
     out: number,
@@ -161,6 +171,7 @@ export interface Kernels {
     headDim: number,
     scale: number,
     window: number,
+    softcap?: number,
   ): void;
   /**
    * `attention` for the query heads of kv heads `kvHead0 ..< kvHead1` only (query head h belongs to kv head
@@ -181,6 +192,7 @@ export interface Kernels {
     window: number,
     kvHead0: number,
     kvHead1: number,
+    softcap?: number,
   ): void;
 }
 
@@ -257,6 +269,9 @@ export interface Exports {
     layout: number,
   ): void;
   mk_swiglu(out: number, gate: number, up: number, n: number): void;
+  mk_gelu_glu(out: number, gate: number, up: number, n: number): void;
+  mk_softcap(x: number, n: number, cap: number): void;
+  mk_scale(out: number, x: number, n: number, s: number): void;
   mk_add(out: number, a: number, b: number, n: number): void;
   mk_softmax(x: number, rows: number, n: number): void;
   mk_argmax(x: number, n: number): number;
@@ -274,6 +289,7 @@ export interface Exports {
     scale: number,
     window: number,
     scratch: number,
+    cap: number,
   ): void;
   mk_attention_scratch(
     rows: number,
@@ -298,6 +314,7 @@ export interface Exports {
     kv0: number,
     kv1: number,
     scratch: number,
+    cap: number,
   ): void;
   mk_attention_heads_scratch(
     rows: number,
@@ -362,6 +379,21 @@ export function checkDisjoint(
   }
 }
 
+/**
+ * A soft-cap must be a finite number > 0 (or exactly 0 = none, where `zeroMeansNone`); else TypeError (not a
+ * number) / RangeError.
+ */
+export function checkSoftcap(fn: string, cap: number, zeroMeansNone: boolean): void {
+  if (typeof cap !== 'number' || Number.isNaN(cap)) {
+    throw new TypeError(`${fn}: softcap must be a number, got ${describe(cap)}`);
+  }
+  if (!Number.isFinite(cap) || cap < 0 || (cap === 0 && !zeroMeansNone)) {
+    throw new RangeError(
+      `${fn}: softcap must be a finite number > 0${zeroMeansNone ? ' (or 0 for none)' : ''}, got ${cap}`,
+    );
+  }
+}
+
 /** Validated attention sizes: byte lengths of q/out and of the k/v rows read, and the scratch the call needs. */
 export interface AttentionShape {
   qBytes: number;
@@ -371,7 +403,8 @@ export interface AttentionShape {
 
 /**
  * Validates the shape arguments of `attention` / `attentionHeads` (`fn` names the kernel in errors) and returns
- * the byte sizes. `kvHead0`/`kvHead1` default to the full range.
+ * the byte sizes, in `out` when given (so that a hot caller allocates nothing). `kvHead0`/`kvHead1` default to the
+ * full range.
  */
 export function attentionShape(
   fn: string,
@@ -384,6 +417,7 @@ export function attentionShape(
   window: number,
   kvHead0 = 0,
   kvHead1: number = nKvHeads,
+  out?: AttentionShape,
 ): AttentionShape {
   checkInt(fn, 'rows', rows);
   checkInt(fn, 'startPos', startPos, 0);
@@ -410,11 +444,11 @@ export function attentionShape(
   const lines = Math.ceil(lmax / 16);
   const stride = 16 * (lines + 1 - (lines % 2));
   const heads = (kvHead1 - kvHead0) * (nHeads / nKvHeads);
-  return {
-    qBytes: rows * nHeads * headDim * 4,
-    kvBytes: last * nKvHeads * headDim * 4,
-    scratchBytes: 4 * heads * (stride + Math.ceil(headDim / 4) * 4 + 1) + 16,
-  };
+  const res = out ?? { qBytes: 0, kvBytes: 0, scratchBytes: 0 };
+  res.qBytes = rows * nHeads * headDim * 4;
+  res.kvBytes = last * nKvHeads * headDim * 4;
+  res.scratchBytes = 4 * heads * (stride + Math.ceil(headDim / 4) * 4 + 1) + 16;
+  return res;
 }
 
 /**
@@ -821,6 +855,32 @@ export class WasmKernels implements Kernels {
     this.x.mk_swiglu(out, gate, up, n);
   }
 
+  geluGlu(out: number, gate: number, up: number, n: number): void {
+    this.elementwise('geluGlu', out, gate, 'gate', up, 'up', n);
+    this.x.mk_gelu_glu(out, gate, up, n);
+  }
+
+  softcap(x: number, n: number, cap: number): void {
+    const k = 'softcap';
+    n = this.int(k, 'n', n);
+    checkSoftcap(k, cap, false);
+    this.range(k, 'x', x, n * 4, 4);
+    this.x.mk_softcap(x, n, cap);
+  }
+
+  scale(out: number, x: number, n: number, s: number): void {
+    const k = 'scale';
+    n = this.int(k, 'n', n);
+    if (typeof s !== 'number' || !Number.isFinite(s)) {
+      throw new TypeError(`${k}: s must be a finite number, got ${describe(s)}`);
+    }
+    const bytes = n * 4;
+    this.range(k, 'x', x, bytes, 4);
+    this.range(k, 'out', out, bytes, 4);
+    this.sameOrDisjoint(k, 'out', out, bytes, 'x', x, bytes);
+    this.x.mk_scale(out, x, n, s);
+  }
+
   add(out: number, a: number, b: number, n: number): void {
     this.elementwise('add', out, a, 'a', b, 'b', n);
     this.x.mk_add(out, a, b, n);
@@ -866,6 +926,7 @@ export class WasmKernels implements Kernels {
     headDim: number,
     scale: number,
     window: number,
+    softcap = 0,
   ): void {
     this.attend(
       'attention',
@@ -882,6 +943,7 @@ export class WasmKernels implements Kernels {
       window,
       0,
       nKvHeads,
+      softcap,
     );
   }
 
@@ -899,6 +961,7 @@ export class WasmKernels implements Kernels {
     window: number,
     kvHead0: number,
     kvHead1: number,
+    softcap = 0,
   ): void {
     this.attend(
       'attentionHeads',
@@ -915,6 +978,7 @@ export class WasmKernels implements Kernels {
       window,
       kvHead0,
       kvHead1,
+      softcap,
     );
   }
 
@@ -933,8 +997,22 @@ export class WasmKernels implements Kernels {
     window: number,
     kvHead0: number,
     kvHead1: number,
+    softcap: number,
   ): void {
-    const a = attentionShape(kn, rows, startPos, nHeads, nKvHeads, headDim, scale, window, kvHead0, kvHead1);
+    const a = attentionShape(
+      kn,
+      rows,
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale,
+      window,
+      kvHead0,
+      kvHead1,
+      this.attnShape,
+    );
+    checkSoftcap(kn, softcap, true);
     this.range(kn, 'q', q, a.qBytes, 4);
     this.range(kn, 'k', k, a.kvBytes, 4);
     this.range(kn, 'v', v, a.kvBytes, 4);
@@ -958,6 +1036,7 @@ export class WasmKernels implements Kernels {
       kvHead0,
       kvHead1,
       scratch,
+      softcap,
     );
   }
 
@@ -1015,6 +1094,8 @@ export class WasmKernels implements Kernels {
   }
 
   private readonly quantInfo = { code: 0, es: 0, groups: 0, wordsPerRow: 0 };
+  /** Filled in place by every attention call (see `quantInfo`). */
+  private readonly attnShape: AttentionShape = { qBytes: 0, kvBytes: 0, scratchBytes: 0 };
 
   private ptr(kernel: string, name: string, ptr: number): void {
     if (typeof ptr !== 'number' || !Number.isInteger(ptr) || ptr < 0) {

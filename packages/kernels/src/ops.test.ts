@@ -66,6 +66,45 @@ describe('exp (raw mk_exp export)', () => {
   });
 });
 
+describe('tanh (raw mk_tanh export)', () => {
+  it('is within 2 ulp of the correctly rounded value and handles the edges', async () => {
+    const { instance } = await WebAssembly.instantiate(kernelsWasmBytes() as BufferSource, {});
+    const e = instance.exports as unknown as {
+      memory: WebAssembly.Memory;
+      __heap_base: WebAssembly.Global;
+      mk_tanh(out: number, x: number, n: number): void;
+    };
+    const n = 400_001;
+    const base = Number(e.__heap_base.value);
+    e.memory.grow(Math.ceil((base + n * 8) / 65536));
+    const xs = new Float32Array(e.memory.buffer, base, n);
+    let worst = 0;
+    // dense around the polynomial/exp switch at 0.625, then wide, then tiny values
+    for (const [lo, hi] of [
+      [-1.5, 1.5],
+      [-12, 12],
+      [-1e-3, 1e-3],
+    ] as const) {
+      for (let i = 0; i < n; i++) xs[i] = lo + ((hi - lo) * i) / (n - 1);
+      e.mk_tanh(base + n * 4, base, n);
+      const ys = new Float32Array(e.memory.buffer, base + n * 4, n);
+      for (let i = 0; i < n; i++)
+        worst = Math.max(worst, ulpDistance(ys[i]!, Math.fround(Math.tanh(xs[i]!))));
+    }
+    expect(worst).toBeLessThanOrEqual(2);
+    const edges = [Number.NEGATIVE_INFINITY, -100, -0, 0, 1e-30, 100, Infinity, Number.NaN];
+    xs.set(edges);
+    e.mk_tanh(base + n * 4, base, edges.length);
+    const out = Array.from(new Float32Array(e.memory.buffer, base + n * 4, edges.length));
+    expect(out.slice(0, 2)).toEqual([-1, -1]);
+    expect(Object.is(out[2], -0)).toBe(true);
+    expect(Object.is(out[3], 0)).toBe(true);
+    expect(out[4]).toBe(Math.fround(1e-30));
+    expect(out.slice(5, 7)).toEqual([1, 1]);
+    expect(Number.isNaN(out[7]!)).toBe(true);
+  });
+});
+
 describe('rmsnorm', () => {
   it('matches float64 at odd dims, in place too', () => {
     for (const [rows, dim] of [
@@ -192,6 +231,105 @@ describe('elementwise', () => {
     expect(out[5]).toBe(Infinity);
     expect(out[6]).toBe(0);
     for (const p of [pg, pu, po]) k.free(p);
+  });
+});
+
+describe('geluGlu, softcap, scale', () => {
+  const gelu = (g: number) => {
+    const u = Math.sqrt(2 / Math.PI) * (g + 0.044715 * g ** 3);
+    return g / (1 + Math.exp(-2 * u));
+  };
+
+  it('geluGlu matches float64 (relative to its conditioning); results do not depend on n or position', () => {
+    for (const n of [1, 3, 4, 9, 1027]) {
+      const g = f32s(randoms(n, 3 * n, 8));
+      const u = f32s(randoms(n, 3 * n + 1, 2));
+      const pg = put(k, Float32Array.from(g));
+      const pu = put(k, Float32Array.from(u));
+      const po = k.alloc(n * 4);
+      k.geluGlu(po, pg, pu, n);
+      const want = g.map((v, i) => gelu(v) * u[i]!);
+      // the exponent 2u carries a few roundings of |2u|: relative error about |2u|·(1 − σ(2u))·ulp
+      const mag = g.map((v, i) => {
+        const t = 2 * Math.sqrt(2 / Math.PI) * (Math.abs(v) + 0.044715 * Math.abs(v) ** 3);
+        const sig = 1 / (1 + Math.exp(-2 * Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+        return Math.abs(want[i]!) * (1 + t * (1 - sig)) + 1e-30;
+      });
+      expectClose(get(k, po, n), want, mag, 1e-6, `geluGlu n=${n}`);
+      if (n > 5) {
+        const po2 = k.alloc(3 * 4);
+        k.geluGlu(po2, pg + 8, pu + 8, 3);
+        expectBitwise(get(k, po2, 3), get(k, po, n).subarray(2, 5), 'geluGlu offset');
+        k.free(po2);
+      }
+      const out = get(k, po, n);
+      k.geluGlu(pg, pg, pu, n); // out = gate
+      expectBitwise(get(k, pg, n), out, 'geluGlu in place');
+      for (const p of [pg, pu, po]) k.free(p);
+    }
+  });
+
+  it('geluGlu limits: large |gate|, infinities, NaN', () => {
+    const g = [-30, -10, 10, 1e20, Number.NEGATIVE_INFINITY, Infinity, 0, -0, Number.NaN];
+    const pg = put(k, g);
+    const pu = put(
+      k,
+      g.map(() => 1),
+    );
+    const po = k.alloc(g.length * 4);
+    k.geluGlu(po, pg, pu, g.length);
+    const out = Array.from(get(k, po, g.length));
+    expect(Object.is(out[0], -0)).toBe(true);
+    expect(Math.abs(out[1]!)).toBeLessThan(1e-30);
+    expect(out[2]).toBe(10);
+    expect(out[3]).toBe(Math.fround(1e20));
+    expect(Object.is(out[4], -0)).toBe(true);
+    expect(out[5]).toBe(Infinity);
+    expect(Object.is(out[6], 0)).toBe(true);
+    expect(Object.is(out[7], -0)).toBe(true); // −0 · σ(0)
+    expect(Number.isNaN(out[8]!)).toBe(true);
+    for (const p of [pg, pu, po]) k.free(p);
+  });
+
+  it('softcap matches cap·tanh(x/cap) in float64, in place, any n', () => {
+    for (const cap of [0.001, 1, 10, 30]) {
+      for (const n of [1, 5, 264, 1001]) {
+        const x = f32s(randoms(n, n + Math.round(cap * 7), 4 * cap));
+        x[0] = 1e30;
+        if (n > 1) x[1] = -1e30;
+        const px = put(k, Float32Array.from(x));
+        k.softcap(px, n, cap);
+        const c = Math.fround(cap);
+        const want = x.map((v) => c * Math.tanh(Math.fround(v / c)));
+        expectClose(
+          get(k, px, n),
+          want,
+          want.map((v) => Math.abs(v) + 1e-30),
+          1e-6,
+          `softcap ${cap} n=${n}`,
+        );
+        k.free(px);
+      }
+    }
+    const p = put(k, [1]);
+    for (const bad of [0, -1, Number.NaN, Infinity])
+      expect(() => k.softcap(p, 1, bad), String(bad)).toThrow(/softcap: softcap/);
+    k.free(p);
+  });
+
+  it('scale is one f32 rounding of x·s (s rounded to f32), in place too', () => {
+    for (const n of [1, 7, 100]) {
+      const x = f32s(randoms(n, n, 50));
+      const s = Math.sqrt(96);
+      const px = put(k, Float32Array.from(x));
+      const po = k.alloc(n * 4);
+      k.scale(po, px, n, s);
+      const want = Float32Array.from(x, (v) => Math.fround(v * Math.fround(s)));
+      expectBitwise(get(k, po, n), want, `scale n=${n}`);
+      k.scale(px, px, n, s);
+      expectBitwise(get(k, px, n), want, `scale in place n=${n}`);
+      for (const p of [px, po]) k.free(p);
+    }
   });
 });
 

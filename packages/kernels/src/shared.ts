@@ -4,9 +4,11 @@
 import { MAX_PAGES } from './allocator';
 import { WASM_SHARED_BASE64, WASM_SHARED_MEMORY_PAGES } from './generated/wasm-shared';
 import {
+  type AttentionShape,
   attentionShape,
   checkDisjoint,
   checkInt,
+  checkSoftcap,
   decodeBase64,
   describe,
   type Exports,
@@ -76,7 +78,8 @@ export interface KernelsView {
   /**
    * `Kernels.attentionHeads` (same arguments, same validation, bitwise the same output), with a caller-owned
    * scratch region: `scratch` 16-byte aligned, `scratchBytes >= attentionScratchBytes(rows, startPos, nHeads,
-   * nKvHeads, headDim, window, kvHead0, kvHead1)`, disjoint from every other argument.
+   * nKvHeads, headDim, window, kvHead0, kvHead1)`, disjoint from every other argument. `softcap` as in
+   * `Kernels.attention` (default 0 = none).
    */
   attentionHeads(
     out: number,
@@ -94,6 +97,7 @@ export interface KernelsView {
     kvHead1: number,
     scratch: number,
     scratchBytes: number,
+    softcap?: number,
   ): void;
 }
 
@@ -132,6 +136,8 @@ export async function attachKernels(
 
 class View implements KernelsView {
   private readonly heapBase: number;
+  /** Filled in place by every call (a worker's hot path allocates nothing). */
+  private readonly shape: AttentionShape = { qBytes: 0, kvBytes: 0, scratchBytes: 0 };
 
   constructor(
     private readonly x: Exports & { __stack_pointer: WebAssembly.Global },
@@ -158,9 +164,23 @@ class View implements KernelsView {
     kvHead1: number,
     scratch: number,
     scratchBytes: number,
+    softcap = 0,
   ): void {
     const kn = 'attentionHeads';
-    const a = attentionShape(kn, rows, startPos, nHeads, nKvHeads, headDim, scale, window, kvHead0, kvHead1);
+    const a = attentionShape(
+      kn,
+      rows,
+      startPos,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale,
+      window,
+      kvHead0,
+      kvHead1,
+      this.shape,
+    );
+    checkSoftcap(kn, softcap, true);
     checkInt(kn, 'scratchBytes', scratchBytes);
     if (scratchBytes < a.scratchBytes) {
       throw new RangeError(
@@ -195,6 +215,7 @@ class View implements KernelsView {
       kvHead0,
       kvHead1,
       scratch,
+      softcap,
     );
   }
 

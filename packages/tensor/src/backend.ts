@@ -4,8 +4,11 @@ import type { QuantizedTensor, Tensor, Weight } from './tensor';
 /**
  * Version of the {@link Backend} interface. A backend declares the version it implements; the runtime refuses a
  * backend whose major version differs. Additive changes (new optional ops) keep the version; anything else bumps it.
+ *
+ * - 1: the first interface.
+ * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma).
  */
-export const BACKEND_API_VERSION = 1 as const;
+export const BACKEND_API_VERSION = 2 as const;
 
 /**
  * RoPE layouts, within each head's first `rotDim` dimensions (d = rotDim, i < d/2, angle from column i of cos/sin):
@@ -24,6 +27,12 @@ export interface AttentionOptions {
   readonly scale: number;
   /** Sliding window: a query at position p sees keys at positions `p - window < j <= p`. 0 or absent = unlimited. */
   readonly window?: number;
+  /**
+   * Soft-cap of the attention logits (Gemma 2's `attn_logit_softcapping`): each scaled score `s = scale · (q·k)` is
+   * replaced by `softcap · tanh(s / softcap)` before the softmax (and so before masking, which only ever drops keys
+   * outside the causal window). 0 or absent = none; otherwise a finite number > 0.
+   */
+  readonly softcap?: number;
 }
 
 export interface RopeOptions {
@@ -44,8 +53,9 @@ export interface RopeOptions {
  *   only: never by how many rows are computed together, where a chunk boundary falls, or what unused cache rows hold.
  * - Bad arguments (shape mismatch, wrong dtype, foreign tensors, out-of-range sizes) throw a `TypeError` or
  *   `RangeError` naming the op and the problem, before any memory is touched.
- * - An output may not share memory with an input, except where an op says so (`add`, `swiglu` and `rmsnorm` accept
- *   an output that is exactly one of their inputs; `rope` and `softmax` work in place); any other overlap throws a
+ * - An output may not share memory with an input, except where an op says so (`add`, `swiglu`, `geluGlu`, `scale` and
+ *   `rmsnorm` accept an output that is exactly one of their inputs; `rope`, `softmax` and `softcap` work in place); any
+ *   other overlap throws a
  *   `RangeError`. Matrix arguments have at least 2 dimensions: `[rows, ...]`, the row width being the product of the
  *   rest.
  */
@@ -111,6 +121,28 @@ export interface Backend {
   rope(x: Tensor, cos: Tensor, sin: Tensor, opts: RopeOptions): void;
   /** `out = silu(gate) · up`, elementwise, f32, same shapes (`out` may be `gate` or `up` exactly). */
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void;
+  /**
+   * `out = gelu_tanh(gate) · up`, elementwise, f32, same shapes and aliasing rules as {@link Backend.swiglu} (`out` may
+   * be `gate` or `up` exactly, nothing else may overlap). `gelu_tanh(g) = 0.5·g·(1 + tanh(sqrt(2/π)·(g + 0.044715·g³)))`
+   * (PyTorch's `gelu(approximate='tanh')`, HF `gelu_pytorch_tanh`), which equals `g / (1 + e^(−2u))` with
+   * `u = sqrt(2/π)·(g + 0.044715·g³)`: a backend may evaluate either form (the second has no cancellation) with its own
+   * exp/tanh approximation, within the conformance suite's tolerance of the float64 value, bitwise independent of the
+   * element's index and of how many elements are computed together. Limits: `gelu_tanh(−∞) = −0`,
+   * `gelu_tanh(+∞) = +∞`, `gelu_tanh(±0) = ±0`, NaN stays NaN.
+   */
+  geluGlu(out: Tensor, gate: Tensor, up: Tensor): void;
+  /**
+   * In place, elementwise: `x = cap · tanh(x / cap)` (f32 tensor of any shape; Gemma 2's final-logit soft-capping).
+   * `cap` is a finite number > 0. Within the conformance suite's tolerance of the float64 value, bitwise independent of
+   * the element's index; ±∞ → ±cap, ±0 → ±0, NaN stays NaN.
+   */
+  softcap(x: Tensor, cap: number): void;
+  /**
+   * `out = x · s`, elementwise, f32, same shapes (`out` may be `x` exactly, not partly overlap it). `s` is a finite
+   * number, rounded to f32 first; each element is the correctly rounded f32 product (exact: bitwise equal on every
+   * backend).
+   */
+  scale(out: Tensor, x: Tensor, s: number): void;
   /** `out = a + b`, elementwise, f32, same shapes (`out` may alias `a` or `b` exactly, not partly overlap them). */
   add(out: Tensor, a: Tensor, b: Tensor): void;
   /** In-place row-wise softmax of f32 `[rows, n]`. */
@@ -121,6 +153,7 @@ export interface Backend {
    * Causal grouped-query attention. `q`, `out` f32 `[rows, nHeads * headDim]`; `k`, `v` f32 `[capacity, nKvHeads * headDim]`,
    * row j holding the key/value of absolute position j. Query row r (position p = startPos + r) attends to keys
    * `max(0, p - window + 1) ..= p` and reads no other cache row. Query head h uses kv head `h / (nHeads / nKvHeads)`.
+   * Scores are `scale · (q·k)`, soft-capped when `opts.softcap` is set, then softmax-normalised over those keys.
    */
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void;
 }

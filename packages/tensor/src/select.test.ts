@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { Backend } from './backend';
+import { BACKEND_API_VERSION, type Backend } from './backend';
 import { createReferenceBackend } from './reference/backend';
 import {
   BackendVersionError,
@@ -10,7 +10,7 @@ import {
 } from './select';
 
 /** A stand-in backend: the reference under another name. */
-async function named(name: string, apiVersion: number = 1): Promise<Backend> {
+async function named(name: string, apiVersion: number = BACKEND_API_VERSION): Promise<Backend> {
   const b = await createReferenceBackend();
   return Object.assign(Object.create(b) as Backend, { name, apiVersion });
 }
@@ -45,10 +45,13 @@ describe('createBackend', () => {
 
   it('refuses a backend built against another interface version, and disposes it', async () => {
     const dispose = vi.fn();
-    registerBackend('future', async () => Object.assign(await named('future', 2), { dispose }));
+    const future = BACKEND_API_VERSION + 1;
+    registerBackend('future', async () => Object.assign(await named('future', future), { dispose }));
     await expect(createBackend({ backend: 'future' })).rejects.toThrow(BackendVersionError);
     await expect(createBackend({ backend: 'future' })).rejects.toThrow(
-      /backend "future" implements Backend API version 2, but @mnemo\/tensor requires version 1/,
+      new RegExp(
+        `backend "future" implements Backend API version ${future}, but @mnemo/tensor requires version ${BACKEND_API_VERSION}`,
+      ),
     );
     expect(dispose).toHaveBeenCalled();
   });

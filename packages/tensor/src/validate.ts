@@ -257,7 +257,15 @@ export function checkRope(o: O, x: Tensor, cos: Tensor, sin: Tensor, opts: RopeO
 }
 
 export function checkSwiglu(o: O, out: Tensor, gate: Tensor, up: Tensor): void {
-  const op = 'swiglu';
+  checkGatedUnit('swiglu', o, out, gate, up);
+}
+
+export function checkGeluGlu(o: O, out: Tensor, gate: Tensor, up: Tensor): void {
+  checkGatedUnit('geluGlu', o, out, gate, up);
+}
+
+/** Gated activations (`swiglu`, `geluGlu`): same-shape f32 tensors, `out` may be `gate` or `up` exactly. */
+function checkGatedUnit(op: string, o: O, out: Tensor, gate: Tensor, up: Tensor): void {
   o.checkLive(op);
   o.tensor(op, 'out', out, 'f32');
   o.tensor(op, 'gate', gate, 'f32');
@@ -266,6 +274,32 @@ export function checkSwiglu(o: O, out: Tensor, gate: Tensor, up: Tensor): void {
   checkSameShape(op, 'out', out, 'up', up);
   checkAliasOrDisjoint(op, 'out', out, 'gate', gate);
   checkAliasOrDisjoint(op, 'out', out, 'up', up);
+}
+
+/** A soft-cap: a finite number > 0 (or, where `zeroMeansNone`, 0 for none). */
+export function checkSoftcapValue(op: string, cap: unknown, zeroMeansNone: boolean): void {
+  if (typeof cap !== 'number' || !Number.isFinite(cap) || cap < 0 || (cap === 0 && !zeroMeansNone))
+    throw new RangeError(
+      `${op}: softcap must be a finite number > 0${zeroMeansNone ? ' (or 0 for none)' : ''}, got ${String(cap)}`,
+    );
+}
+
+export function checkSoftcap(o: O, x: Tensor, cap: number): void {
+  const op = 'softcap';
+  o.checkLive(op);
+  o.tensor(op, 'x', x, 'f32');
+  checkSoftcapValue(op, cap, false);
+}
+
+export function checkScale(o: O, out: Tensor, x: Tensor, s: number): void {
+  const op = 'scale';
+  o.checkLive(op);
+  o.tensor(op, 'out', out, 'f32');
+  o.tensor(op, 'x', x, 'f32');
+  checkSameShape(op, 'out', out, 'x', x);
+  if (typeof s !== 'number' || !Number.isFinite(s))
+    throw new RangeError(`${op}: s must be a finite number, got ${String(s)}`);
+  checkAliasOrDisjoint(op, 'out', out, 'x', x);
 }
 
 export function checkAdd(o: O, out: Tensor, a: Tensor, b: Tensor): void {
@@ -322,6 +356,7 @@ export function checkAttention(
   if (typeof opts.scale !== 'number' || !Number.isFinite(opts.scale))
     throw new RangeError(`${op}: scale must be a finite number, got ${opts.scale}`);
   if (opts.window !== undefined) checkInt(op, 'window', opts.window, 0, MAX);
+  if (opts.softcap !== undefined) checkSoftcapValue(op, opts.softcap, true);
   checkSameShape(op, 'out', out, 'q', q);
   checkSameShape(op, 'k', k, 'v', v);
   if (width(q) !== opts.nHeads * opts.headDim)

@@ -4,6 +4,7 @@
 //! `lo..=p` with `lo = max(0, p − window + 1)` (window 0 = unlimited). Nothing outside that range is read.
 //! The reduction is a fixed function of (lo, p), i.e. of p alone:
 //!   s_j = dot(q, k_j) · scale         ([`crate::simd::dot`] order over head_dim)
+//!   s_j = cap · tanh(s_j / cap)       (only with a soft-cap, `cap > 0`: [`crate::simd::softcap4`])
 //!   m   = max_j s_j
 //!   e_j = exp(s_j − m),  Σ = canonical [`crate::simd::sum`] of e_lo..e_p (index relative to lo)
 //!   out = (Σ_j e_j · v_j, j ascending, one chain per dimension) / Σ
@@ -128,7 +129,7 @@ fn scratch_bytes(rows: usize, start: usize, heads: usize, hd: usize, window: usi
     4 * heads * (score_stride(lmax) + round4(hd) + 1) + 16
 }
 
-/// All heads: [`mk_attention_heads`] over kv heads `0..nkv`.
+/// All heads: [`mk_attention_heads`] over kv heads `0..nkv`. `cap` > 0 soft-caps the scaled scores (0 = none).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn mk_attention(
@@ -144,8 +145,9 @@ pub unsafe extern "C" fn mk_attention(
     scale: f32,
     window: usize,
     scratch: *mut f32,
+    cap: f32,
 ) {
-    mk_attention_heads(out, q, k, v, rows, start, nh, nkv, hd, scale, window, 0, nkv, scratch);
+    mk_attention_heads(out, q, k, v, rows, start, nh, nkv, hd, scale, window, 0, nkv, scratch, cap);
 }
 
 /// Query heads `kv0·g .. kv1·g` (g = nh / nkv) of every row: scores, softmax weights and value sums for the
@@ -169,6 +171,7 @@ pub unsafe extern "C" fn mk_attention_heads(
     kv0: usize,
     kv1: usize,
     scratch: *mut f32,
+    cap: f32,
 ) {
     let g = nh / nkv;
     let qs = nh * hd;
@@ -206,18 +209,30 @@ pub unsafe extern "C" fn mk_attention_heads(
                 }
             }
         }
-        // softmax weights of s = (q·k) · scale
+        // softmax weights of s = (q·k) · scale (soft-capped when cap > 0)
         let sc = f32x4_splat(scale);
+        let cv = f32x4_splat(cap);
         for hl in 0..nr {
             let s = scores.add(hl * lcap);
             let mut i = 0;
-            while i + 4 <= len {
-                st(s.add(i), f32x4_mul(ld(s.add(i)), sc));
-                i += 4;
-            }
-            if i < len {
-                let t = len - i;
-                st_part(s.add(i), f32x4_mul(ld_part(s.add(i), t, 0.0), sc), t);
+            if cap > 0.0 {
+                while i + 4 <= len {
+                    st(s.add(i), softcap4(f32x4_mul(ld(s.add(i)), sc), cv));
+                    i += 4;
+                }
+                if i < len {
+                    let t = len - i;
+                    st_part(s.add(i), softcap4(f32x4_mul(ld_part(s.add(i), t, 0.0), sc), cv), t);
+                }
+            } else {
+                while i + 4 <= len {
+                    st(s.add(i), f32x4_mul(ld(s.add(i)), sc));
+                    i += 4;
+                }
+                if i < len {
+                    let t = len - i;
+                    st_part(s.add(i), f32x4_mul(ld_part(s.add(i), t, 0.0), sc), t);
+                }
             }
             let m = f32x4_splat(max(s, len));
             let mut i = 0;

@@ -33,6 +33,37 @@ pub unsafe extern "C" fn mk_swiglu(out: *mut f32, gate: *const f32, up: *const f
     });
 }
 
+/// −2·sqrt(2/π): `gelu_tanh(g) = g · σ(2u) = g / (1 + e^{−2u})` with `u = sqrt(2/π)·(g + 0.044715·g³)`.
+const GELU_C: f32 = -1.595_769_1;
+const GELU_K: f32 = 0.044_715;
+
+/// `out = gelu_tanh(gate) · up`, where `gelu_tanh(g) = 0.5·g·(1 + tanh(u))`, computed as `g / (1 + e^{−2u})`
+/// (the same function, without cancellation). Gates below −20 are raised to −20 first (the result is −0 in f32
+/// there either way), so −inf gives −0 rather than NaN; +inf gives +inf; NaN stays NaN.
+#[no_mangle]
+pub unsafe extern "C" fn mk_gelu_glu(out: *mut f32, gate: *const f32, up: *const f32, n: usize) {
+    map2(out, gate, up, n, |g, u| {
+        let g = f32x4_pmax(g, f32x4_splat(-20.0));
+        let inner = f32x4_add(g, f32x4_mul(f32x4_splat(GELU_K), f32x4_mul(f32x4_mul(g, g), g)));
+        let e = exp4(f32x4_mul(f32x4_splat(GELU_C), inner));
+        f32x4_mul(f32x4_div(g, f32x4_add(f32x4_splat(1.0), e)), u)
+    });
+}
+
+/// In place: `x = cap · tanh(x / cap)` (`cap > 0`, checked by the loader).
+#[no_mangle]
+pub unsafe extern "C" fn mk_softcap(x: *mut f32, n: usize, cap: f32) {
+    let c = f32x4_splat(cap);
+    map2(x, x, x, n, |v, _| softcap4(v, c));
+}
+
+/// `out = x · s` (one f32 rounding per element); `out` may be `x`.
+#[no_mangle]
+pub unsafe extern "C" fn mk_scale(out: *mut f32, x: *const f32, n: usize, s: f32) {
+    let sv = f32x4_splat(s);
+    map2(out, x, x, n, |v, _| f32x4_mul(v, sv));
+}
+
 /// `out = x · (1 / sqrt(mean(x²) + eps)) · weight`, row-wise; `out` may be `x`.
 #[no_mangle]
 pub unsafe extern "C" fn mk_rmsnorm(out: *mut f32, x: *const f32, w: *const f32, rows: usize, dim: usize, eps: f32) {
@@ -230,6 +261,12 @@ pub unsafe extern "C" fn mk_bw_sum(p: *const f32, bytes: usize, streams: usize) 
         4 => bw::<4>(p, bytes),
         _ => bw::<8>(p, bytes),
     }
+}
+
+/// `out[i] = tanh(x[i])` (the kernels' tanh; exported for accuracy tests, not part of the loader API).
+#[no_mangle]
+pub unsafe extern "C" fn mk_tanh(out: *mut f32, x: *const f32, n: usize) {
+    map2(out, x, x, n, |v, _| tanh4(v));
 }
 
 /// `out[i] = e^x[i]` (the kernels' exp; exported for accuracy tests, not part of the loader API).

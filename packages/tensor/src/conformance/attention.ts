@@ -1,5 +1,5 @@
 /**
- * Attention: correctness against the reference (GQA ratios 1/2/4, windows, startPos > 0), and bitwise invariance of
+ * Attention: correctness against the reference (GQA ratios 1/2/4, windows, soft-caps, startPos > 0), and bitwise invariance of
  * each position's output across prefill, chunked prefill and decode, and across garbage in cache rows the position
  * must not read.
  */
@@ -14,6 +14,8 @@ interface Config {
   readonly nKvHeads: number;
   readonly headDim: number;
   readonly window: number;
+  /** Soft-cap of the scaled scores (absent = none). */
+  readonly softcap?: number;
 }
 
 /**
@@ -29,6 +31,7 @@ function attentionTolerance(
 ): Float64Array {
   const { nHeads, nKvHeads, headDim, startPos, scale } = o;
   const window = o.window ?? 0;
+  const cap = o.softcap ?? 0;
   const tol = new Float64Array(rows * nHeads * headDim);
   const group = nHeads / nKvHeads;
   for (let r = 0; r < rows; r++) {
@@ -47,8 +50,16 @@ function attentionTolerance(
           dot += a;
           mag += Math.abs(a);
         }
-        s.push(dot * scale);
-        scoreErr = Math.max(scoreErr, (headDim + 4) * U * mag * Math.abs(scale) + U * Math.abs(dot * scale));
+        // a soft-cap c·tanh(s/c) has slope <= 1 (it never amplifies the score's error) and adds its own rounding
+        const raw = dot * scale;
+        const capped = cap > 0 ? cap * Math.tanh(raw / cap) : raw;
+        s.push(capped);
+        scoreErr = Math.max(
+          scoreErr,
+          (headDim + 4) * U * mag * Math.abs(scale) +
+            U * Math.abs(raw) +
+            (cap > 0 ? (2 * EXP_REL + 8 * U) * Math.abs(capped) : 0),
+        );
       }
       const max = Math.max(...s);
       const e = s.map((x) => Math.exp(x - max));
@@ -76,10 +87,13 @@ const CORRECTNESS: readonly (Config & { rows: number; startPos: number; qScale: 
   { nHeads: 2, nKvHeads: 1, headDim: 64, window: 0, rows: 2, startPos: 30, qScale: 1 },
   { nHeads: 6, nKvHeads: 3, headDim: 5, window: 0, rows: 7, startPos: 1, qScale: 6 },
   { nHeads: 4, nKvHeads: 2, headDim: 32, window: 1, rows: 3, startPos: 4, qScale: 1 },
+  { nHeads: 4, nKvHeads: 2, headDim: 16, window: 0, rows: 5, startPos: 3, qScale: 6, softcap: 2 },
+  { nHeads: 8, nKvHeads: 2, headDim: 8, window: 4, rows: 3, startPos: 7, qScale: 3, softcap: 0.5 },
+  { nHeads: 2, nKvHeads: 1, headDim: 32, window: 0, rows: 2, startPos: 20, qScale: 1, softcap: 50 },
 ];
 
 const correctnessCase: ConformanceCase = {
-  name: 'attention vs reference: GQA 1/2/4, windows, startPos > 0',
+  name: 'attention vs reference: GQA 1/2/4, windows, soft-caps, startPos > 0',
   group: 'ops',
   run: (backend, reference) =>
     scoped(backend, reference, (b, r) => {
@@ -109,7 +123,7 @@ const correctnessCase: ConformanceCase = {
           opts,
         );
         expectClose(
-          `attention heads ${c.nHeads}/${c.nKvHeads} headDim ${c.headDim} rows ${c.rows} startPos ${c.startPos} window ${c.window}`,
+          `attention heads ${c.nHeads}/${c.nKvHeads} headDim ${c.headDim} rows ${c.rows} startPos ${c.startPos} window ${c.window} softcap ${c.softcap ?? 0}`,
           b.backend.read(out),
           r.backend.read(want),
           attentionTolerance(qv, kv, vv, c.rows, opts),
@@ -176,6 +190,8 @@ const INVARIANCE: readonly Config[] = [
   { nHeads: 4, nKvHeads: 2, headDim: 8, window: 5 },
   { nHeads: 8, nKvHeads: 2, headDim: 16, window: 3 },
   { nHeads: 2, nKvHeads: 1, headDim: 7, window: 1 },
+  { nHeads: 4, nKvHeads: 2, headDim: 12, window: 4, softcap: 1.5 },
+  { nHeads: 4, nKvHeads: 1, headDim: 8, window: 0, softcap: 10 },
 ];
 
 function invarianceCase(garbage: Garbage): ConformanceCase {
@@ -193,7 +209,7 @@ function invarianceCase(garbage: Garbage): ConformanceCase {
             k: floats(rng, T * c.nKvHeads * c.headDim, 2),
             v: floats(rng, T * c.nKvHeads * c.headDim, 3),
           };
-          const label = `attention heads ${c.nHeads}/${c.nKvHeads} headDim ${c.headDim} window ${c.window}`;
+          const label = `attention heads ${c.nHeads}/${c.nKvHeads} headDim ${c.headDim} window ${c.window} softcap ${c.softcap ?? 0}`;
           const base = runChunked(s, c, data, T, capacity, [T], 'zeros', rng);
           const plans: [string, number[]][] = [
             ['one prefill call', [T]],

@@ -21,6 +21,10 @@ type Defect =
   | 'rmsnorm-batch'
   | 'rope-batch'
   | 'swiglu-batch'
+  | 'gelu-batch'
+  | 'gelu-erf'
+  | 'softcap-batch'
+  | 'attention-no-softcap'
   | 'embedding-batch'
   | 'softmax-batch'
   | 'attention-prefill'
@@ -55,6 +59,24 @@ function broken(inner: Backend, defect: Defect): Backend {
       inner.swiglu(out, g, u);
       if (defect === 'swiglu-batch' && multi(out)) nudge(inner, out);
     },
+    geluGlu(out: Tensor, g: Tensor, u: Tensor) {
+      if (defect === 'gelu-erf') {
+        // the exact (erf) GELU instead of the tanh approximation: close, but not the op's function
+        const gv = inner.read(g);
+        const uv = inner.read(u);
+        inner.write(
+          out,
+          Float32Array.from(gv, (x, i) => 0.5 * x * (1 + erf(x / Math.SQRT2)) * uv[i]!),
+        );
+        return;
+      }
+      inner.geluGlu(out, g, u);
+      if (defect === 'gelu-batch' && multi(out)) nudge(inner, out);
+    },
+    softcap(x: Tensor, cap: number) {
+      inner.softcap(x, cap);
+      if (defect === 'softcap-batch' && multi(x)) nudge(inner, x);
+    },
     softmax(x: Tensor) {
       inner.softmax(x);
       if (defect === 'softmax-batch' && multi(x)) nudge(inner, x);
@@ -66,7 +88,7 @@ function broken(inner: Backend, defect: Defect): Backend {
       if (defect === 'embedding-batch' && ids.length > 1) nudge(inner, out);
     },
     attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) {
-      inner.attention(out, q, k, v, o);
+      inner.attention(out, q, k, v, defect === 'attention-no-softcap' ? { ...o, softcap: 0 } : o);
       if (defect === 'attention-prefill' && multi(q)) nudge(inner, out);
       const spare = o.startPos + q.shape[0]!;
       if (defect === 'attention-spare-row' && spare < k.shape[0]!) {
@@ -82,6 +104,28 @@ function broken(inner: Backend, defect: Defect): Backend {
     },
   });
   return b;
+}
+
+/** erf to about 1e-7 (Abramowitz–Stegun 7.1.26 is too coarse; this is a plain Taylor/continued-fraction mix). */
+function erf(x: number): number {
+  const a = Math.abs(x);
+  let r: number;
+  if (a < 2.5) {
+    // Taylor series: erf(x) = 2/√π Σ (−1)^n x^(2n+1) / (n! (2n+1))
+    let term = a;
+    let sum = a;
+    for (let n = 1; n < 60; n++) {
+      term *= (-a * a) / n;
+      sum += term / (2 * n + 1);
+    }
+    r = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    // continued fraction for erfc
+    let f = 0;
+    for (let n = 60; n >= 1; n--) f = n / 2 / (a + f);
+    r = 1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + f);
+  }
+  return x < 0 ? -r : r;
 }
 
 async function outcome(c: ConformanceCase, defect: Defect): Promise<string> {
@@ -149,6 +193,25 @@ describe('the conformance suite fails on broken backends', () => {
       'attention invariance: prefill = chunked = decode, unused cache rows hold NaN',
       'attention invariance: prefill = chunked = decode, unused cache rows hold zeros',
       /NaN in unused rows.*not bitwise identical/,
+    ],
+    [
+      'gelu-batch',
+      'row invariance: rmsnorm',
+      'geluGlu vs reference',
+      /geluGlu dim 37.*not bitwise identical/,
+    ],
+    ['gelu-erf', 'geluGlu vs reference', 'row invariance: rmsnorm', /geluGlu \[.*out of tolerance/],
+    [
+      'softcap-batch',
+      'row invariance: rmsnorm',
+      'softcap vs reference',
+      /softcap dim 37.*not bitwise identical/,
+    ],
+    [
+      'attention-no-softcap',
+      'attention vs reference',
+      'attention invariance: prefill = chunked = decode, unused cache rows hold zeros',
+      /softcap 2.*out of tolerance/,
     ],
     ['embedding-no-id-check', 'validation: ops reject', 'embedding: dense', /expected embedding to throw/],
     ['free-leaks', 'matmul: dense f32', null, /memoryInUse\(\) went from/],

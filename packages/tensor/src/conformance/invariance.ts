@@ -92,7 +92,7 @@ function quantWeight(spec: QuantSpec, outDim: number, inDim: number) {
 }
 
 const rowwiseCase: ConformanceCase = {
-  name: 'row invariance: rmsnorm, rope, swiglu, add, softmax, toF32',
+  name: 'row invariance: rmsnorm, rope, swiglu, geluGlu, add, scale, softcap, softmax, toF32',
   group: 'invariance',
   run: (backend) =>
     scoped(backend, backend, (s) => {
@@ -121,6 +121,30 @@ const rowwiseCase: ConformanceCase = {
                 rows(backend, u, st, len),
               ),
           };
+        });
+        checkChunks(`geluGlu dim ${dim}`, s, () => {
+          const out = nan(s, [N, dim]);
+          return {
+            out,
+            op: (st, len) =>
+              backend.geluGlu(
+                rows(backend, out, st, len),
+                rows(backend, g, st, len),
+                rows(backend, u, st, len),
+              ),
+          };
+        });
+        checkChunks(`scale dim ${dim}`, s, () => {
+          const out = nan(s, [N, dim]);
+          return {
+            out,
+            op: (st, len) => backend.scale(rows(backend, out, st, len), rows(backend, g, st, len), 9.8125),
+          };
+        });
+        const capped = floats(rng, N * dim, 60);
+        checkChunks(`softcap dim ${dim}`, s, () => {
+          const out = s.f32([N, dim], capped);
+          return { out, op: (st, len) => backend.softcap(rows(backend, out, st, len), 30) };
         });
         checkChunks(`add dim ${dim}`, s, () => {
           const out = nan(s, [N, dim]);

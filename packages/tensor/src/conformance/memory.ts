@@ -102,8 +102,8 @@ export interface SteadyStateOptions {
 }
 
 /**
- * Runs a decode-like step (matmul with one row, rmsnorm, rope, attention, swiglu, add, argmax, read into a
- * preallocated array) `iterations` times after a warm-up, in `rounds` rounds, and throws if the JS heap grew by more
+ * Runs a decode-like step (matmul with one row, scale, rmsnorm, rope, attention with and without a soft-cap, swiglu,
+ * geluGlu, add, softcap, argmax, read into a preallocated array) `iterations` times after a warm-up, in `rounds` rounds, and throws if the JS heap grew by more
  * than `budget` bytes in every round (growth summed over batches of 100 steps, without collecting garbage in
  * between): an op that allocated even one small object (a typed-array view, an options copy) per call would exceed
  * it. Returns the smallest growth of a round.
@@ -152,19 +152,29 @@ export function checkSteadyStateMemory(backend: Backend, opts: SteadyStateOption
     headDim,
     scale: 1 / Math.sqrt(headDim),
   };
+  const cappedOpts: { -readonly [K in keyof AttentionOptions]: AttentionOptions[K] } = {
+    ...attOpts,
+    window: 16,
+    softcap: 50,
+  };
   const logitsOut = new Float32Array(vocab);
   let checksum = 0;
   const step = (i: number) => {
-    b.rmsnorm(xn, x, normW, 1e-5);
+    b.scale(xn, x, 8);
+    b.rmsnorm(xn, xn, normW, 1e-5);
     b.matmul(q, xn, wq);
     b.rope(q, cos, sin, ropeOpts);
     attOpts.startPos = i % capacity;
     b.attention(att, q, kc, vc, attOpts);
+    cappedOpts.startPos = attOpts.startPos;
+    b.attention(att, q, kc, vc, cappedOpts);
     b.matmul(gate, att, wg);
     b.matmul(up, att, wu);
     b.swiglu(act, gate, up);
+    b.geluGlu(act, gate, up);
     b.add(xn, xn, att);
     b.matmul(logits, xn, head);
+    b.softcap(logits, 30);
     checksum += b.argmax(logits);
     b.read(logits, logitsOut);
   };

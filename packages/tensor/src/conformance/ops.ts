@@ -253,6 +253,117 @@ const swigluCase: ConformanceCase = {
     }),
 };
 
+/** `gelu_tanh(g)` in float64 and `2u` (its exponent), for tolerances. */
+function geluParts(g: number): { value: number; t: number } {
+  if (g === Number.NEGATIVE_INFINITY) return { value: -0, t: Number.NEGATIVE_INFINITY };
+  const t = 2 * Math.sqrt(2 / Math.PI) * (g + 0.044715 * g * g * g);
+  return { value: g / (1 + Math.exp(-t)), t };
+}
+
+const geluGluCase: ConformanceCase = {
+  name: 'geluGlu vs reference (including large |gate|, infinities, and in place)',
+  group: 'ops',
+  run: (backend, reference) =>
+    scoped(backend, reference, (b, r) => {
+      const rng = new Rng(611);
+      for (const shape of [
+        [1, 1],
+        [1, 7],
+        [3, 64],
+        [2, 1000],
+        [5, 13],
+      ]) {
+        const n = shape[0]! * shape[1]!;
+        const g = floats(rng, n, 8);
+        const specials = [0, -0, 30, -30, -5, 5, 1e-6, -1e-3, 1e20, -1e20, Infinity, -Infinity, -10.5];
+        for (let i = 0; i < Math.min(n, specials.length); i++) g[(i * 7) % n] = specials[i]!;
+        const u = wideFloats(rng, n, 3);
+        const out = nanTensor(b, shape);
+        b.backend.geluGlu(out, b.f32(shape, g), b.f32(shape, u));
+        const want = r.alloc('f32', shape);
+        r.backend.geluGlu(want, r.f32(shape, g), r.f32(shape, u));
+        const w = r.backend.read(want);
+        // g·σ(t) with t = 2u: the f32 evaluation of t (g³ and a few products) moves σ by about |t|·(1 − σ(t))·ulp
+        const tol = Float64Array.from(w, (v, i) => {
+          const { t } = geluParts(g[i]!);
+          const cond = Number.isFinite(t) ? Math.abs(t) / (1 + Math.exp(t)) : 0;
+          return (2 * EXP_REL + 8 * U + 8 * U * cond) * Math.abs(v) + TINY;
+        });
+        const got = b.backend.read(out);
+        expectClose(`geluGlu [${shape}]`, got, w, tol);
+        for (let i = 0; i < n; i++)
+          if (Object.is(g[i], -0) && !Object.is(got[i], -0 * u[i]!))
+            throw new ConformanceError(`geluGlu: gelu(-0) · ${u[i]} must be ${-0 * u[i]!}, got ${got[i]}`);
+        const g2 = b.f32(shape, g);
+        b.backend.geluGlu(g2, g2, b.f32(shape, u));
+        expectBitwise(`geluGlu [${shape}] with out = gate`, b.backend.read(g2), got);
+        const u2 = b.f32(shape, u);
+        b.backend.geluGlu(u2, b.f32(shape, g), u2);
+        expectBitwise(`geluGlu [${shape}] with out = up`, b.backend.read(u2), got);
+      }
+    }),
+};
+
+const softcapCase: ConformanceCase = {
+  name: 'softcap vs reference (caps 0.01 to 50, huge and infinite values)',
+  group: 'ops',
+  run: (backend, reference) =>
+    scoped(backend, reference, (b, r) => {
+      const rng = new Rng(612);
+      for (const cap of [0.01, 1, 10, 30, 50])
+        for (const shape of [
+          [1, 1],
+          [1, 264],
+          [3, 33],
+          [2, 1000],
+        ]) {
+          const n = shape[0]! * shape[1]!;
+          const xv = floats(rng, n, 4 * cap);
+          const specials = [0, -0, 1e30, -1e30, Infinity, -Infinity, cap * 1e-4, -cap * 0.6, cap * 0.7];
+          for (let i = 0; i < Math.min(n, specials.length); i++) xv[(i * 5) % n] = specials[i]!;
+          const x = b.f32(shape, xv);
+          b.backend.softcap(x, cap);
+          const want = r.f32(shape, xv);
+          r.backend.softcap(want, cap);
+          const w = r.backend.read(want);
+          const tol = Float64Array.from(w, (v) => (2 * EXP_REL + 8 * U) * Math.abs(v) + TINY);
+          const got = b.backend.read(x);
+          expectClose(`softcap ${cap} [${shape}]`, got, w, tol);
+          for (let i = 0; i < n; i++)
+            if (Object.is(xv[i], -0) !== Object.is(got[i], -0))
+              throw new ConformanceError(`softcap ${cap}: the sign of zero at [${i}] was not kept`);
+        }
+    }),
+};
+
+const scaleCase: ConformanceCase = {
+  name: 'scale: exact (one f32 rounding of x · f32(s)), including out = x',
+  group: 'ops',
+  run: (backend, reference) =>
+    scoped(backend, reference, (b, r) => {
+      const rng = new Rng(613);
+      for (const s of [Math.sqrt(96), 9.8125, -0.5, 1e-3, 3e30, 0])
+        for (const shape of [
+          [1, 1],
+          [1, 7],
+          [3, 64],
+          [2, 1001],
+        ]) {
+          const n = shape[0]! * shape[1]!;
+          const xv = wideFloats(rng, n, 20);
+          const want = r.alloc('f32', shape);
+          r.backend.scale(want, r.f32(shape, xv), s);
+          const expected = r.backend.read(want);
+          const out = nanTensor(b, shape);
+          b.backend.scale(out, b.f32(shape, xv), s);
+          expectBitwise(`scale ${s} [${shape}]`, b.backend.read(out), expected);
+          const x2 = b.f32(shape, xv);
+          b.backend.scale(x2, x2, s);
+          expectBitwise(`scale ${s} [${shape}] with out = x`, b.backend.read(x2), expected);
+        }
+    }),
+};
+
 const addCase: ConformanceCase = {
   name: 'add: exact, including out aliasing a or b',
   group: 'ops',
@@ -399,6 +510,9 @@ export function opsCases(): ConformanceCase[] {
     ropeCase('half'),
     ropeCase('pair'),
     swigluCase,
+    geluGluCase,
+    softcapCase,
+    scaleCase,
     addCase,
     softmaxCase,
     argmaxCase,

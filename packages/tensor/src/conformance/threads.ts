@@ -266,23 +266,24 @@ function forward(s: Scope, out: Results): void {
 
 /**
  * Attention over caches long enough for a threaded backend to split it by kv heads (even and uneven splits, GQA,
- * sliding windows, prefill and decode rows, head sizes off the SIMD width), plus one too small to split. Runs after
+ * sliding windows, soft-caps, prefill and decode rows, head sizes off the SIMD width), plus one too small to split. Runs after
  * the matmuls, so a backend that starts its workers with the first large weight has them running.
  */
 function attentions(s: Scope, out: Results): void {
   const b = s.backend;
   const rng = new Rng(3500);
-  // [heads, kv heads, head size, rows, start position, window]
-  const cases: [number, number, number, number, number, number][] = [
-    [8, 4, 64, 1, 700, 0],
-    [8, 8, 32, 1, 300, 0],
-    [6, 3, 36, 40, 300, 100],
-    [12, 3, 20, 17, 150, 0],
-    [4, 4, 20, 128, 0, 0],
-    [10, 5, 16, 3, 400, 64],
-    [4, 2, 8, 2, 3, 0],
+  // [heads, kv heads, head size, rows, start position, window, soft-cap]
+  const cases: [number, number, number, number, number, number, number][] = [
+    [8, 4, 64, 1, 700, 0, 0],
+    [8, 8, 32, 1, 300, 0, 0],
+    [6, 3, 36, 40, 300, 100, 0],
+    [12, 3, 20, 17, 150, 0, 0],
+    [4, 4, 20, 128, 0, 0, 0],
+    [10, 5, 16, 3, 400, 64, 0],
+    [4, 2, 8, 2, 3, 0, 0],
+    [8, 4, 32, 9, 500, 128, 2],
   ];
-  for (const [nHeads, nKvHeads, headDim, rows, startPos, window] of cases) {
+  for (const [nHeads, nKvHeads, headDim, rows, startPos, window, softcap] of cases) {
     const capacity = startPos + rows + 5;
     const kvw = nKvHeads * headDim;
     const q = activation(s, [rows, nHeads * headDim], floats(rng, rows * nHeads * headDim, 1));
@@ -296,10 +297,11 @@ function attentions(s: Scope, out: Results): void {
       headDim,
       scale: 1 / Math.sqrt(headDim),
       window,
+      softcap,
     };
     b.attention(o, q, k, v, opts);
     out.set(
-      `attention h${nHeads}/${nKvHeads} d${headDim} rows ${rows} at ${startPos} window ${window}`,
+      `attention h${nHeads}/${nKvHeads} d${headDim} rows ${rows} at ${startPos} window ${window} softcap ${softcap}`,
       b.read(o),
     );
   }

@@ -316,7 +316,7 @@ const opsValidation: ConformanceCase = {
       rejects(b, 'cos shape ≠ sin shape', 'rope', () => b.rope(xr, cs, f32(s, [2, 3], rng), ro), xr);
       rejects(b, "layout 'neox'", 'rope', () => b.rope(xr, cs, sn, { ...ro, layout: 'neox' as 'half' }), xr);
       rejects(b, 'nHeads 0', 'rope', () => b.rope(xr, cs, sn, { ...ro, nHeads: 0 }), xr);
-      // swiglu, add, toF32, softmax, argmax
+      // swiglu, geluGlu, softcap, scale, add, toF32, softmax, argmax
       const a = f32(s, [2, 5], rng);
       const o = f32(s, [2, 5], rng);
       rejects(b, 'swiglu shape mismatch', 'swiglu', () => b.swiglu(o, a, f32(s, [5, 2], rng)), o);
@@ -327,6 +327,36 @@ const opsValidation: ConformanceCase = {
         'swiglu',
         () => b.swiglu(b.view(sg, [10], 1), b.view(sg, [10]), f32(s, [10], rng)),
         sg,
+      );
+      rejects(b, 'geluGlu shape mismatch', 'geluGlu', () => b.geluGlu(o, a, f32(s, [5, 2], rng)), o);
+      const gg = f32(s, [11], rng);
+      rejects(
+        b,
+        'geluGlu out partly overlapping up',
+        'geluGlu',
+        () => b.geluGlu(b.view(gg, [10], 1), f32(s, [10], rng), b.view(gg, [10])),
+        gg,
+      );
+      rejects(
+        b,
+        'geluGlu of f16',
+        'geluGlu',
+        () => b.geluGlu(o, s.upload('f16', [2, 5], new Uint16Array(10)), a),
+        o,
+      );
+      for (const cap of [0, -1, Number.NaN, Number.POSITIVE_INFINITY])
+        rejects(b, `softcap ${cap}`, 'softcap', () => b.softcap(o, cap), o);
+      rejects(b, 'softcap of u32', 'softcap', () => b.softcap(s.upload('u32', [2], new Uint32Array(2)), 1));
+      rejects(b, 'scale shape mismatch', 'scale', () => b.scale(o, f32(s, [5, 2], rng), 2), o);
+      rejects(b, 'scale by NaN', 'scale', () => b.scale(o, a, Number.NaN), o);
+      rejects(b, 'scale by infinity', 'scale', () => b.scale(o, a, Number.POSITIVE_INFINITY), o);
+      const sc = f32(s, [11], rng);
+      rejects(
+        b,
+        'scale out partly overlapping x',
+        'scale',
+        () => b.scale(b.view(sc, [10], 1), b.view(sc, [10]), 2),
+        sc,
       );
       rejects(b, 'add shape mismatch', 'add', () => b.add(o, a, f32(s, [10], rng)), o);
       const ac = f32(s, [11], rng);
@@ -417,6 +447,15 @@ const attentionValidation: ConformanceCase = {
         out,
       );
       rejects(b, 'NaN scale', 'attention', () => b.attention(out, q, k, v, { ...o, scale: Number.NaN }), out);
+      for (const softcap of [-1, Number.NaN, Number.POSITIVE_INFINITY])
+        rejects(
+          b,
+          `softcap ${softcap}`,
+          'attention',
+          () => b.attention(out, q, k, v, { ...o, softcap }),
+          out,
+        );
+      b.attention(out, q, k, v, { ...o, softcap: 0 }); // 0 = none: valid
       rejects(b, 'out aliasing q', 'attention', () => b.attention(q, q, k, v, o), q);
       rejects(
         b,

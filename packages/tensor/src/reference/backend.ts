@@ -14,12 +14,15 @@ import {
   checkCopyRows,
   checkEmbedding,
   checkFree,
+  checkGeluGlu,
   checkMatmul,
   checkRead,
   checkReadBytes,
   checkRmsnorm,
   checkRope,
+  checkScale,
   checkShape,
+  checkSoftcap,
   checkSoftmax,
   checkSwiglu,
   checkToF32,
@@ -221,6 +224,29 @@ class ReferenceBackend implements Backend {
     }
   }
 
+  geluGlu(out: Tensor, gate: Tensor, up: Tensor): void {
+    checkGeluGlu(this.owner, out, gate, up);
+    const os = f32Of(out);
+    const gs = f32Of(gate);
+    const us = f32Of(up);
+    for (let i = 0; i < out.size; i++)
+      os[out.offset + i] = geluTanh(gs[gate.offset + i]!) * us[up.offset + i]!;
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    checkSoftcap(this.owner, x, cap);
+    const xs = f32Of(x);
+    for (let i = 0; i < x.size; i++) xs[x.offset + i] = cap * Math.tanh(xs[x.offset + i]! / cap);
+  }
+
+  scale(out: Tensor, x: Tensor, s: number): void {
+    checkScale(this.owner, out, x, s);
+    const os = f32Of(out);
+    const xs = f32Of(x);
+    const f = Math.fround(s);
+    for (let i = 0; i < out.size; i++) os[out.offset + i] = xs[x.offset + i]! * f;
+  }
+
   add(out: Tensor, a: Tensor, b: Tensor): void {
     checkAdd(this.owner, out, a, b);
     const os = f32Of(out);
@@ -263,6 +289,7 @@ class ReferenceBackend implements Backend {
     const rows = q.shape[0]!;
     const { startPos, nHeads, nKvHeads, headDim, scale } = opts;
     const window = opts.window ?? 0;
+    const cap = opts.softcap ?? 0;
     const group = nHeads / nKvHeads;
     const qs = f32Of(q);
     const ks = f32Of(k);
@@ -282,7 +309,8 @@ class ReferenceBackend implements Backend {
           let dot = 0;
           for (let d = 0; d < headDim; d++)
             dot += qs[qBase + d]! * ks[k.offset + j * kvWidth + kvh * headDim + d]!;
-          weights[j] = dot * scale;
+          const sc = dot * scale;
+          weights[j] = cap > 0 ? cap * Math.tanh(sc / cap) : sc;
           max = Math.max(max, weights[j]!);
         }
         let sum = 0;
@@ -298,6 +326,13 @@ class ReferenceBackend implements Backend {
       }
     }
   }
+}
+
+/** `gelu_tanh(g)` in float64, as `g / (1 + e^(−2u))` (no cancellation); `−∞` gives −0. */
+function geluTanh(g: number): number {
+  if (g === Number.NEGATIVE_INFINITY) return -0;
+  const u = Math.sqrt(2 / Math.PI) * (g + 0.044715 * g * g * g);
+  return g / (1 + Math.exp(-2 * u));
 }
 
 /** Creates a JS reference backend (`name: 'js'`). */

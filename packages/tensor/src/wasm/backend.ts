@@ -35,12 +35,15 @@ import {
   checkCopyRows,
   checkEmbedding,
   checkFree,
+  checkGeluGlu,
   checkMatmul,
   checkRead,
   checkReadBytes,
   checkRmsnorm,
   checkRope,
+  checkScale,
   checkShape,
+  checkSoftcap,
   checkSoftmax,
   checkSwiglu,
   checkToF32,
@@ -1169,6 +1172,30 @@ class WasmBackendImpl implements WasmBackend {
     this.k.swiglu(addr(out), addr(gate), addr(up), out.size);
   }
 
+  geluGlu(out: Tensor, gate: Tensor, up: Tensor): void {
+    checkGeluGlu(this.owner, out, gate, up);
+    this.plain('geluGlu', out);
+    this.plain('geluGlu', gate);
+    this.plain('geluGlu', up);
+    if (out.size === 0) return;
+    this.k.geluGlu(addr(out), addr(gate), addr(up), out.size);
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    checkSoftcap(this.owner, x, cap);
+    this.plain('softcap', x);
+    if (x.size === 0) return;
+    this.k.softcap(addr(x), x.size, cap);
+  }
+
+  scale(out: Tensor, x: Tensor, s: number): void {
+    checkScale(this.owner, out, x, s);
+    this.plain('scale', out);
+    this.plain('scale', x);
+    if (out.size === 0) return;
+    this.k.scale(addr(out), addr(x), out.size, s);
+  }
+
   add(out: Tensor, a: Tensor, b: Tensor): void {
     checkAdd(this.owner, out, a, b);
     this.plain('add', out);
@@ -1217,6 +1244,7 @@ class WasmBackendImpl implements WasmBackend {
       opts.headDim,
       opts.scale,
       opts.window ?? 0,
+      opts.softcap ?? 0,
     );
   }
 
@@ -1247,6 +1275,7 @@ class WasmBackendImpl implements WasmBackend {
     const pool = this.pool!;
     const { startPos, nHeads, nKvHeads, headDim, scale } = opts;
     const window = opts.window ?? 0;
+    const softcap = opts.softcap ?? 0;
     const po = addr(out);
     const pq = addr(q);
     const pk = addr(k);
@@ -1279,6 +1308,7 @@ class WasmBackendImpl implements WasmBackend {
       a[P.ARG + 12] = kv1;
       a[P.ARG + 13] = this.attnPtr[i]!;
       a[P.ARG + 14] = this.attnCap[i]!;
+      l.f32[P.ARG + 15] = softcap;
       pool.post(l, P.OP_ATTENTION);
     }
     let failure: unknown;
@@ -1297,6 +1327,7 @@ class WasmBackendImpl implements WasmBackend {
         window,
         0,
         Math.floor(nKvHeads / parts),
+        softcap,
       );
     } catch (e) {
       failure = e;

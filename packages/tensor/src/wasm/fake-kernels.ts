@@ -176,6 +176,25 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
         h.f32[(out >>> 2) + i] = f(f(g / f(1 + expf(-g))) * h.f32[(up >>> 2) + i]!);
       }
     },
+    geluGlu(out, gate, up, n) {
+      const h = heap();
+      for (let i = 0; i < n; i++) {
+        const g = Math.max(h.f32[(gate >>> 2) + i]!, -20);
+        const inner = f(g + f(0.044715 * f(f(g * g) * g)));
+        const e = expf(f(-1.5957691 * inner));
+        h.f32[(out >>> 2) + i] = f(f(g / f(1 + e)) * h.f32[(up >>> 2) + i]!);
+      }
+    },
+    softcap(x, n, cap) {
+      const h = heap();
+      const c = f(cap);
+      for (let i = 0; i < n; i++) h.f32[(x >>> 2) + i] = f(c * f(Math.tanh(f(h.f32[(x >>> 2) + i]! / c))));
+    },
+    scale(out, x, n, s) {
+      const h = heap();
+      const v = f(s);
+      for (let i = 0; i < n; i++) h.f32[(out >>> 2) + i] = f(h.f32[(x >>> 2) + i]! * v);
+    },
     add(out, a, b, n) {
       const h = heap();
       for (let i = 0; i < n; i++) h.f32[(out >>> 2) + i] = f(h.f32[(a >>> 2) + i]! + h.f32[(b >>> 2) + i]!);
@@ -203,7 +222,7 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
     copy(dst, src, bytes) {
       heap().u8.copyWithin(dst, src, src + bytes);
     },
-    attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window) {
+    attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window, softcap = 0) {
       const h = heap();
       const group = nHeads / nKvHeads;
       const qw = nHeads * headDim;
@@ -225,7 +244,8 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
                       h.f32[(k >>> 2) + j * kw + kvh * headDim + d]!,
                   ),
               );
-            w[j] = f(dot * scale);
+            const sc = f(dot * scale);
+            w[j] = softcap > 0 ? f(softcap * f(Math.tanh(f(sc / softcap)))) : sc;
             max = Math.max(max, w[j]!);
           }
           let sum = 0;

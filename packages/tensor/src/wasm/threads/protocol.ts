@@ -77,7 +77,7 @@ export const OP_MATMUL_Q8A = 12;
  * Attention of the query heads of kv heads `[ARG11, ARG12)`, computed in place in instance 0's shared memory by the
  * worker's attached kernels: out ARG0, q ARG1, k ARG2, v ARG3 (instance-0 addresses), rows ARG4, start position
  * ARG5, heads ARG6, kv heads ARG7, head size ARG8, scale ARG9 (f32 bits), window ARG10, scratch ARG13 and its bytes
- * ARG14 (in instance 0, this worker's own). Nothing is staged.
+ * ARG14 (in instance 0, this worker's own), soft-cap ARG15 (f32 bits, 0 = none). Nothing is staged.
  */
 export const OP_ATTENTION = 13;
 

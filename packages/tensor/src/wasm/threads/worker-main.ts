@@ -249,6 +249,7 @@ async function main(): Promise<void> {
           u32[a + 12]!,
           u32[a + 13]!,
           u32[a + 14]!,
+          f32[a + 15]!,
         );
         return;
       }

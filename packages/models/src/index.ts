@@ -4,6 +4,32 @@ export { createMistral, mistral } from './architectures/mistral';
 export { createPhi3, phi3 } from './architectures/phi3';
 export { createQwen2, qwen2 } from './architectures/qwen2';
 export { createQwen3, qwen3 } from './architectures/qwen3';
+export {
+  type Activation,
+  AttentionBlock,
+  type AttentionConfig,
+  type AttentionLayer,
+  type AttentionWeights,
+  defaultMlpChunkRows,
+  EmbeddingBlock,
+  type LayerBlocks,
+  LmHead,
+  type LmHeadParts,
+  loadRmsNorm,
+  MlpBlock,
+  type MlpOptions,
+  type MlpWeights,
+  type ResidualBuffers,
+  RmsNorm,
+  RopeTable,
+  residualBuffers,
+  Scratch,
+  type ScratchBuffer,
+  ScratchFrame,
+  TransformerLayer,
+  TransformerModel,
+  type TransformerParts,
+} from './blocks/index';
 export { ConfigReader, type DecoderConfig, type RawConfig, readDecoderConfig } from './config';
 export {
   Decoder,
@@ -16,7 +42,13 @@ export {
 export { ModelLoadError } from './errors';
 export { canonicalJson, modelFingerprint, WeightDigest } from './fingerprint';
 export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';
-export { type ArchitecturePlugin, type ForwardOptions, type Model, PLUGIN_API_VERSION } from './model';
+export {
+  type ArchitecturePlugin,
+  type AttentionLayerInfo,
+  type ForwardOptions,
+  type Model,
+  PLUGIN_API_VERSION,
+} from './model';
 export { QuantizationConfig, type QuantParams } from './quantization';
 export {
   ArchitectureRegistry,

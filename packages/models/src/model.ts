@@ -6,6 +6,14 @@ import type { Weights } from './weights';
 /** Version of the architecture plugin API ({@link ArchitecturePlugin}, {@link Model}). */
 export const PLUGIN_API_VERSION = 1 as const;
 
+/** One layer's attention, as its KV cache sees it (`Model.attentionLayers`). */
+export interface AttentionLayerInfo {
+  /** Sliding window in keys (the current one included); 0 = global. */
+  readonly window: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+}
+
 export interface ForwardOptions {
   /** Return logits for every input token (`[tokens, vocab]`) instead of the last one only (`[1, vocab]`). */
   readonly allLogits?: boolean;
@@ -21,10 +29,18 @@ export interface Model {
   readonly modelType: string;
   readonly numLayers: number;
   readonly vocabSize: number;
-  /** Shape of each layer's KV cache rows. */
+  /** Shape of each layer's KV cache rows (every layer's: see `attentionLayers`). */
   readonly cacheShape: CacheShape;
-  /** Sliding attention window (0 = none); caches must keep at least this many tokens. */
+  /**
+   * Sliding attention window (0 = none); caches must keep at least this many tokens. When only some layers slide
+   * (Gemma 2/3) this is 0: the global layers need every position.
+   */
   readonly slidingWindow: number;
+  /**
+   * What each layer's attention needs from its cache, in layer order: its window (keys a query sees, itself included;
+   * 0 = global) and the shape of its cache rows. A layer with a window never reads positions before it.
+   */
+  readonly attentionLayers: readonly AttentionLayerInfo[];
   /** Longest context the model was trained for (informative). */
   readonly maxPositionEmbeddings: number;
   forward(tokens: Int32Array, caches: readonly KVCache[], opts?: ForwardOptions): Tensor;

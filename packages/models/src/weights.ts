@@ -71,6 +71,13 @@ export class Weights {
     );
   }
 
+  /** The values of a vector or matrix (f32/f16/bf16) as a new host Float32Array, for weights computed at load time. */
+  async hostF32(name: string, shape: readonly number[]): Promise<Float32Array> {
+    const { dtype, bytes } = await this.raw(name, shape, ['f32', 'f16', 'bf16']);
+    if (dtype !== 'f32') return toFloat32(dtype as 'f16' | 'bf16', bytes);
+    return new Float32Array(bytes.slice().buffer);
+  }
+
   /** An optional f32 tensor (e.g. a bias): `undefined` when absent. */
   async optionalF32(name: string, shape: readonly number[]): Promise<Tensor | undefined> {
     return this.has(name) ? this.f32(name, shape) : undefined;

@@ -36,7 +36,13 @@ async function allocatedUnder(fn: string, run: () => void): Promise<number> {
 // Decoding a token allocates nothing on the JS heap in steady state: the forward pass reuses its scratch views, the
 // cache returns the same view object, the backend ops take preallocated outputs and validate without allocating.
 describe('decode steady state', () => {
-  for (const preset of ['llama-q4g32', 'qwen2-bias-f32', 'llama3-f16-tied'] as const) {
+  for (const preset of [
+    'llama-q4g32',
+    'qwen2-bias-f32',
+    'llama3-f16-tied',
+    'gemma2-f32',
+    'gemma3-q4g32',
+  ] as const) {
     it(`${preset}: a decode step allocates nothing on the JS heap`, async () => {
       const { model, backend } = await loadModel(syntheticPreset(preset), { backendName: 'wasm' });
       const caches = makeCaches(model.numLayers, { backend, ...model.cacheShape });

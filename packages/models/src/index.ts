@@ -1,4 +1,12 @@
 export { buildDecoder, type Features, loadEnds, loadLayer } from './architectures/common';
+export {
+  createGemma,
+  type GemmaConfig,
+  type GemmaVersion,
+  gemma,
+  gemmaTextConfig,
+  readGemmaConfig,
+} from './architectures/gemma';
 export { createLlama, llama } from './architectures/llama';
 export { createMistral, mistral } from './architectures/mistral';
 export { createPhi3, phi3 } from './architectures/phi3';

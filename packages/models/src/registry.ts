@@ -1,3 +1,4 @@
+import { gemma } from './architectures/gemma';
 import { llama } from './architectures/llama';
 import { mistral } from './architectures/mistral';
 import { phi3 } from './architectures/phi3';
@@ -48,7 +49,14 @@ export class ArchitectureRegistry {
 }
 
 /** The built-in architectures. */
-export const BUILTIN_ARCHITECTURES: readonly ArchitecturePlugin[] = [llama, mistral, qwen2, qwen3, phi3];
+export const BUILTIN_ARCHITECTURES: readonly ArchitecturePlugin[] = [
+  llama,
+  mistral,
+  qwen2,
+  qwen3,
+  phi3,
+  gemma,
+];
 
 /** A registry holding the built-ins, for callers that add their own plugins. */
 export function createRegistry(): ArchitectureRegistry {

@@ -17,6 +17,10 @@ export const SYNTHETIC_PRESETS = [
   'llama-q4g32',
   'llama-q8g64',
   'llama-q4g64-deep',
+  'gemma-f32',
+  'gemma2-f32',
+  'gemma3-bf16',
+  'gemma3-q4g32',
 ] as const;
 export type SyntheticPreset = (typeof SYNTHETIC_PRESETS)[number];
 

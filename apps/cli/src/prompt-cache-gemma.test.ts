@@ -1,0 +1,81 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readReference, syntheticPreset } from '@mnemo/test-utils';
+import { afterAll, describe, expect, it } from 'vitest';
+
+// The founding promise on models whose layers differ: Gemma 2 (sliding window 8 on alternate layers, attention and
+// final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). `cache-prompt A` then
+// `generate B --prompt-cache-file` gives exactly the prompt ids, tokens and logprobs of `generate A+B`, for splits
+// before, at and after a window boundary and around the 256-row growth step, and any prefill step size.
+const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
+const tmp = mkdtempSync(join(tmpdir(), 'mnemo-pc-gemma-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function mnemo(args: string[]): string {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`mnemo ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+interface Out {
+  prompt_tokens: number[];
+  tokens: number[];
+  logprobs: unknown[];
+  stats: { cached_tokens: number };
+}
+const GEN = ['--temp', '0', '--json', '--logprobs', '5', '--max-tokens', '6', '--ignore-chat-template'];
+const comparable = (o: Out) => ({ prompt_tokens: o.prompt_tokens, tokens: o.tokens, logprobs: o.logprobs });
+
+describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals generate of the whole', () => {
+  for (const preset of ['gemma2-f32', 'gemma3-bf16'] as const) {
+    const model = syntheticPreset(preset);
+    const window = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).sliding_window as number;
+    const long = readReference(model).cases[3]!.prompt; // 629 ASCII characters: one token per character
+
+    it(`${preset} (window ${window}), standard caches`, () => {
+      const whole = JSON.parse(mnemo(['generate', '--model', model, '--prompt', long, ...GEN])) as Out;
+      expect(whole.stats.cached_tokens).toBe(0);
+      expect(whole.prompt_tokens).toHaveLength(long.length + 1);
+      for (const step of ['1', '7', '512']) {
+        const o = JSON.parse(
+          mnemo(['generate', '--model', model, '--prompt', long, ...GEN, '--prefill-step-size', step]),
+        ) as Out;
+        expect(comparable(o), `--prefill-step-size ${step}`).toEqual(comparable(whole));
+      }
+      // cached prefixes of n tokens (BOS + n - 1 characters): around the window and around 256
+      const prefixes = [1, 2, window - 1, window, window + 1, 2 * window, 255, 256, 257];
+      for (const [i, n] of prefixes.entries()) {
+        const chars = n - 1;
+        const file = join(tmp, `${preset}-${n}.safetensors`);
+        mnemo([
+          'cache-prompt',
+          '--model',
+          model,
+          '--prompt',
+          long.slice(0, chars),
+          '--prompt-cache-file',
+          file,
+          '--ignore-chat-template',
+          '--prefill-step-size',
+          ['1', '7', '512'][i % 3]!,
+        ]);
+        const cached = JSON.parse(
+          mnemo([
+            'generate',
+            '--prompt-cache-file',
+            file,
+            '--prompt',
+            long.slice(chars),
+            ...GEN,
+            '--prefill-step-size',
+            ['7', '512', '1'][i % 3]!,
+          ]),
+        ) as Out;
+        expect(comparable(cached), `split after ${n} tokens`).toEqual(comparable(whole));
+        expect(cached.stats.cached_tokens).toBeGreaterThanOrEqual(n - 1);
+      }
+    });
+  }
+});

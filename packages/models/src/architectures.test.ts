@@ -4,10 +4,9 @@ import { join } from 'node:path';
 import { makeCaches } from '@mnemo/kv-cache';
 import { openCheckpoint, writeSafetensors } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
-import { randomF32, syntheticPreset } from '@mnemo/test-utils';
+import { type RefConfig, randomF32, referenceLogits, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from './load';
-import { type RefConfig, referenceLogits } from './testing/reference';
 
 // Architecture variants without reference fixtures, checked against an independent float64 forward pass: the
 // llama-f32 preset's weights rearranged into each variant's layout (fused projections, qk-norm weights, config keys).

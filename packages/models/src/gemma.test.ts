@@ -5,11 +5,16 @@ import { join } from 'node:path';
 import { makeCaches } from '@mnemo/kv-cache';
 import { openCheckpoint, writeSafetensors } from '@mnemo/safetensors';
 import { type Backend, createBackend, toFloat32 } from '@mnemo/tensor';
-import { readReference, type SyntheticPreset, syntheticPreset } from '@mnemo/test-utils';
+import {
+  type RefConfig,
+  readReference,
+  referenceLogits,
+  type SyntheticPreset,
+  syntheticPreset,
+} from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGemmaConfig } from './architectures/gemma';
 import { loadModel } from './load';
-import { type RefConfig, referenceLogits } from './testing/reference';
 
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-gemma-'));
 let backend: Backend;

@@ -64,6 +64,7 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
+export { type RefConfig, type RefWeights, referenceLogits } from './forward';
 export {
   compareWithReference,
   type Produced,

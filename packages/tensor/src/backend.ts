@@ -30,7 +30,9 @@ export interface AttentionOptions {
   /**
    * Soft-cap of the attention logits (Gemma 2's `attn_logit_softcapping`): each scaled score `s = scale · (q·k)` is
    * replaced by `softcap · tanh(s / softcap)` before the softmax (and so before masking, which only ever drops keys
-   * outside the causal window). 0 or absent = none; otherwise a finite number > 0.
+   * outside the causal window). 0 or absent = none; otherwise a finite number > 0. The capped score's own error may
+   * add `(2^-16 + 2^-21)·|capped score|` to the usual score error; the cap never amplifies the score's error (its slope
+   * is at most 1).
    */
   readonly softcap?: number;
 }
@@ -55,9 +57,8 @@ export interface RopeOptions {
  *   `RangeError` naming the op and the problem, before any memory is touched.
  * - An output may not share memory with an input, except where an op says so (`add`, `swiglu`, `geluGlu`, `scale` and
  *   `rmsnorm` accept an output that is exactly one of their inputs; `rope`, `softmax` and `softcap` work in place); any
- *   other overlap throws a
- *   `RangeError`. Matrix arguments have at least 2 dimensions: `[rows, ...]`, the row width being the product of the
- *   rest.
+ *   other overlap throws a `RangeError`. Matrix arguments have at least 2 dimensions: `[rows, ...]`, the row width
+ *   being the product of the rest.
  */
 export interface Backend {
   readonly apiVersion: typeof BACKEND_API_VERSION;
@@ -126,15 +127,17 @@ export interface Backend {
    * be `gate` or `up` exactly, nothing else may overlap). `gelu_tanh(g) = 0.5·g·(1 + tanh(sqrt(2/π)·(g + 0.044715·g³)))`
    * (PyTorch's `gelu(approximate='tanh')`, HF `gelu_pytorch_tanh`), which equals `g / (1 + e^(−2u))` with
    * `u = sqrt(2/π)·(g + 0.044715·g³)`: a backend may evaluate either form (the second has no cancellation) with its own
-   * exp/tanh approximation, within the conformance suite's tolerance of the float64 value, bitwise independent of the
-   * element's index and of how many elements are computed together. Limits: `gelu_tanh(−∞) = −0`,
+   * exp/tanh approximation. Accuracy (the conformance suite's check against the float64 value v):
+   * `|out − v| ≤ (2^-16 + 2^-21 + 2^-21·|2u|/(1 + e^(2u)))·|v| + 1e-30` — the last term allows for the rounding of the
+   * exponent 2u, which matters only where gelu is in its tail. Each element's result depends on its own inputs only
+   * (not on its index or on how many elements are computed together). Limits: `gelu_tanh(−∞) = −0`,
    * `gelu_tanh(+∞) = +∞`, `gelu_tanh(±0) = ±0`, NaN stays NaN.
    */
   geluGlu(out: Tensor, gate: Tensor, up: Tensor): void;
   /**
    * In place, elementwise: `x = cap · tanh(x / cap)` (f32 tensor of any shape; Gemma 2's final-logit soft-capping).
-   * `cap` is a finite number > 0. Within the conformance suite's tolerance of the float64 value, bitwise independent of
-   * the element's index; ±∞ → ±cap, ±0 → ±0, NaN stays NaN.
+   * `cap` is a finite number > 0. Accuracy: `|x' − v| ≤ (2^-16 + 2^-21)·|v| + 1e-30` against the float64 value v;
+   * each element's result depends on its own value only; ±∞ → ±cap, ±0 → ±0, NaN stays NaN.
    */
   softcap(x: Tensor, cap: number): void;
   /**

@@ -284,6 +284,13 @@ describe('gemma config', () => {
       /attn_logit_softcapping/,
     );
     expect(() => readGemmaConfig({ model_type: 'gemma3' })).toThrow(/text_config/);
+    expect(() => readGemmaConfig({ ...config('gemma2-f32'), query_pre_attn_scalar: 0 })).toThrow(
+      /query_pre_attn_scalar/,
+    );
+    expect(() => readGemmaConfig({ ...config('gemma3-bf16'), rope_local_base_freq: -1 })).toThrow(
+      /rope_local_base_freq/,
+    );
+    expect(() => readGemmaConfig({ ...config('gemma3-bf16'), sliding_window: 0 })).toThrow(/sliding_window/);
   });
 });
 

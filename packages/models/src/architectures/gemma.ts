@@ -162,16 +162,21 @@ export function readGemmaConfig(config: RawConfig, embedDtype?: string): GemmaCo
     }
     windows = sliding.map((s) => (s ? window : 0));
   }
+  const positive = (key: string, fallback: number): number => {
+    const v = c.num(key, fallback);
+    if (v <= 0) throw new ModelLoadError(`config.json: "${key}" must be positive, got ${v}`);
+    return v;
+  };
   return {
     ...base,
     version,
     embedScale: roundTo(scaleDtype, Math.sqrt(base.hiddenSize)),
     attnScale:
-      version === 1 ? 1 / Math.sqrt(base.headDim) : 1 / Math.sqrt(c.num('query_pre_attn_scalar', 256)),
+      version === 1 ? 1 / Math.sqrt(base.headDim) : 1 / Math.sqrt(positive('query_pre_attn_scalar', 256)),
     attnSoftcap: version === 1 ? 0 : capOf('attn_logit_softcapping', version === 2 ? 50 : null),
     finalSoftcap: version === 1 ? 0 : capOf('final_logit_softcapping', version === 2 ? 30 : null),
     windows,
-    localRopeTheta: version === 3 ? c.num('rope_local_base_freq', 10_000) : base.ropeTheta,
+    localRopeTheta: version === 3 ? positive('rope_local_base_freq', 10_000) : base.ropeTheta,
     localRope: version === 3,
     attentionBias: c.bool('attention_bias', false),
     slidingWindow: 0,

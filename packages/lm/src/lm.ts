@@ -1,3 +1,6 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   type CacheKindOptions,
   exportMlxPromptCache,
@@ -235,6 +238,40 @@ export class LM {
   }
 
   /**
+   * The bytes of the prompt-cache file {@link savePromptCache} writes for `pc`, for keeping a cache somewhere other than
+   * a file (a database, another machine). They go through the file code itself (a private temporary file in
+   * `opts.tmpDir`, default the OS temp folder, removed before returning), so they are exactly a file's bytes.
+   */
+  async savePromptCacheToBytes(
+    pc: PromptCache,
+    opts: { model?: string; tmpDir?: string } = {},
+  ): Promise<Uint8Array> {
+    return withTempFile(opts.tmpDir, async (file) => {
+      await this.savePromptCache(file, pc, opts);
+      return new Uint8Array(await readFile(file));
+    });
+  }
+
+  /**
+   * Loads a prompt cache from the bytes of a prompt-cache file (see {@link savePromptCacheToBytes}), with every check
+   * {@link loadPromptCache} makes: damaged bytes or another model's cache are refused with a PromptCacheError.
+   */
+  async loadPromptCacheFromBytes(bytes: Uint8Array, opts: { tmpDir?: string } = {}): Promise<PromptCache> {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('loadPromptCacheFromBytes expects a Uint8Array');
+    return withTempFile(opts.tmpDir, async (file) => {
+      await writeFile(file, bytes, { mode: 0o600 });
+      try {
+        return await this.loadPromptCache(file);
+      } catch (e) {
+        // Name the bytes, not the temporary file they went through.
+        if (!(e instanceof PromptCacheError)) throw e;
+        const message = e.message.replace(`${file}: `, '').replace(/ \[[A-Z_]+\]$/, '');
+        throw new PromptCacheError(e.code, `prompt-cache bytes: ${message}`, { cause: e });
+      }
+    });
+  }
+
+  /**
    * Loads a prompt cache file made for this model and tokenizer; refuses (PromptCacheError) a file that is damaged, of
    * an unknown version, or made for another model or tokenizer.
    */
@@ -414,6 +451,16 @@ export class LM {
 
   free(): void {
     this.model.free();
+  }
+}
+
+/** Runs `fn` with the path of a file in a fresh private folder under `dir` (default the OS temp folder), then removes the folder. */
+async function withTempFile<T>(dir: string | undefined, fn: (file: string) => Promise<T>): Promise<T> {
+  const folder = await mkdtemp(join(dir ?? tmpdir(), 'mnemo-pc-'));
+  try {
+    return await fn(join(folder, 'cache.safetensors'));
+  } finally {
+    await rm(folder, { recursive: true, force: true });
   }
 }
 

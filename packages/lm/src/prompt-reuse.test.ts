@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheKindOptions } from '@mnemo/kv-cache';
@@ -149,6 +149,51 @@ describe('prompt reuse in memory', () => {
         loaded.free();
       }
     }
+  });
+});
+
+describe('prompt caches as bytes', () => {
+  it('are the bytes of the file, load back with the same result, and damaged bytes are refused', async () => {
+    const pc = lm.cachePrompt('Hi! ');
+    const file = join(tmp, 'bytes.safetensors');
+    let bytes: Uint8Array;
+    try {
+      bytes = await lm.savePromptCacheToBytes(pc, { tmpDir: tmp });
+      await lm.savePromptCache(file, pc);
+    } finally {
+      pc.free();
+    }
+    // Same layout as the file (created_at differs, so compare sizes and the data region's tail).
+    const fileBytes = new Uint8Array(readFileSync(file));
+    expect(bytes.length).toBe(fileBytes.length);
+    expect(
+      Buffer.from(bytes.subarray(bytes.length - 256)).equals(
+        Buffer.from(fileBytes.subarray(fileBytes.length - 256)),
+      ),
+    ).toBe(true);
+    const loaded = await lm.loadPromptCacheFromBytes(bytes, { tmpDir: tmp });
+    try {
+      expect(loaded.prompt).toBe('Hi! ');
+      const r = await lm.generate(lm.continuation(loaded, 'What are you up to?'), {
+        ...base({}, true),
+        promptCache: loaded,
+      });
+      const cold = await lm.generate('Hi! What are you up to?', base({}, true));
+      expect(r.stats.cachedTokens).toBeGreaterThan(0);
+      expect(same(r)).toEqual(same(cold));
+    } finally {
+      loaded.free();
+    }
+    const damaged = bytes.slice();
+    damaged[damaged.length - 5]! ^= 0x40;
+    const refused = await lm.loadPromptCacheFromBytes(damaged, { tmpDir: tmp }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ name: 'PromptCacheError', code: 'CHECKSUM', file: undefined });
+    expect((refused as Error).message).not.toContain('mnemo-pc-'); // the temporary file is not the user's concern
+    await expect(lm.loadPromptCacheFromBytes(bytes.subarray(0, 100), { tmpDir: tmp })).rejects.toMatchObject({
+      name: 'PromptCacheError',
+    });
+    // Nothing is left behind in the temporary folder.
+    expect(readdirSync(tmp).filter((f) => f.startsWith('mnemo-pc-'))).toEqual([]);
   });
 });
 

@@ -383,7 +383,7 @@ export class Runner {
       try {
         const e = await this.disk.add(
           { scope, modelFingerprint: fingerprint, numerics, tokens },
-          this.bytesOf(tokens.length),
+          tokens.length * this.info.bytesPerToken,
           (path) => this.lm.savePromptCache(path, pc),
         );
         if (e) {

@@ -16,7 +16,9 @@ function request(user: string, mark = true): Anthropic.MessageCreateParamsNonStr
     model: MODEL_ID,
     max_tokens: 10,
     temperature: 0,
-    system: [{ type: 'text', text: SYSTEM, ...(mark ? { cache_control: { type: 'ephemeral' as const } } : {}) }],
+    system: [
+      { type: 'text', text: SYSTEM, ...(mark ? { cache_control: { type: 'ephemeral' as const } } : {}) },
+    ],
     messages: [{ role: 'user', content: user }],
   };
 }
@@ -24,7 +26,10 @@ function request(user: string, mark = true): Anthropic.MessageCreateParamsNonStr
 let server: TestServer;
 let reference: TestServer;
 beforeAll(async () => {
-  [server, reference] = await Promise.all([startTestServer(), startTestServer({ cacheMemory: 0, cacheDir: null })]);
+  [server, reference] = await Promise.all([
+    startTestServer(),
+    startTestServer({ cacheMemory: 0, cacheDir: null }),
+  ]);
 });
 afterAll(async () => {
   await Promise.all([server?.stop(), reference?.stop()]);
@@ -52,7 +57,9 @@ describe('the anthropic client', () => {
     const second = await c.messages.create(request('Why is the sky blue?'));
     expect(second.usage.cache_read_input_tokens).toBeGreaterThanOrEqual(u.cache_creation_input_tokens!);
     expect(second.usage.cache_creation_input_tokens).toBe(0);
-    expect(second.content).toEqual((await client(reference).messages.create(request('Why is the sky blue?'))).content);
+    expect(second.content).toEqual(
+      (await client(reference).messages.create(request('Why is the sky blue?'))).content,
+    );
   });
 
   it('streams the same text as a whole response, with usage', async () => {
@@ -77,7 +84,11 @@ describe('the anthropic client', () => {
     const text = (free.content[0] as Anthropic.TextBlock).text;
     expect(text.length).toBeGreaterThan(2);
     const stop = text.slice(2, 3);
-    const stopped = await c.messages.create({ ...request('abc', false), max_tokens: 8, stop_sequences: [stop] });
+    const stopped = await c.messages.create({
+      ...request('abc', false),
+      max_tokens: 8,
+      stop_sequences: [stop],
+    });
     expect(stopped.stop_reason).toBe('stop_sequence');
     expect(stopped.stop_sequence).toBe(stop);
     expect((stopped.content[0] as Anthropic.TextBlock).text).toBe(text.slice(0, text.indexOf(stop)));
@@ -85,14 +96,19 @@ describe('the anthropic client', () => {
 
   it('answers errors in Anthropic shape that the SDK turns into typed errors', async () => {
     const c = client(server);
-    const notFound = await c.messages.create({ ...request('hi'), model: 'claude-x' }).catch((e: unknown) => e);
+    const notFound = await c.messages
+      .create({ ...request('hi'), model: 'claude-x' })
+      .catch((e: unknown) => e);
     expect(notFound).toBeInstanceOf(Anthropic.NotFoundError);
     expect((notFound as InstanceType<typeof Anthropic.NotFoundError>).error).toMatchObject({
       type: 'error',
       error: { type: 'not_found_error' },
     });
     const noMax = await c.messages
-      .create({ ...request('hi'), max_tokens: undefined } as unknown as Anthropic.MessageCreateParamsNonStreaming)
+      .create({
+        ...request('hi'),
+        max_tokens: undefined,
+      } as unknown as Anthropic.MessageCreateParamsNonStreaming)
       .catch((e: unknown) => e);
     expect(noMax).toBeInstanceOf(Anthropic.BadRequestError);
     expect((noMax as Error).message).toMatch(/max_tokens/);

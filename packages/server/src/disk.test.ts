@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
-import { metric, MODEL_ID, startTestServer, type TestServer } from './testing';
+import { MODEL_ID, metric, startTestServer, type TestServer } from './testing';
 
 // The disk tier: prompt-cache files found again after a restart, refused (and moved aside) when damaged, kept under
 // their byte budget, and the diagnostics that say why a cached prefix was not used.
@@ -95,7 +95,11 @@ describe('the disk tier', () => {
     await ask(a, SYSTEM, 'Shared between models?');
     await a.close();
     // Another checkpoint with the same tokenizer: its prompt has the same token ids, but its cache is not reusable.
-    const other = await start({ cacheDir: a.options.cacheDir!, model: syntheticPreset('llama-q4g32'), modelId: 'q4' });
+    const other = await start({
+      cacheDir: a.options.cacheDir!,
+      model: syntheticPreset('llama-q4g32'),
+      modelId: 'q4',
+    });
     const r = await ask(other, SYSTEM, 'Shared between models?', 'q4');
     expect(r.status).toBe(200);
     expect(r.cache).toMatch(/^tier=none; cached=0;/);

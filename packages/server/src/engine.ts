@@ -32,6 +32,8 @@ export interface JobEvents {
 export class Job {
   state: 'queued' | 'running' | 'finished' = 'queued';
   readonly queuedAt = performance.now();
+  /** The worker's progress when the cancel mark was raised. */
+  cancelMark: { generated: number; prefillDone: number } | undefined;
   constructor(
     readonly id: number,
     readonly tokens: readonly number[],
@@ -63,6 +65,8 @@ export interface EngineHooks {
   redisDel(entryId: string): void;
   log(level: 'debug' | 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>): void;
   refused(tier: Tier, code: string): void;
+  /** A running job stopped after the cancel mark: how many decode steps or prefill chunks it still computed. */
+  cancelled(steps: number): void;
   stats(s: WorkerStats): void;
   /** The worker died: every request fails from now on. */
   fatal(message: string): void;
@@ -95,6 +99,7 @@ export class Engine {
     stats: WorkerStats,
     private readonly maxQueue: number,
     private readonly hooks: EngineHooks,
+    private readonly prefillStepSize: number,
   ) {
     this.#ctl = new Int32Array(ctl);
     this.stats = stats;
@@ -135,7 +140,7 @@ export class Engine {
       await worker.terminate();
       throw e;
     });
-    return new Engine(worker, ctl, ready.info, ready.stats, maxQueue, hooks);
+    return new Engine(worker, ctl, ready.info, ready.stats, maxQueue, hooks, init.prefillStepSize);
   }
 
   get queueLength(): number {
@@ -177,7 +182,11 @@ export class Engine {
       if (i >= 0) this.#queue.splice(i, 1);
       job.state = 'finished';
       job.events.onFail(499, 'cancelled', 'the client went away');
-    } else if (job.state === 'running') Atomics.store(this.#ctl, CTL.CANCEL, job.id);
+    } else if (job.state === 'running' && job.cancelMark === undefined) {
+      const p = this.progress();
+      job.cancelMark = { generated: p.generated, prefillDone: p.prefillDone };
+      Atomics.store(this.#ctl, CTL.CANCEL, job.id);
+    }
   }
 
   #retryAfter(): number {
@@ -224,6 +233,15 @@ export class Engine {
         break;
       case 'failed':
         if (job) {
+          if (m.status === 499 && job.cancelMark) {
+            // The control block still holds this job's final progress: the next job starts only after `free`.
+            const p = this.progress();
+            const decode = p.generated - job.cancelMark.generated;
+            const chunks = Math.ceil(
+              Math.max(0, p.prefillDone - job.cancelMark.prefillDone) / this.prefillStepSize,
+            );
+            this.hooks.cancelled(Math.max(0, decode, chunks));
+          }
           this.#finish(job);
           job.events.onFail(m.status, m.code, m.message);
         }

@@ -42,6 +42,12 @@ export class Metrics {
     help: 'Requests stopped because their client went away',
     registers: [this.registry],
   });
+  readonly cancelSteps = new Histogram({
+    name: 'mnemo_cancel_steps',
+    help: 'Decode steps or prefill chunks a request still computed after its client went away',
+    buckets: [0, 1, 2, 4, 8, 16, 64],
+    registers: [this.registry],
+  });
   readonly rejected = new Counter({
     name: 'mnemo_rejected_total',
     help: 'Requests refused with 429 because the queue was full',

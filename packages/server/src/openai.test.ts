@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { metric, MODEL_ID, startTestServer, type TestServer } from './testing';
+import { MODEL_ID, metric, startTestServer, type TestServer } from './testing';
 
 // The official `openai` client drives the server: answers, streams, logprobs, usage and errors. Every comparison of
 // answers is exact: content, every token's logprob and its top alternatives.
@@ -37,7 +37,10 @@ let server: TestServer;
 /** No cache at all: every answer is computed from scratch. */
 let reference: TestServer;
 beforeAll(async () => {
-  [server, reference] = await Promise.all([startTestServer(), startTestServer({ cacheMemory: 0, cacheDir: null })]);
+  [server, reference] = await Promise.all([
+    startTestServer(),
+    startTestServer({ cacheMemory: 0, cacheDir: null }),
+  ]);
 });
 afterAll(async () => {
   await Promise.all([server?.stop(), reference?.stop()]);
@@ -50,7 +53,9 @@ describe('the openai client', () => {
   });
 
   it('gets a chat completion with logprobs, usage and the cache headers', async () => {
-    const { data, response } = await client(server).chat.completions.create(chat('Hello, who are you?')).withResponse();
+    const { data, response } = await client(server)
+      .chat.completions.create(chat('Hello, who are you?'))
+      .withResponse();
     expect(data.object).toBe('chat.completion');
     expect(data.model).toBe(MODEL_ID);
     const ch = data.choices[0]!;
@@ -67,10 +72,14 @@ describe('the openai client', () => {
       expect(Array.isArray(t.bytes)).toBe(true);
     }
     expect(data.usage!.prompt_tokens).toBeGreaterThan(100);
-    expect(data.usage!.completion_tokens).toBe(ch.finish_reason === 'length' ? 12 : data.usage!.completion_tokens);
+    expect(data.usage!.completion_tokens).toBe(
+      ch.finish_reason === 'length' ? 12 : data.usage!.completion_tokens,
+    );
     expect(data.usage!.total_tokens).toBe(data.usage!.prompt_tokens + data.usage!.completion_tokens);
     expect(data.usage!.prompt_tokens_details!.cached_tokens).toBe(0);
-    expect(response.headers.get('x-mnemo-cache')).toMatch(/^tier=none; cached=0; prompt=\d+; memory=0; disk=0; redis=-$/);
+    expect(response.headers.get('x-mnemo-cache')).toMatch(
+      /^tier=none; cached=0; prompt=\d+; memory=0; disk=0; redis=-$/,
+    );
   });
 
   it('streams the same answer as a whole response, with usage in the last chunk', async () => {
@@ -101,7 +110,10 @@ describe('the openai client', () => {
       finish: whole.choices[0]!.finish_reason,
       logprobs: whole.choices[0]!.logprobs!.content,
     });
-    expect(usage).toMatchObject({ prompt_tokens: whole.usage!.prompt_tokens, completion_tokens: whole.usage!.completion_tokens });
+    expect(usage).toMatchObject({
+      prompt_tokens: whole.usage!.prompt_tokens,
+      completion_tokens: whole.usage!.completion_tokens,
+    });
   });
 
   it('reuses a shared prefix from memory or disk and answers bitwise as without any cache (greedy and seeded sampling)', async () => {
@@ -134,7 +146,8 @@ describe('the openai client', () => {
     expect(ch.logprobs!.tokens!.length).toBe(ch.logprobs!.token_logprobs!.length);
     expect(Object.keys(ch.logprobs!.top_logprobs![0]!).length).toBeGreaterThan(0);
     let text = '';
-    for await (const part of await c.completions.create({ ...body, stream: true })) text += part.choices[0]?.text ?? '';
+    for await (const part of await c.completions.create({ ...body, stream: true }))
+      text += part.choices[0]?.text ?? '';
     expect(text).toBe(ch.text);
     // The same prompt as token ids: BOS (256) then one id per byte for this tokenizer.
     const ids = [256, ...Buffer.from('Once upon a time')];
@@ -145,18 +158,31 @@ describe('the openai client', () => {
 
   it('stops at a stop string and says why', async () => {
     const c = client(reference);
-    const free = await c.completions.create({ model: MODEL_ID, prompt: 'abc', max_tokens: 8, temperature: 0 });
+    const free = await c.completions.create({
+      model: MODEL_ID,
+      prompt: 'abc',
+      max_tokens: 8,
+      temperature: 0,
+    });
     const text = free.choices[0]!.text;
     expect(text.length).toBeGreaterThan(2);
     const stop = text.slice(2, 3);
-    const stopped = await c.completions.create({ model: MODEL_ID, prompt: 'abc', max_tokens: 8, temperature: 0, stop: [stop] });
+    const stopped = await c.completions.create({
+      model: MODEL_ID,
+      prompt: 'abc',
+      max_tokens: 8,
+      temperature: 0,
+      stop: [stop],
+    });
     expect(stopped.choices[0]!.finish_reason).toBe('stop');
     expect(stopped.choices[0]!.text).toBe(text.slice(0, text.indexOf(stop)));
   });
 
   it('answers errors in OpenAI shape that the client turns into typed errors', async () => {
     const c = client(server);
-    const notFound = await c.chat.completions.create({ ...chat('hi'), model: 'gpt-4o' }).catch((e: unknown) => e);
+    const notFound = await c.chat.completions
+      .create({ ...chat('hi'), model: 'gpt-4o' })
+      .catch((e: unknown) => e);
     expect(notFound).toBeInstanceOf(OpenAI.NotFoundError);
     expect((notFound as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('model_not_found');
     expect((notFound as Error).message).toContain("'gpt-4o' does not exist");

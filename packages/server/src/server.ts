@@ -51,6 +51,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
     },
   });
   const log = app.log;
+  app.removeContentTypeParser('text/plain'); // request bodies are JSON: anything else is a 415
 
   let redis: RedisTier | undefined;
   let engine: Engine | undefined;
@@ -106,6 +107,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
         redisDel: (id) => void redis?.del(engine!.info.scope, id),
         log: (level, msg, data) => log[level](data ?? {}, msg),
         refused: (tier, code) => metrics.refused.inc({ tier, code }),
+        cancelled: (steps) => metrics.cancelSteps.observe(steps),
         stats: (s) => {
           metrics.cacheBytes.set({ tier: 'memory' }, s.memory.bytes);
           metrics.cacheEntries.set({ tier: 'memory' }, s.memory.entries);

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { syntheticPreset } from '@mnemo/test-utils';
-import { createServer, type MnemoServer } from './server';
 import type { ServerOptions } from './options';
+import { createServer, type MnemoServer } from './server';
 
 export const MODEL_DIR = syntheticPreset('llama-f32');
 export const MODEL_ID = 'llama-f32';

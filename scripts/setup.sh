@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by test-all.sh and demo.sh: makes a fresh machine ready and builds the workspace.
 #   Node >= 20 (must be there), pnpm (installed if missing), a Rust toolchain with the wasm32 target (Debian's
-#   rustc/cargo/libstd-rust-dev-wasm32/lld installed with apt-get when none is found), the npm packages, the build.
+#   rustc/cargo/libstd-rust-dev-wasm32/lld installed with apt-get when none is found), redis-server (for the server's
+#   tests; Debian's package), the npm packages, the build.
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 CI="${CI:-true}"
 PNPM_VERSION=12.4.2
 
@@ -33,6 +34,19 @@ if ! { command -v rustc >/dev/null && has_wasm_target rustc; } && ! { [ -x /usr/
     echo "Install one: 'rustup target add wasm32-unknown-unknown', or on Debian/Ubuntu (as root):" >&2
     echo "  apt-get install -y rustc cargo libstd-rust-dev-wasm32 lld" >&2
     exit 1
+  fi
+fi
+
+# redis-server (Debian's package) for the tests of `mnemo serve` with a Redis tier shared by replicas; the tests start
+# their own server on a free loopback port, so none needs to be running.
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's redis-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server was not found: the Redis tests of 'mnemo serve' need it (they fail under CI=true, skip otherwise)." >&2
+    echo "Install it (Debian/Ubuntu, as root): apt-get install -y redis-server" >&2
   fi
 fi
 

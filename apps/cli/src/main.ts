@@ -4,6 +4,7 @@ import { registerChat } from './commands/chat';
 import { registerConvertCache } from './commands/convert-cache';
 import { registerGenerate } from './commands/generate';
 import { registerInspectCache } from './commands/inspect-cache';
+import { registerServe } from './commands/serve';
 import { VERSION } from './version';
 
 const program = new Command();
@@ -18,5 +19,6 @@ registerCachePrompt(program);
 registerChat(program);
 registerInspectCache(program);
 registerConvertCache(program);
+registerServe(program);
 
 await program.parseAsync(process.argv);

@@ -53,6 +53,8 @@ export interface ServerOptions {
   readonly logLevel?: string;
   /** Where log lines go (default standard error). */
   readonly logStream?: NodeJS.WritableStream;
+  /** Called once if the model worker dies (the server then answers 503 until closed). */
+  readonly onFatal?: (message: string) => void;
 }
 
 /** The user's cache folder for mnemo: `$XDG_CACHE_HOME/mnemo` or `~/.cache/mnemo`. */

@@ -120,6 +120,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
         },
         fatal: (message) => {
           fatal = message;
+          options.onFatal?.(message);
         },
       },
     );

@@ -203,3 +203,9 @@ describe('bad input', () => {
     expect(s.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
   });
 });
+
+describe('startup', () => {
+  it('refuses a model that does not load, naming it, and leaves nothing running', async () => {
+    await expect(startTestServer({ model: '/nonexistent/model' })).rejects.toThrow(/nonexistent/);
+  });
+});

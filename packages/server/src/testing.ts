@@ -27,6 +27,9 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     cacheDir: join(cacheDir, 'prompts'),
     cacheMinTokens: 16,
     ...opts,
+  }).catch((e: unknown) => {
+    rmSync(cacheDir, { recursive: true, force: true });
+    throw e;
   });
   return Object.assign(Object.create(server) as MnemoServer, server, {
     cacheDir,

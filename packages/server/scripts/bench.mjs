@@ -81,7 +81,10 @@ const words = 'cache prefix token replica memory disk redis shared system prompt
 const system = (seed) => {
   let s = `System ${seed}: `;
   let i = seed;
-  while (s.length < 1990) s += `${words[(i = (i * 7 + 3) % words.length)]} `;
+  while (s.length < 1990) {
+    i = (i * 7 + 3) % words.length;
+    s += `${words[i]} `;
+  }
   return s.slice(0, 1990);
 };
 

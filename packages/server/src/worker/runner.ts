@@ -136,6 +136,7 @@ export class Runner {
         if (pc && pc.caches.length > 0) {
           const held = pc.caches[0]!.offset;
           pc.tokens = held <= pc.tokens.length ? pc.tokens.slice(0, held) : prompt.slice(0, held);
+          keep = true;
         }
         this.post({ type: 'failed', id, status: 499, code: 'cancelled', message: 'the client went away' });
       } else {

@@ -5,6 +5,9 @@
 //     (after a restart), and from Redis (on a second replica), each the median of a few runs with fresh questions;
 //   - requests/s for short prompts, one at a time and 8 at a time;
 //   - /health latency while a long prefill runs.
+// Each measured request starts once the previous one is fully done (the worker idle after persisting its
+// conversation, and a second for the HTTP side to hand it to Redis): a request that arrives during a persist waits
+// for it, which the "persisting" line reports separately.
 // Needs `pnpm build` first; the Redis row needs a redis-server binary (it starts its own on a free loopback port).
 // Usage: node scripts/bench.mjs [--threads N] [--runs N]
 import { spawn, spawnSync } from 'node:child_process';
@@ -127,6 +130,12 @@ async function idle(url) {
   }
 }
 
+/** Idle, then a second more for the HTTP side to finish sending the last conversation to Redis. */
+async function settle(url) {
+  await idle(url);
+  await new Promise((r) => setTimeout(r, 1000));
+}
+
 const rows = [];
 const persist = [];
 const redis = await startRedis();
@@ -154,6 +163,7 @@ for (let i = 0; i < runs; i++) {
 rows.push(['cold (nothing cached)', cold]);
 const mem = [];
 for (let i = 0; i < runs; i++) {
+  await settle(a.url);
   mem.push(await ttft(a.url, system(i), `Another question ${i}?`));
   await idle(a.url);
 }
@@ -171,6 +181,7 @@ await a.close();
 a = await start({ cacheDir: dirA });
 const disk = [];
 for (let i = 0; i < runs; i++) {
+  await settle(a.url);
   disk.push(await ttft(a.url, system(i), `A third question ${i}?`));
   await idle(a.url);
 }
@@ -181,6 +192,7 @@ if (redis) {
     await new Promise((r) => setTimeout(r, 50));
   const red = [];
   for (let i = 0; i < runs; i++) {
+    await settle(b.url);
     red.push(await ttft(b.url, system(i), `A fourth question ${i}?`));
     await idle(b.url);
   }

@@ -1,5 +1,7 @@
 /** Helpers for this package's tests (not exported). */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { syntheticPreset } from '@mnemo/test-utils';
@@ -51,4 +53,73 @@ export function metric(text: string, name: string, labels: Record<string, string
     if (want.every((w) => have.includes(w)) && (want.length > 0 || have.length === 0)) return Number(m[4]);
   }
   return 0;
+}
+
+/** The redis-server binary, or null (tests then skip with a message; under CI a missing binary is an error). */
+export function redisServerBinary(): string | null {
+  for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server']) if (existsSync(p)) return p;
+  const r = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const found = r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
+  if (!found) {
+    if (process.env.CI)
+      throw new Error(
+        "redis-server is not installed: scripts/setup.sh installs Debian's redis-server package",
+      );
+    process.stderr.write(
+      '[mnemo tests] skipping Redis tier tests: no redis-server binary (apt-get install redis-server)\n',
+    );
+  }
+  return found;
+}
+
+export interface TestRedis {
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/** Starts a private redis-server on a free loopback port (no persistence) and waits until it answers. */
+export async function startRedisServer(bin: string): Promise<TestRedis> {
+  const port = await new Promise<number>((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'mnemo-redis-'));
+  const proc = spawn(
+    bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+      proc.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect(port, '127.0.0.1');
+      sock.once('error', () => resolve(false));
+      sock.once('connect', () => sock.write('PING\r\n'));
+      sock.once('data', (d) => {
+        sock.destroy();
+        resolve(String(d).startsWith('+PONG'));
+      });
+    });
+    if (ok) return { url: `redis://127.0.0.1:${port}`, port, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error('redis-server did not start');
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -1,0 +1,128 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  MODEL_ID,
+  metric,
+  redisServerBinary,
+  startRedisServer,
+  startTestServer,
+  type TestRedis,
+  type TestServer,
+} from './testing';
+
+// The Redis tier in process, against a real redis-server: what is stored (keys, TTL, bounds), and that an entry
+// that fails its checks is refused, deleted and reported, never used. (Two server processes sharing one Redis are
+// tested through `mnemo serve` in apps/cli.)
+
+const bin = redisServerBinary();
+
+const SYSTEM = 'A system prompt that both servers share through Redis, long enough to be stored there.';
+
+async function ask(s: TestServer, user: string) {
+  const r = await fetch(`${s.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: MODEL_ID,
+      messages: [
+        { role: 'system', content: SYSTEM },
+        { role: 'user', content: user },
+      ],
+      max_tokens: 8,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 4,
+    }),
+  });
+  const j = (await r.json()) as { choices: { message: { content: string }; logprobs: unknown }[] };
+  return {
+    status: r.status,
+    cache: r.headers.get('x-mnemo-cache') ?? '',
+    notes: r.headers.get('x-mnemo-cache-notes') ?? '',
+    same: { content: j.choices[0]!.message.content, logprobs: j.choices[0]!.logprobs },
+  };
+}
+
+async function stored(s: TestServer, n: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (metric(await (await fetch(`${s.url}/metrics`)).text(), 'mnemo_redis_stored_total') < n) {
+    if (Date.now() > deadline) throw new Error('the entry never reached Redis');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.skipIf(!bin)('the Redis tier', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  let a: TestServer;
+  let b: TestServer;
+  let reference: TestServer;
+  beforeAll(async () => {
+    redis = await startRedisServer(bin!);
+    client = new Redis(redis.url);
+    [a, b, reference] = await Promise.all([
+      startTestServer({ cacheRedis: redis.url, cacheRedisTtl: 600, cacheMemory: 0 }),
+      startTestServer({ cacheRedis: redis.url, cacheRedisTtl: 600, cacheMemory: 0 }),
+      startTestServer({ cacheMemory: 0, cacheDir: null }),
+    ]);
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    await Promise.all([a?.stop(), b?.stop(), reference?.stop()]);
+    await redis?.stop();
+  });
+
+  it('stores each conversation with its prefix names, all with the TTL', async () => {
+    await ask(a, 'What is stored?');
+    await stored(a, 1);
+    const entries = await client.keys('mnemo:*:e:*');
+    const names = await client.keys('mnemo:*:b:*');
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatch(/^mnemo:[0-9a-f]{32}:e:[0-9a-f]{64}$/); // hashes only: no prompt text in keys
+    expect(names.length).toBeGreaterThanOrEqual(5); // one per 16-token block
+    for (const k of [...entries, ...names]) {
+      const ttl = await client.ttl(k);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(600);
+    }
+    const id = entries[0]!.split(':').at(-1);
+    for (const k of names) expect(await client.get(k)).toBe(id);
+  });
+
+  it('refuses, deletes and reports an entry that fails its checks, and answers as without it', async () => {
+    const [key] = await client.keys('mnemo:*:e:*');
+    const len = await client.strlen(key!);
+    await client.setrange(key!, len - 50, 'X'); // damage the cached values
+    const r = await ask(b, 'What is stored?');
+    expect(r.status).toBe(200);
+    expect(r.cache).toMatch(/^tier=none; cached=0;/);
+    expect(r.notes).toMatch(/redis: a \d+-token prefix was refused: CHECKSUM/);
+    expect(r.same).toEqual((await ask(reference, 'What is stored?')).same);
+    const deadline = Date.now() + 10_000;
+    while ((await client.exists(key!)) === 1 && Date.now() < deadline)
+      await new Promise((x) => setTimeout(x, 20));
+    expect(await client.exists(key!)).toBe(0);
+    const m = await (await fetch(`${b.url}/metrics`)).text();
+    expect(metric(m, 'mnemo_cache_refused_total', { tier: 'redis', code: 'CHECKSUM' })).toBe(1);
+  });
+
+  it('does not store entries over the size bound', async () => {
+    const small = await startTestServer({ cacheRedis: redis.url, cacheRedisMaxEntry: 1000, cacheDir: null });
+    try {
+      const before = (await client.keys('mnemo:*:e:*')).length;
+      await ask(small, 'Too big for this Redis bound?');
+      const deadline = Date.now() + 10_000;
+      let errors = 0;
+      while (errors === 0 && Date.now() < deadline) {
+        errors = metric(await (await fetch(`${small.url}/metrics`)).text(), 'mnemo_redis_errors_total', {
+          op: 'put',
+        });
+        await new Promise((x) => setTimeout(x, 20));
+      }
+      expect(errors).toBe(1);
+      expect((await client.keys('mnemo:*:e:*')).length).toBe(before);
+    } finally {
+      await small.stop();
+    }
+  });
+});

@@ -1,0 +1,56 @@
+import type { PromptCache } from '@mnemo/lm';
+import { describe, expect, it } from 'vitest';
+import { chainHashes } from '../cache/prefix';
+import { MemoryTier } from './memory-tier';
+
+// The memory tier's bookkeeping, with stand-in caches (the tier only reads `tokens` and calls `free`).
+function fake(tokens: number[], freed: number[][]): PromptCache {
+  return { tokens, free: () => freed.push(tokens) } as unknown as PromptCache;
+}
+const seq = (start: number, n: number) => Array.from({ length: n }, (_, i) => start + i);
+
+describe('the memory tier', () => {
+  it('finds the entry sharing the longest prefix, capped', () => {
+    const t = new MemoryTier(1e9, (n) => n, 16);
+    const freed: number[][] = [];
+    t.put(fake([1, 2, 3, 4, 5], freed));
+    t.put(fake([1, 2, 9], freed));
+    expect(t.best([1, 2, 3, 4, 7], 4)).toMatchObject({ lcp: 4, length: 5 });
+    expect(t.best([1, 2, 3, 4, 5, 6], 5)).toMatchObject({ lcp: 5 });
+    expect(t.best([1, 2, 3, 4, 5], 4)).toMatchObject({ lcp: 4 }); // the last prompt token is always computed
+    expect(t.best([7], 0)).toBeUndefined();
+  });
+
+  it('evicts least recently used entries past its budget, remembers what it evicted, and frees oversized caches', () => {
+    const t = new MemoryTier(100, (n) => n, 16);
+    const freed: number[][] = [];
+    const a = seq(0, 40);
+    const b = seq(1000, 40);
+    const c = seq(2000, 40);
+    t.put(fake(a, freed));
+    t.put(fake(b, freed));
+    // Using a moves it to the back of the queue.
+    t.put(t.take(t.best(a, 39)!.key));
+    t.put(fake(c, freed)); // 120 > 100: b goes
+    expect(freed).toEqual([b]);
+    expect(t.size).toBe(2);
+    expect(t.bytes).toBe(80);
+    expect(t.evicted(chainHashes(b, 39, 16))).toBe(32);
+    expect(t.evicted(chainHashes(a, 39, 16))).toBe(0);
+    t.put(fake(seq(5000, 101), freed)); // larger than the whole budget: freed at once
+    expect(freed).toHaveLength(2);
+    expect(t.size).toBe(2);
+    t.clear();
+    expect(freed).toHaveLength(4);
+    expect(t.bytes).toBe(0);
+  });
+
+  it('replaces an entry holding the same tokens', () => {
+    const t = new MemoryTier(1000, (n) => n, 16);
+    const freed: number[][] = [];
+    t.put(fake([1, 2, 3], freed));
+    t.put(fake([1, 2, 3], freed));
+    expect(t.size).toBe(1);
+    expect(freed).toHaveLength(1);
+  });
+});

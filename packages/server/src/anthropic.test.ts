@@ -11,7 +11,10 @@ const SYSTEM =
 
 const client = (s: TestServer) => new Anthropic({ baseURL: s.url, apiKey: 'unused', maxRetries: 0 });
 
-function request(user: string, mark = true): Anthropic.MessageCreateParamsNonStreaming {
+/** The request, with the sampling fields older API versions define (this SDK's types no longer list them). */
+type Request = Anthropic.MessageCreateParamsNonStreaming & { temperature?: number };
+
+function request(user: string, mark = true): Request {
   return {
     model: MODEL_ID,
     max_tokens: 10,

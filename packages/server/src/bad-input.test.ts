@@ -71,6 +71,13 @@ const cases: [string, string, unknown, number, RegExp, Record<string, string>?][
     400,
     /the prompt alone has \d+ tokens/,
   ],
+  [
+    'prompt text too long to tokenize',
+    '/v1/chat/completions',
+    { ...good, messages: [{ role: 'user', content: 'x'.repeat(40_000) }] },
+    400,
+    /the prompt's 40000 bytes of text cannot fit in it/,
+  ],
   ['an unknown model', '/v1/chat/completions', { ...good, model: 'gpt-9' }, 404, /'gpt-9' does not exist/],
   [
     'an unknown role',

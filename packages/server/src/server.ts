@@ -9,7 +9,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { BLOCK_TOKENS } from './cache/prefix';
 import { Engine } from './engine';
 import { registerAnthropic } from './http/anthropic';
-import type { RouteContext } from './http/context';
+import { longestTokenBytes, type RouteContext } from './http/context';
 import { errorBody, HttpError } from './http/errors';
 import { registerOpenAI } from './http/openai';
 import { TokenText } from './http/token-text';
@@ -17,6 +17,7 @@ import { Metrics } from './metrics';
 import { type ResolvedOptions, resolveOptions, type ServerOptions } from './options';
 import type { ModelInfo } from './protocol';
 import { RedisTier } from './redis-tier';
+import { TokenizerWorker } from './tokenize/client';
 
 export interface MnemoServer {
   /** `http://host:port` */
@@ -131,6 +132,15 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
   }
   const info = engine.info;
   const tokenizer = await loadTokenizer(info.dir);
+  let tokenize: TokenizerWorker;
+  try {
+    tokenize = await TokenizerWorker.start(info.dir);
+  } catch (e) {
+    await engine.close();
+    await redis?.close();
+    await app.close();
+    throw e;
+  }
   const contextLength = Math.min(
     o.contextLength ?? info.maxPositionEmbeddings,
     info.maxPositionEmbeddings || Number.MAX_SAFE_INTEGER,
@@ -140,13 +150,14 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
     counted,
     engine,
     metrics,
-    tokenizer,
+    tokenize,
     tokenText: new TokenText(tokenizer),
     modelId: o.modelId,
     contextLength,
     maxTokens: o.maxTokens,
     systemFingerprint: `fp_${info.scope.slice(0, 12)}`,
     persistent: o.cacheDir !== null || redis !== undefined,
+    maxPromptBytes: contextLength * longestTokenBytes(tokenizer, info.vocabSize) * 4,
   };
   const s = engine.stats;
   metrics.cacheBytes.set({ tier: 'memory' }, s.memory.bytes);
@@ -245,6 +256,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
     await app.listen({ host: o.host, port: o.port });
   } catch (e) {
     await engine.close();
+    await tokenize.close();
     await redis?.close();
     await app.close();
     throw e;
@@ -265,6 +277,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
       closed ??= (async () => {
         await engine!.close();
         await app.close();
+        await tokenize.close();
         await redis?.close();
       })();
       return closed;

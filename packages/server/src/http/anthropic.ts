@@ -8,8 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { CacheReport, JobResult } from '../protocol';
-import { checkModel, completionBudget, type RouteContext } from './context';
-import { anthropicTokens } from './prompt';
+import { checkModel, checkPromptText, completionBudget, type RouteContext } from './context';
 import { type Responder, runRequest } from './run';
 import { messagesSchema } from './schemas';
 
@@ -110,7 +109,14 @@ export function registerAnthropic(app: FastifyInstance, ctx: RouteContext): void
     async (req, reply) => {
       const b = req.body;
       checkModel(ctx, b.model);
-      const { tokens, breakpoints } = anthropicTokens(ctx.tokenizer, b.system, b.messages);
+      const texts = (c: string | Block[] | undefined) =>
+        c === undefined ? [] : typeof c === 'string' ? [c] : c.map((x) => x.text);
+      checkPromptText(ctx, [...texts(b.system), ...b.messages.flatMap((m) => texts(m.content))]);
+      const { tokens, breakpoints } = await ctx.tokenize.tokenize({
+        op: 'anthropic',
+        system: b.system,
+        messages: b.messages,
+      });
       const maxTokens = completionBudget(ctx, tokens.length, b.max_tokens);
       await runRequest(ctx, req, reply, {
         route: 'messages',

@@ -1,6 +1,7 @@
 import type { Tokenizer } from '@mnemo/tokenizer';
 import type { Engine } from '../engine';
 import type { Metrics } from '../metrics';
+import type { TokenizerWorker } from '../tokenize/client';
 import { HttpError } from './errors';
 import type { TokenText } from './token-text';
 
@@ -10,7 +11,8 @@ export interface RouteContext {
   readonly counted: WeakSet<object>;
   readonly engine: Engine;
   readonly metrics: Metrics;
-  readonly tokenizer: Tokenizer;
+  /** Renders and tokenizes prompts off the HTTP thread. */
+  readonly tokenize: TokenizerWorker;
   readonly tokenText: TokenText;
   readonly modelId: string;
   /** Longest prompt + completion, in tokens. */
@@ -20,6 +22,36 @@ export interface RouteContext {
   readonly systemFingerprint: string;
   /** A disk or Redis tier is on: explicitly marked prefixes are persisted. */
   readonly persistent: boolean;
+  /**
+   * Bytes of text that certainly make more tokens than the context holds (context × the longest token's bytes × 4,
+   * the 4 for normalizers that shrink text): longer prompts are refused before they are tokenized, so a huge body
+   * never keeps the HTTP thread busy tokenizing.
+   */
+  readonly maxPromptBytes: number;
+}
+
+/** Refuses prompt text that cannot fit in the context, before tokenizing it. */
+export function checkPromptText(ctx: RouteContext, texts: readonly string[]): void {
+  let bytes = 0;
+  for (const t of texts) bytes += Buffer.byteLength(t, 'utf8');
+  if (bytes > ctx.maxPromptBytes)
+    throw new HttpError(
+      400,
+      `This model's maximum context length is ${ctx.contextLength} tokens, and the prompt's ${bytes} bytes of text cannot fit in it.`,
+      'context_length_exceeded',
+      'messages',
+    );
+}
+
+/** The longest token of the vocabulary, in UTF-8 bytes of its text (at least 1). */
+export function longestTokenBytes(tokenizer: Tokenizer, vocabSize: number): number {
+  let max = 1;
+  for (let id = 0; id < vocabSize; id++) {
+    const piece = tokenizer.idToToken(id);
+    if (piece === undefined) continue;
+    max = Math.max(max, Buffer.byteLength(piece, 'utf8'), Buffer.byteLength(tokenizer.decode([id]), 'utf8'));
+  }
+  return max;
 }
 
 export function checkModel(ctx: RouteContext, model: string): void {

@@ -2,8 +2,8 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { JobParams, JobResult, TokenOut } from '../protocol';
-import { checkModel, completionBudget, type RouteContext, stopList } from './context';
-import { chatTokens, completionTokens, type TextContent } from './prompt';
+import { type TextContent, textOf } from '../tokenize/prompt';
+import { checkModel, checkPromptText, completionBudget, type RouteContext, stopList } from './context';
 import { type Responder, runRequest } from './run';
 import { chatCompletionSchema, completionSchema } from './schemas';
 
@@ -220,7 +220,11 @@ export function registerOpenAI(app: FastifyInstance, ctx: RouteContext): void {
     async (req, reply) => {
       const b = req.body;
       checkModel(ctx, b.model);
-      const tokens = chatTokens(ctx.tokenizer, b.messages);
+      checkPromptText(
+        ctx,
+        b.messages.map((m) => textOf(m.content)),
+      );
+      const { tokens } = await ctx.tokenize.tokenize({ op: 'chat', messages: b.messages });
       const requested = b.max_completion_tokens ?? b.max_tokens;
       const maxTokens = completionBudget(
         ctx,
@@ -246,7 +250,13 @@ export function registerOpenAI(app: FastifyInstance, ctx: RouteContext): void {
     async (req, reply) => {
       const b = req.body;
       checkModel(ctx, b.model);
-      const tokens = completionTokens(ctx.tokenizer, ctx.engine.info.vocabSize, b.prompt);
+      if (typeof b.prompt === 'string') checkPromptText(ctx, [b.prompt]);
+      else if (typeof b.prompt[0] === 'string') checkPromptText(ctx, b.prompt as string[]);
+      const { tokens } = await ctx.tokenize.tokenize({
+        op: 'completion',
+        prompt: b.prompt,
+        vocabSize: ctx.engine.info.vocabSize,
+      });
       const maxTokens = completionBudget(ctx, tokens.length, b.max_tokens ?? 16);
       const logprobs = b.logprobs ?? null;
       await runRequest(ctx, req, reply, {

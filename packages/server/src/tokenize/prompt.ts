@@ -1,12 +1,12 @@
 /**
- * Request bodies → prompt token ids (on the HTTP side, so lengths are checked before a request queues). Chat requests
+ * Request bodies → prompt token ids (in the tokenizer worker, before a request queues, so lengths are checked first). Chat requests
  * are rendered with the model's chat template; completions are raw text (with the tokenizer's BOS rules) or ids.
  * Anthropic `cache_control` marks become prompt lengths: where the rendered conversation stands right after the marked
  * block, found with a sentinel rendered in its place.
  */
 import { type ChatMessage, ChatTemplateError, type Tokenizer } from '@mnemo/tokenizer';
 import { commonPrefix } from '../cache/prefix';
-import { HttpError } from './errors';
+import { HttpError } from '../http/errors';
 
 export type TextContent =
   | string
@@ -79,7 +79,7 @@ export function completionTokens(
 }
 
 type Block = { readonly type: 'text'; readonly text: string; readonly cache_control?: unknown };
-type AnthropicContent = string | readonly Block[];
+export type AnthropicContent = string | readonly Block[];
 
 const SENTINEL = '\u{10FFFD}mnemo-cache-breakpoint\u{10FFFD}';
 /** Blocks of one message are joined with this (the chat template sees one string per message). */

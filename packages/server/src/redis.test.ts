@@ -103,7 +103,7 @@ describe.skipIf(!bin)('the Redis tier', () => {
     const deadline = Date.now() + 10_000;
     const isDamaged = async () => {
       const v = await client.getBuffer(key!);
-      return v !== null && v.equals(damaged);
+      return v?.equals(damaged) === true;
     };
     while ((await isDamaged()) && Date.now() < deadline) await new Promise((x) => setTimeout(x, 20));
     expect(await isDamaged()).toBe(false);

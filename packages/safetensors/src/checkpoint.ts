@@ -1,5 +1,6 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { FileAccessError, readRegularFile } from '@mnemo/files';
 import { ioError, quoteName, SafetensorsError } from './errors';
 import { openSafetensors, type SafetensorsFile, type TensorInfo } from './file';
 import { describeJson, MAX_HEADER_SIZE } from './header';
@@ -87,21 +88,14 @@ export async function openCheckpoint(path: string, options: OpenCheckpointOption
 
 /** weight_map of the index (in file order), or null when there is no index file. */
 async function readIndex(indexPath: string): Promise<Map<string, string> | null> {
-  let size: number;
-  try {
-    size = (await stat(indexPath)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw ioError(indexPath, 'stat', err);
-  }
-  if (size > MAX_HEADER_SIZE) {
-    const detail = `index of ${size} bytes exceeds the ${MAX_HEADER_SIZE}-byte limit`;
-    throw new SafetensorsError('BAD_INDEX', detail, { file: indexPath });
-  }
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(indexPath);
+    bytes = await readRegularFile(indexPath, { maxBytes: MAX_HEADER_SIZE });
   } catch (err) {
+    if (err instanceof FileAccessError && err.code === 'NOT_FOUND') return null;
+    if (err instanceof FileAccessError && err.code === 'TOO_LARGE') {
+      throw new SafetensorsError('BAD_INDEX', `index ${err.detail}`, { file: indexPath, cause: err });
+    }
     throw ioError(indexPath, 'read', err);
   }
   let text: string;
@@ -165,7 +159,8 @@ async function openAll(
     if (
       onMissing &&
       reason instanceof SafetensorsError &&
-      (reason.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+      reason.cause instanceof FileAccessError &&
+      reason.cause.code === 'NOT_FOUND'
     ) {
       throw onMissing(paths[failed]!);
     }

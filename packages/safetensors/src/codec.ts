@@ -233,16 +233,17 @@ export function decodeSafetensors(
     buf.subarray(LENGTH_PREFIX_BYTES, dataOffset),
     buf.byteLength - dataOffset,
     file,
+    dataOffset,
   );
   const copy = options.copy ?? true;
   const tensors = new Map<string, DecodedTensor>();
-  for (const t of header.tensors) {
-    const begin = dataOffset + t.begin;
+  for (const t of header.tensors.values()) {
+    const begin = t.byteOffset;
     const end = begin + t.byteLength;
     tensors.set(t.name, {
       name: t.name,
       dtype: t.dtype,
-      shape: Object.freeze([...t.shape]),
+      shape: t.shape,
       data: copy ? copyBytes(buf, begin, end, file, t.name) : buf.subarray(begin, end),
     });
   }

@@ -1,3 +1,5 @@
+import { FileAccessError } from '@mnemo/files';
+
 /** What went wrong, as a stable machine-readable code. */
 export type SafetensorsErrorCode =
   /** An operating-system error (open, stat, read, write, rename); `cause` holds the original error. */
@@ -61,6 +63,8 @@ export class SafetensorsError extends Error {
   readonly code: SafetensorsErrorCode;
   readonly file: string | undefined;
   readonly tensor: string | undefined;
+  /** The reason alone, without the file, the tensor and the code (for callers that wrap it in their own error). */
+  readonly detail: string;
 
   constructor(code: SafetensorsErrorCode, detail: string, where: SafetensorsErrorDetails = {}) {
     const prefix = [where.file, where.tensor === undefined ? undefined : `tensor ${quoteName(where.tensor)}`]
@@ -73,6 +77,7 @@ export class SafetensorsError extends Error {
     this.code = code;
     this.file = where.file;
     this.tensor = where.tensor;
+    this.detail = where.tensor === undefined ? detail : `tensor ${quoteName(where.tensor)}: ${detail}`;
   }
 }
 
@@ -84,9 +89,13 @@ export function quoteName(name: string): string {
 /** Label used in messages for data that does not come from a file. */
 export const MEMORY_SOURCE = '<memory>';
 
-/** Wraps a Node fs error as an `IO` SafetensorsError naming the file; passes SafetensorsErrors through. */
+/**
+ * Wraps a Node fs error (or a refusal of `@mnemo/files`) as an `IO` SafetensorsError naming the file; passes
+ * SafetensorsErrors through.
+ */
 export function ioError(file: string, action: string, err: unknown): SafetensorsError {
   if (err instanceof SafetensorsError) return err;
+  if (err instanceof FileAccessError) return new SafetensorsError('IO', err.detail, { file, cause: err });
   const reason = err instanceof Error ? err.message : String(err);
   return new SafetensorsError('IO', `${action} failed: ${reason}`, { file, cause: err });
 }

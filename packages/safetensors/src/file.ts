@@ -1,4 +1,5 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { openRegularFile } from '@mnemo/files';
 import type { SafetensorsDType } from './dtype';
 import { ioError, SafetensorsError } from './errors';
 import { checkHeaderLength, LENGTH_PREFIX_BYTES, parseHeader } from './header';
@@ -45,41 +46,22 @@ export interface SafetensorsFile {
  */
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   let fh: FileHandle;
+  let size: number;
   try {
-    fh = await open(path, 'r');
+    // Only a regular file is opened (a FIFO or a device is refused before it could block or be read).
+    ({ handle: fh, size } = await openRegularFile(path));
   } catch (err) {
     throw ioError(path, 'open', err);
   }
   try {
-    let size: number;
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new SafetensorsError('IO', 'not a regular file', { file: path });
-      size = st.size;
-    } catch (err) {
-      throw ioError(path, 'stat', err);
-    }
     const prefix = allocBytes(Math.min(LENGTH_PREFIX_BYTES, size), path);
     await readFully(fh, prefix, 0, path);
     const n = checkHeaderLength(prefix, size, path);
     const headerBytes = allocBytes(n, path);
     await readFully(fh, headerBytes, LENGTH_PREFIX_BYTES, path);
     const dataOffset = LENGTH_PREFIX_BYTES + n;
-    const header = parseHeader(headerBytes, size - dataOffset, path);
-    const tensors = new Map<string, TensorInfo>();
-    for (const t of header.tensors) {
-      tensors.set(
-        t.name,
-        Object.freeze({
-          name: t.name,
-          dtype: t.dtype,
-          shape: Object.freeze([...t.shape]),
-          byteOffset: dataOffset + t.begin,
-          byteLength: t.byteLength,
-        }),
-      );
-    }
-    return new OpenFile(fh, path, size, n, tensors, Object.freeze({ ...header.metadata }));
+    const header = parseHeader(headerBytes, size - dataOffset, path, dataOffset);
+    return new OpenFile(fh, path, size, n, header.tensors, Object.freeze({ ...header.metadata }));
   } catch (err) {
     await fh.close().catch(() => {});
     throw err;

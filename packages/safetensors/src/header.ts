@@ -1,6 +1,6 @@
 import { isSafetensorsDType, SAFETENSORS_DTYPE_BITS, type SafetensorsDType } from './dtype';
 import { quoteName, SafetensorsError } from './errors';
-import { JsonFloat, JsonParseError, type JsonValue, parseJson } from './json';
+import { JsonFloat, JsonParseError, type JsonValue, parseJsonObjectEntries } from './json';
 
 /** Largest header accepted (the reference implementation's limit). */
 export const MAX_HEADER_SIZE = 100_000_000;
@@ -8,19 +8,21 @@ export const MAX_HEADER_SIZE = 100_000_000;
 /** Bytes of the little-endian u64 header length that opens every file. */
 export const LENGTH_PREFIX_BYTES = 8;
 
-/** One tensor as described by a validated header. Offsets are relative to the start of the data region. */
+/**
+ * One tensor as described by a validated header (the same fields as a file's `TensorInfo`). Frozen, shape included.
+ */
 export interface HeaderTensor {
   readonly name: string;
   readonly dtype: SafetensorsDType;
   readonly shape: readonly number[];
-  /** Start of the tensor's bytes within the data region. */
-  readonly begin: number;
+  /** Offset of the tensor's first byte: the `dataOffset` given to {@link parseHeader} plus its begin offset. */
+  readonly byteOffset: number;
   readonly byteLength: number;
 }
 
 export interface ParsedHeader {
-  /** In header order. */
-  readonly tensors: readonly HeaderTensor[];
+  /** By name, in header order. */
+  readonly tensors: ReadonlyMap<string, HeaderTensor>;
   readonly metadata: Readonly<Record<string, string>>;
 }
 
@@ -55,11 +57,20 @@ export function checkHeaderLength(prefix: Uint8Array, totalSize: number, file: s
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
- * Parses and validates a header (the N bytes after the length prefix) for a data region of `dataLength` bytes.
- * Follows the reference implementation: tensors sorted by offset must tile the data region exactly, each one's
- * length equal to dtype size × element count. Every violation is a SafetensorsError naming `file` and the tensor.
+ * Parses and validates a header (the N bytes after the length prefix) for a data region of `dataLength` bytes that
+ * starts at `dataOffset` (added to every tensor's offset). Follows the reference implementation: tensors sorted by
+ * offset must tile the data region exactly, each one's length equal to dtype size × element count. Every violation is
+ * a SafetensorsError naming `file` and the tensor.
+ *
+ * Memory stays a small multiple of the header size: the JSON is parsed entry by entry, each tensor is kept as one
+ * frozen record and nothing of the JSON tree survives its entry.
  */
-export function parseHeader(bytes: Uint8Array, dataLength: number, file: string): ParsedHeader {
+export function parseHeader(
+  bytes: Uint8Array,
+  dataLength: number,
+  file: string,
+  dataOffset = 0,
+): ParsedHeader {
   let text: string;
   try {
     text = utf8.decode(bytes);
@@ -69,16 +80,23 @@ export function parseHeader(bytes: Uint8Array, dataLength: number, file: string)
   if (!text.startsWith('{')) {
     throw new SafetensorsError('BAD_JSON', "header does not start with '{'", { file });
   }
-  let root: JsonValue;
+  let metadata: Record<string, string> | undefined;
+  const tensors = new Map<string, HeaderTensor>();
   try {
-    root = parseJson(text);
+    parseJsonObjectEntries(text, (name, entry) => {
+      if (name === METADATA_KEY) {
+        if (metadata !== undefined) throw duplicateEntry(name, file);
+        metadata = parseMetadata(entry, file);
+      } else {
+        if (tensors.has(name)) throw duplicateEntry(name, file);
+        tensors.set(name, parseTensor(name, entry, dataLength, dataOffset, file));
+      }
+    });
   } catch (err) {
     if (err instanceof JsonParseError) {
       if (err.kind === 'duplicate') {
-        const where = err.path?.length
-          ? `key ${quoteName(err.key ?? '')} in ${quoteName(err.path.join('.'))}`
-          : 'tensor name';
-        const tensor = err.path?.length ? err.path[0] : err.key;
+        const where = `key ${quoteName(err.key ?? '')} in ${quoteName(err.path?.join('.') ?? '')}`;
+        const tensor = err.path?.[0];
         throw new SafetensorsError('DUPLICATE', `header repeats ${where}`, {
           file,
           tensor: tensor === METADATA_KEY ? undefined : tensor,
@@ -92,16 +110,15 @@ export function parseHeader(bytes: Uint8Array, dataLength: number, file: string)
     }
     throw err;
   }
-  if (!(root instanceof Map)) throw new SafetensorsError('BAD_JSON', 'header is not a JSON object', { file });
+  checkTiling(tensors, dataLength, dataOffset, file);
+  return { tensors, metadata: metadata ?? {} };
+}
 
-  let metadata: Record<string, string> = {};
-  const tensors: HeaderTensor[] = [];
-  for (const [name, entry] of root) {
-    if (name === METADATA_KEY) metadata = parseMetadata(entry, file);
-    else tensors.push(parseTensor(name, entry, dataLength, file));
-  }
-  checkTiling(tensors, dataLength, file);
-  return { tensors, metadata };
+function duplicateEntry(name: string, file: string): SafetensorsError {
+  return new SafetensorsError('DUPLICATE', 'header repeats tensor name', {
+    file,
+    tensor: name === METADATA_KEY ? undefined : name,
+  });
 }
 
 function parseMetadata(entry: JsonValue, file: string): Record<string, string> {
@@ -121,7 +138,13 @@ function parseMetadata(entry: JsonValue, file: string): Record<string, string> {
   return Object.fromEntries(out);
 }
 
-function parseTensor(name: string, entry: JsonValue, dataLength: number, file: string): HeaderTensor {
+function parseTensor(
+  name: string,
+  entry: JsonValue,
+  dataLength: number,
+  dataOffset: number,
+  file: string,
+): HeaderTensor {
   const where = { file, tensor: name };
   if (!(entry instanceof Map)) throw new SafetensorsError('BAD_TENSOR', 'entry is not an object', where);
   const dtype = entry.get('dtype');
@@ -184,7 +207,13 @@ function parseTensor(name: string, entry: JsonValue, dataLength: number, file: s
       where,
     );
   }
-  return { name, dtype, shape: dims, begin, byteLength };
+  return Object.freeze({
+    name,
+    dtype,
+    shape: Object.freeze(dims),
+    byteOffset: dataOffset + begin,
+    byteLength,
+  });
 }
 
 /** Size of a tensor: exact bytes, `'over'` a limit, or `'partial'` when packed sub-byte elements leave a partial byte. */
@@ -209,26 +238,34 @@ export function tensorByteSize(dtype: SafetensorsDType, shape: readonly number[]
 }
 
 /** Sorted by offset, tensors must start at 0, follow each other without gap or overlap, and end at `dataLength`. */
-function checkTiling(tensors: readonly HeaderTensor[], dataLength: number, file: string): void {
-  const sorted = [...tensors].sort((a, b) => a.begin - b.begin || a.byteLength - b.byteLength);
+function checkTiling(
+  tensors: ReadonlyMap<string, HeaderTensor>,
+  dataLength: number,
+  dataOffset: number,
+  file: string,
+): void {
+  const sorted = [...tensors.values()].sort(
+    (a, b) => a.byteOffset - b.byteOffset || a.byteLength - b.byteLength,
+  );
   let cursor = 0;
   let previous: HeaderTensor | undefined;
   for (const t of sorted) {
-    if (t.begin < cursor) {
+    const begin = t.byteOffset - dataOffset;
+    if (begin < cursor) {
       throw new SafetensorsError(
         'OVERLAP',
-        `bytes [${t.begin}, ${t.begin + t.byteLength}) overlap tensor ${quoteName(previous?.name ?? '')} ending at ${cursor}`,
+        `bytes [${begin}, ${begin + t.byteLength}) overlap tensor ${quoteName(previous?.name ?? '')} ending at ${cursor}`,
         { file, tensor: t.name },
       );
     }
-    if (t.begin > cursor) {
+    if (begin > cursor) {
       throw new SafetensorsError(
         'GAP',
-        `starts at ${t.begin} but the previous tensor ends at ${cursor}: bytes in between belong to no tensor`,
+        `starts at ${begin} but the previous tensor ends at ${cursor}: bytes in between belong to no tensor`,
         { file, tensor: t.name },
       );
     }
-    cursor = t.begin + t.byteLength;
+    cursor = begin + t.byteLength;
     previous = t;
   }
   if (cursor !== dataLength) {

@@ -66,6 +66,26 @@ export function parseJson(text: string, maxDepth = DEFAULT_MAX_DEPTH): JsonValue
   return value;
 }
 
+/**
+ * Parses `text`, which must hold one JSON object, member by member: `onEntry(key, value)` is called as soon as each
+ * member's value is parsed, and nothing of it is kept afterwards, so memory stays proportional to what the caller
+ * keeps rather than to a tree of the whole text. Unlike {@link parseJson}, repeated keys at the top level are not
+ * detected here (the caller, which keeps the keys it needs, does that); nested ones are, with `path` starting at the
+ * member's key.
+ */
+export function parseJsonObjectEntries(
+  text: string,
+  onEntry: (key: string, value: JsonValue, position: number) => void,
+  maxDepth = DEFAULT_MAX_DEPTH,
+): void {
+  const p = new Parser(text, maxDepth);
+  p.skipWs();
+  if (text[p.pos] !== '{') p.fail("expected '{'");
+  p.objectEntries(onEntry);
+  p.skipWs();
+  if (p.pos !== text.length) p.fail('unexpected text after the JSON value');
+}
+
 class Parser {
   pos = 0;
   private depth = 0;
@@ -165,6 +185,43 @@ class Parser {
     }
     this.depth--;
     return map;
+  }
+
+  /** The members of the object at `pos`, handed to `onEntry` one at a time (top-level duplicates not checked). */
+  objectEntries(onEntry: (key: string, value: JsonValue, position: number) => void): void {
+    this.enter();
+    this.pos++; // {
+    this.skipWs();
+    if (this.text[this.pos] === '}') {
+      this.pos++;
+      this.depth--;
+      return;
+    }
+    for (;;) {
+      if (this.text.charCodeAt(this.pos) !== QUOTE) this.fail('expected a string key');
+      const keyAt = this.pos;
+      const key = this.string();
+      this.skipWs();
+      if (this.text[this.pos] !== ':') this.fail("expected ':'");
+      this.pos++;
+      this.skipWs();
+      this.path.push(key);
+      const value = this.value();
+      this.path.pop();
+      onEntry(key, value, keyAt);
+      this.skipWs();
+      const c = this.text[this.pos];
+      if (c === ',') {
+        this.pos++;
+        this.skipWs();
+      } else if (c === '}') {
+        this.pos++;
+        break;
+      } else {
+        this.fail("expected ',' or '}'");
+      }
+    }
+    this.depth--;
   }
 
   private array(): JsonValue[] {

@@ -1,4 +1,16 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomF32, rng } from '@mnemo/test-utils';
@@ -204,18 +216,83 @@ describe('writeSafetensors', () => {
   });
 
   it('removes the temporary file when the rename fails', async () => {
-    // The target is a non-empty folder, so the final rename fails after all data was written.
+    // While the data is written, a non-empty folder takes the destination's place, so the final rename fails.
     const path = join(dir, 'busy');
-    await mkdir(path);
-    await writeFile(join(path, 'keep'), 'x');
-    const err = await writeSafetensors(path, [
-      { name: 'a', dtype: 'U8', shape: [1], data: new Uint8Array(1) },
+    const err = await writeSafetensorsStreaming(path, [
+      {
+        name: 'a',
+        dtype: 'U8',
+        shape: [1],
+        data: async () => {
+          await mkdir(path);
+          await writeFile(join(path, 'keep'), 'x');
+          return new Uint8Array(1);
+        },
+      },
     ]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SafetensorsError);
     expect((err as SafetensorsError).code).toBe('IO');
     expect((err as Error).message).toContain('renaming');
     expect(await readdir(dir)).toEqual(['busy']);
     expect(await readdir(path)).toEqual(['keep']);
+  });
+
+  it('refuses a folder, FIFO or device as destination before writing anything', async () => {
+    const one = [{ name: 'a', dtype: 'U8' as const, shape: [1], data: new Uint8Array(1) }];
+    const path = join(dir, 'busy');
+    await mkdir(path);
+    await expect(writeSafetensors(path, one)).rejects.toMatchObject({
+      name: 'SafetensorsError',
+      code: 'IO',
+      message: `${path}: is a directory, not a regular file: refusing to replace it (nothing was written) [IO]`,
+    });
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    await expect(writeSafetensors(fifo, one)).rejects.toMatchObject({ code: 'IO' });
+    expect((await lstat(fifo)).isFIFO()).toBe(true);
+    if (process.getuid?.() === 0) {
+      const dev = join(dir, 'null');
+      execFileSync('mknod', [dev, 'c', '1', '3']); // a /dev/null of our own, in the test's folder
+      await expect(writeSafetensors(dev, one)).rejects.toMatchObject({
+        code: 'IO',
+        message: expect.stringContaining('is a character device, not a regular file'),
+      });
+      expect((await lstat(dev)).isCharacterDevice()).toBe(true);
+    }
+    expect((await readdir(dir)).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('opening a FIFO or a device as a safetensors file fails at once instead of blocking', async () => {
+    const fifo = join(dir, 'model.safetensors');
+    execFileSync('mkfifo', [fifo]);
+    await expect(openSafetensors(fifo)).rejects.toMatchObject({
+      code: 'IO',
+      message: `${fifo}: is a named pipe (FIFO), not a regular file [IO]`,
+    });
+    if (process.getuid?.() === 0) {
+      const dev = join(dir, 'zero');
+      execFileSync('mknod', [dev, 'c', '1', '5']); // like /dev/zero: endless zeros if it were read
+      await expect(openSafetensors(dev)).rejects.toMatchObject({
+        message: `${dev}: is a character device, not a regular file [IO]`,
+      });
+    }
+  });
+
+  it('writes through a symbolic link and keeps the mode of the file it replaces', async () => {
+    const target = join(dir, 'real.safetensors');
+    const link = join(dir, 'link.safetensors');
+    await writeSafetensors(target, [{ name: 'a', dtype: 'U8', shape: [1], data: new Uint8Array([1]) }]);
+    await chmod(target, 0o640);
+    await symlink(target, link);
+    await writeSafetensors(link, [{ name: 'b', dtype: 'U8', shape: [2], data: new Uint8Array([2, 3]) }]);
+    expect((await lstat(link)).isSymbolicLink()).toBe(true);
+    const f = await openSafetensors(target);
+    expect(f.names()).toEqual(['b']);
+    await f.close();
+    expect((await stat(target)).mode & 0o777).toBe(0o640);
+    const fresh = join(dir, 'fresh.safetensors');
+    await writeSafetensors(fresh, []);
+    expect((await stat(fresh)).mode & 0o777).toBe(0o600 & ~process.umask());
   });
 
   it('reports a missing folder as IO without leaving anything behind', async () => {

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import { writeFileAtomic } from '@mnemo/files';
 import {
   checkMetadata,
   type LazyTensorInput,
@@ -20,9 +19,12 @@ const CHUNK = 1 << 30;
 
 /**
  * Writes a safetensors file atomically: every tensor is validated first (nothing is written if one is bad), then
- * header and data go to `<path>.tmp-<pid>-<random>` in the same folder, which is fsynced and renamed over `path`.
- * On any failure the temporary file is removed and an existing file at `path` is left untouched.
- * Data is laid out in the given order; the header is padded with spaces so the data starts 8-byte aligned.
+ * header and data go to `<name>.tmp-<pid>-<random>` in the destination's folder, which is fsynced and renamed over it.
+ * On any failure (and on SIGINT/SIGTERM) the temporary file is removed and an existing file at `path` is untouched.
+ * A destination that is not a regular file (a device, a FIFO, a folder) is refused (`IO`); a symbolic link is written
+ * through to its target; an existing file keeps its permissions, a new one gets 0600 minus the umask (see
+ * `writeFileAtomic` of `@mnemo/files`). Data is laid out in the given order; the header is padded with spaces so the
+ * data starts 8-byte aligned.
  */
 export async function writeSafetensors(
   path: string,
@@ -82,32 +84,18 @@ async function writeAtomically<T>(
   bytesOf: (t: T) => Uint8Array | Promise<Uint8Array>,
   options: WriteOptions,
 ): Promise<void> {
-  const fsync = options.fsync ?? true;
-
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fh: FileHandle | undefined;
-  let stage = 'creating the temporary file';
   try {
-    fh = await open(tmp, 'wx');
-    stage = 'writing';
-    let position = await writeAll(fh, header, 0);
-    for (const t of tensors) position = await writeAll(fh, await bytesOf(t), position);
-    if (fsync) {
-      stage = 'fsync';
-      await fh.sync();
-    }
-    stage = 'closing';
-    const closing = fh;
-    fh = undefined;
-    await closing.close();
-    stage = 'renaming the temporary file';
-    await rename(tmp, path);
+    await writeFileAtomic(
+      path,
+      async (fh) => {
+        let position = await writeAll(fh, header, 0);
+        for (const t of tensors) position = await writeAll(fh, await bytesOf(t), position);
+      },
+      { fsync: options.fsync ?? true },
+    );
   } catch (err) {
-    if (fh !== undefined) await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw ioError(path, stage, err);
+    throw ioError(path, 'writing', err);
   }
-  if (fsync) await syncFolder(dirname(path));
 }
 
 async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
@@ -123,17 +111,4 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
     done += bytesWritten;
   }
   return position + done;
-}
-
-/** Makes the rename durable where the platform allows fsync on a folder (not on Windows); best effort. */
-async function syncFolder(folder: string): Promise<void> {
-  let dir: FileHandle | undefined;
-  try {
-    dir = await open(folder, 'r');
-    await dir.sync();
-  } catch {
-    // Not supported here; the rename itself is still atomic.
-  } finally {
-    await dir?.close().catch(() => {});
-  }
 }

@@ -35,7 +35,14 @@ export class FileAccessError extends Error {
   }
 }
 
-/** The message of a system error without Node's `ECODE: ` prefix duplication, for details. */
+/**
+ * The message of a system error for a detail: Node's `ECODE: description, syscall '/the/path'` without the syscall
+ * and path (the caller names the file once itself), e.g. `ENOENT: no such file or directory`.
+ */
 export function reasonOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  const message = err instanceof Error ? err.message : String(err);
+  const syscall = (err as { syscall?: unknown } | undefined)?.syscall;
+  if (typeof syscall !== 'string') return message;
+  const cut = message.indexOf(`, ${syscall} '`);
+  return cut > 0 ? message.slice(0, cut) : message;
 }

@@ -1,4 +1,4 @@
-export { FileAccessError, type FileAccessErrorCode } from './errors';
+export { FileAccessError, type FileAccessErrorCode, reasonOf } from './errors';
 export {
   fileKind,
   type OpenedFile,

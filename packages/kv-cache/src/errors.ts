@@ -30,6 +30,8 @@ export class PromptCacheError extends Error {
   override readonly name = 'PromptCacheError';
   readonly code: PromptCacheErrorCode;
   readonly file: string | undefined;
+  /** The reason alone, without the file and the code (for callers that wrap it). */
+  readonly detail: string;
 
   constructor(code: PromptCacheErrorCode, message: string, opts: { file?: string; cause?: unknown } = {}) {
     super(
@@ -38,5 +40,6 @@ export class PromptCacheError extends Error {
     );
     this.code = code;
     this.file = opts.file;
+    this.detail = message;
   }
 }

@@ -136,6 +136,8 @@ export interface PromptCacheExpectation {
   readonly tokenizerFingerprint: string;
   /** The loader's arithmetic; a file recording other numerics is refused (a file recording none is accepted). */
   readonly numerics?: string;
+  /** Most tokens the model can hold (its context length): a file holding more is refused (`SHAPE_MISMATCH`). */
+  readonly maxTokens?: number;
   readonly nLayers: number;
   readonly nKvHeads: number;
   readonly headDim: number;
@@ -322,10 +324,12 @@ export async function savePromptCache(
     await writeSafetensorsStreaming(path, specs, metadata);
   } catch (err) {
     if (changed !== undefined) throw changed;
-    throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
-      file: path,
-      cause: err,
-    });
+    // The writer's message already says what failed (and names no file or code twice once unwrapped).
+    const detail =
+      err instanceof SafetensorsError
+        ? err.detail
+        : `writing failed: ${err instanceof Error ? err.message : String(err)}`;
+    throw new PromptCacheError('IO', detail, { file: path, cause: err });
   } finally {
     held = undefined;
     buffers.clear();
@@ -455,7 +459,11 @@ function fromSafetensorsError(path: string, err: unknown): PromptCacheError {
         : code === 'IO'
           ? 'cannot read the file'
           : 'the safetensors container is damaged';
-    return new PromptCacheError(code, `${what}: ${err.message}`, { file: path, cause: err });
+    // `detail`: the reason without the file and the code, which this error adds once.
+    return new PromptCacheError(code, `${what}: ${err.detail}`, {
+      file: path,
+      cause: err,
+    });
   }
   return new PromptCacheError(
     'IO',
@@ -574,6 +582,11 @@ function parseCacheDescription(path: string, c: unknown): CacheDescription {
         );
       if (!isCount(l.start) || typeof l.quantized !== 'boolean')
         throw corrupt(`layer ${i}: bad start/quantized`);
+      // A quantized cache converts its rows on the first update that finds offset > start, and never goes back.
+      if (l.quantized !== l.offset > l.start)
+        throw corrupt(
+          `layer ${i}: "quantized": ${l.quantized} contradicts offset ${String(l.offset)} and start ${l.start} (rows are quantized exactly when offset > start)`,
+        );
       if (width % l.groupSize !== 0)
         throw corrupt(`layer ${i}: row width ${width} is not a multiple of ${l.groupSize}`);
       d = {
@@ -616,6 +629,12 @@ function checkExpectation(path: string, info: PromptCacheInfo, e: PromptCacheExp
     throw new PromptCacheError(
       'NUMERICS_MISMATCH',
       `computed with other arithmetic: numerics ${info.numerics}, this model runs with ${e.numerics} (load the model with the same backend options, e.g. int8 activations on or off)`,
+      { file: path },
+    );
+  if (e.maxTokens !== undefined && info.tokens.length > e.maxTokens)
+    throw new PromptCacheError(
+      'SHAPE_MISMATCH',
+      `holds ${info.tokens.length} tokens, more than the model's context of ${e.maxTokens} tokens`,
       { file: path },
     );
   const c = info.cache;

@@ -13,7 +13,7 @@ import type {
   StateBuffers,
 } from './contract';
 import { dequantizeRows, type QuantizedBlock, quantizeRows } from './quant';
-import { checkDenseRows, checkQuantizedRows, checkStateHeader } from './state-check';
+import { CacheStateError, checkDenseRows, checkQuantizedRows, checkStateHeader } from './state-check';
 
 export interface QuantizedCacheOptions extends CacheOptions {
   /** 4 or 8 (default 8). */
@@ -225,6 +225,11 @@ export class QuantizedKVCache implements KVCache {
     const rows = state.offset;
     const w = cache.#width;
     const quantized = state.keys?.format === 'quantized';
+    // Rows are converted by the first update that finds offset > start, and never go back.
+    if (quantized !== rows > cache.start)
+      throw new CacheStateError(
+        `quantized state: ${quantized ? 'quantized' : 'exact'} rows at offset ${rows} with start ${cache.start} (rows are quantized exactly when offset > start)`,
+      );
     for (const [name, data] of [
       ['keys', state.keys],
       ['values', state.values],

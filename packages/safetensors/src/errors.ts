@@ -1,4 +1,4 @@
-import { FileAccessError } from '@mnemo/files';
+import { FileAccessError, reasonOf } from '@mnemo/files';
 
 /** What went wrong, as a stable machine-readable code. */
 export type SafetensorsErrorCode =
@@ -96,6 +96,5 @@ export const MEMORY_SOURCE = '<memory>';
 export function ioError(file: string, action: string, err: unknown): SafetensorsError {
   if (err instanceof SafetensorsError) return err;
   if (err instanceof FileAccessError) return new SafetensorsError('IO', err.detail, { file, cause: err });
-  const reason = err instanceof Error ? err.message : String(err);
-  return new SafetensorsError('IO', `${action} failed: ${reason}`, { file, cause: err });
+  return new SafetensorsError('IO', `${action} failed: ${reasonOf(err)}`, { file, cause: err });
 }

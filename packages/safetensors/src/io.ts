@@ -1,6 +1,7 @@
 import { constants } from 'node:buffer';
 import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { reasonOf } from '@mnemo/files';
 import { SafetensorsError } from './errors';
 
 /** Largest single read/write request (Node refuses more than 2^31 − 1 bytes per call). */
@@ -78,6 +79,5 @@ function shortRead(file: string, tensor: string | undefined, position: number, w
 }
 
 function ioReadError(file: string, tensor: string | undefined, err: unknown) {
-  const reason = err instanceof Error ? err.message : String(err);
-  return new SafetensorsError('IO', `read failed: ${reason}`, { file, tensor, cause: err });
+  return new SafetensorsError('IO', `read failed: ${reasonOf(err)}`, { file, tensor, cause: err });
 }

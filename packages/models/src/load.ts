@@ -1,11 +1,11 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FileAccessError, readTextFile } from '@mnemo/files';
 import { type ResolveOptions, resolveModel } from '@mnemo/hub';
 import { openCheckpoint } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
 import type { RawConfig } from './config';
 import { ModelLoadError } from './errors';
-import { modelFingerprint, WeightDigest } from './fingerprint';
+import { modelFingerprint, ParallelWeightHasher, WeightDigest } from './fingerprint';
 import type { Model } from './model';
 import { QuantizationConfig } from './quantization';
 import { type ArchitectureRegistry, defaultRegistry } from './registry';
@@ -44,6 +44,9 @@ export interface LoadedModel {
   readonly fingerprint: string;
 }
 
+/** Largest `config.json` / `generation_config.json` accepted (real ones are a few KB). */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
 /** Reads and parses an optional JSON file of a model directory; `undefined` when absent. */
 export async function readJsonFile(
   dir: string,
@@ -53,13 +56,16 @@ export async function readJsonFile(
   const path = join(dir, name);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // Only a regular file of bounded size is read: a FIFO or device named config.json is refused, never waited on.
+    text = await readTextFile(path, { maxBytes: MAX_CONFIG_BYTES });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+    if (e instanceof FileAccessError && e.code === 'NOT_FOUND') {
       if (required) throw new ModelLoadError(`${path} does not exist — is this a model directory?`);
       return undefined;
     }
-    throw new ModelLoadError(`cannot read ${path}: ${(e as Error).message}`);
+    throw new ModelLoadError(e instanceof FileAccessError ? e.message : `cannot read ${path}: ${String(e)}`, {
+      cause: e,
+    });
   }
   let parsed: unknown;
   try {
@@ -94,10 +100,18 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
       ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
     }));
   const checkpoint = await openCheckpoint(dir);
+  const digest = new WeightDigest();
+  // Every byte of every tensor the model reads is hashed, on a worker thread while loading goes on.
+  const hasher = new ParallelWeightHasher(digest);
   try {
-    const digest = new WeightDigest();
-    const weights = new Weights(digestingSource(checkpoint, digest), backend, quantization);
+    const weights = new Weights(digestingSource(checkpoint, digest, hasher), backend, quantization);
     const model = await plugin.create(config, weights, backend);
+    try {
+      await hasher.finish();
+    } catch (e) {
+      model.free();
+      throw e;
+    }
     return {
       model,
       backend,
@@ -107,6 +121,7 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
       fingerprint: modelFingerprint(config, digest),
     };
   } catch (e) {
+    await hasher.close();
     // Weights loaded before the failure must not stay behind in a backend nobody else holds.
     if (!opts.backend) backend.dispose();
     throw e;

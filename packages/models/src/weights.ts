@@ -1,29 +1,48 @@
 import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
 import { toFloat32 } from '@mnemo/tensor';
 import { ModelLoadError } from './errors';
-import type { WeightDigest } from './fingerprint';
+import { type ParallelWeightHasher, sharedBytes, type WeightDigest } from './fingerprint';
 import type { QuantizationConfig } from './quantization';
 
 /** The part of a checkpoint reader weight loading needs (`@mnemo/safetensors`' `Checkpoint` has it). */
 export interface TensorSource {
   names(): string[];
   has(name: string): boolean;
-  info(name: string): { readonly dtype: string; readonly shape: readonly number[] };
+  info(name: string): {
+    readonly dtype: string;
+    readonly shape: readonly number[];
+    /** Bytes of the tensor (needed for `readInto`). */
+    readonly byteLength?: number;
+  };
   read(name: string): Promise<Uint8Array>;
+  /** Reads a tensor into `out` (of exactly its byte length); when present, weights can be hashed on another thread. */
+  readInto?(name: string, out: Uint8Array): Promise<void>;
 }
 
 /**
- * Wraps a source so that every tensor read is added to `digest`: the weights' identity covers exactly what the
- * architecture loaded, whatever names or wrappers a plugin uses on top.
+ * Wraps a source so that every tensor read is added to `digest`, every byte of it: the weights' identity covers
+ * exactly what the architecture loaded, whatever names or wrappers a plugin uses on top. With a `hasher` (and a source
+ * that can `readInto`), tensors are read into shared memory and hashed on its thread while loading goes on; call
+ * `hasher.finish()` before using the digest.
  */
-export function digestingSource(source: TensorSource, digest: WeightDigest): TensorSource {
+export function digestingSource(
+  source: TensorSource,
+  digest: WeightDigest,
+  hasher?: ParallelWeightHasher,
+): TensorSource {
   return {
     names: () => source.names(),
     has: (name) => source.has(name),
     info: (name) => source.info(name),
     read: async (name) => {
-      const bytes = await source.read(name);
       const info = source.info(name);
+      if (hasher && source.readInto && info.byteLength !== undefined) {
+        const bytes = sharedBytes(info.byteLength);
+        await source.readInto(name, bytes);
+        await hasher.add(name, info.dtype, info.shape, bytes);
+        return bytes;
+      }
+      const bytes = await source.read(name);
       digest.add(name, info.dtype, info.shape, bytes);
       return bytes;
     },

@@ -1,6 +1,12 @@
-import { Environment, Interpreter, Template } from '@huggingface/jinja';
+import { Environment, Template } from '@huggingface/jinja';
 import { ChatTemplateError } from './errors';
 import { specialTokenStrings } from './special-tokens';
+import {
+  BoundedInterpreter,
+  resolveLimits,
+  TemplateBudgetError,
+  type TemplateLimits,
+} from './template-budget';
 import type { NamedChatTemplate, TokenizerConfig } from './types';
 
 /** One chat message. `content` may be a string or a list of parts (`{type: "text", text}`, ...). */
@@ -29,6 +35,8 @@ export interface ChatTemplateOptions {
   continueFinalMessage?: boolean;
   /** More template variables (`enable_thinking`, `date_string`, ...). Any other option key is passed on too. */
   variables?: Record<string, unknown>;
+  /** Time and size budget of this render (default: the template's, see {@link TemplateLimits}). */
+  limits?: TemplateLimits;
   [extra: string]: unknown;
 }
 
@@ -39,21 +47,10 @@ const KNOWN_OPTIONS = new Set([
   'templateName',
   'continueFinalMessage',
   'variables',
+  'limits',
 ]);
 
 class RaisedException extends Error {}
-
-function range(start: number, stop?: number, step = 1): number[] {
-  if (stop === undefined) {
-    stop = start;
-    start = 0;
-  }
-  if (step === 0) throw new Error('range() step must not be zero');
-  const out: number[] = [];
-  if (step > 0) for (let i = start; i < stop; i += step) out.push(i);
-  else for (let i = start; i > stop; i += step) out.push(i);
-  return out;
-}
 
 const MONTHS = [
   'January',
@@ -126,7 +123,6 @@ const GLOBALS: Record<string, unknown> = {
   False: false,
   True: true,
   None: null,
-  range,
   strftime_now: (format: string) => strftime(new Date(), format),
 };
 
@@ -144,10 +140,15 @@ export class ChatTemplate {
    * @param source `chat_template` as found in `tokenizer_config.json`: a string or a list of `{name, template}`.
    * @param specialTokens Variables transformers passes from the special-tokens map (`bos_token`, `eos_token`, ...).
    */
+  /** The budget of every render unless a render's options say otherwise. */
+  readonly limits: TemplateLimits;
+
   constructor(
     source: string | readonly NamedChatTemplate[] | ReadonlyMap<string, string>,
     readonly specialTokens: Readonly<Record<string, unknown>> = {},
+    options: { readonly limits?: TemplateLimits } = {},
   ) {
+    this.limits = resolveLimits(options.limits);
     const map = new Map<string, string>();
     if (typeof source === 'string') {
       map.set('default', source);
@@ -236,26 +237,36 @@ export class ChatTemplate {
         throw new RaisedException(String(message));
       },
     };
+    const limits = resolveLimits({ ...this.limits, ...options.limits });
+    variables.range = BoundedInterpreter.range(limits);
     let rendered: string;
     try {
-      // As Template.render, with our own globals (its raise_exception cannot be told apart from other errors).
+      // As Template.render, with our own globals (its raise_exception cannot be told apart from other errors) and an
+      // interpreter that stops at the time and size budget.
       const env = new Environment();
       for (const [k, v] of Object.entries(variables)) env.set(k, v);
-      const result = new Interpreter(env).run(this.template(name).parsed).value;
+      const result = new BoundedInterpreter(env, limits).run(this.template(name).parsed).value;
       if (typeof result !== 'string') throw new Error(`template produced ${typeof result}, not a string`);
       rendered = result;
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
-      const raised = e instanceof RaisedException;
-      throw new ChatTemplateError(
-        name,
-        raised ? `raise_exception: ${(e as Error).message}` : `rendering failed: ${(e as Error).message}`,
-        { cause: e },
-      );
+      throw new ChatTemplateError(name, renderFailure(e), { cause: e });
     }
     if (continueFinal) rendered = cutAfterFinalMessage(rendered, messages, name);
     return rendered;
   }
+}
+
+/** Why a render failed, for the message of its ChatTemplateError. */
+function renderFailure(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof RaisedException) return `raise_exception: ${message}`;
+  if (e instanceof TemplateBudgetError) return `rendering stopped: ${message}`;
+  if (e instanceof RangeError && /Invalid string length|Invalid array length/.test(message))
+    return `rendering stopped: it made a value larger than JavaScript can hold (${message})`;
+  if (e instanceof RangeError && /call stack/.test(message))
+    return `rendering stopped: it recursed too deeply (${message})`;
+  return `rendering failed: ${message}`;
 }
 
 function finalContent(messages: readonly ChatMessage[], name: string): string {

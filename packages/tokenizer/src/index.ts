@@ -15,7 +15,7 @@ export {
 export { ChatTemplateError, TokenizerLoadError } from './errors';
 export { tokenizerFingerprint } from './fingerprint';
 export { byteLevelBpeToTokenizerJson } from './gpt2';
-export { loadTokenizer } from './load';
+export { loadTokenizer, MAX_TOKENIZER_FILE_BYTES } from './load';
 export {
   parseSentencePieceModel,
   type SentencePiece,
@@ -26,6 +26,12 @@ export {
   sentencePieceToTokenizerJson,
 } from './sentencepiece';
 export { specialTokenStrings } from './special-tokens';
+export {
+  BoundedInterpreter,
+  DEFAULT_TEMPLATE_LIMITS,
+  TemplateBudgetError,
+  type TemplateLimits,
+} from './template-budget';
 export {
   createTokenizer,
   type DecodeOptions,

@@ -1,5 +1,6 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FileAccessError, readRegularFile, readTextFile } from '@mnemo/files';
 import { TokenizerLoadError } from './errors';
 import { byteLevelBpeToTokenizerJson } from './gpt2';
 import { parseSentencePieceModel, sentencePieceToTokenizerJson } from './sentencepiece';
@@ -7,16 +8,30 @@ import { Tokenizer } from './tokenizer';
 import type { ModelConfigLike, NamedChatTemplate, TokenizerConfig, TokenizerJson } from './types';
 
 function isMissing(e: unknown): boolean {
+  if (e instanceof FileAccessError) return e.code === 'NOT_FOUND';
   const code = (e as { code?: unknown }).code;
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+/** Largest JSON, template or text file of a tokenizer accepted (tokenizer.json of large vocabularies is ~30 MB). */
+export const MAX_TOKENIZER_FILE_BYTES = 512 * 1024 * 1024;
+
+/**
+ * The text of a tokenizer file, or null when it does not exist. Only a regular file of bounded size is read: a FIFO
+ * or a device in its place is refused instead of blocking or being read.
+ */
 async function readText(path: string): Promise<string | null> {
   try {
-    return await readFile(path, 'utf8');
+    return await readTextFile(path, { maxBytes: MAX_TOKENIZER_FILE_BYTES });
   } catch (e) {
     if (isMissing(e)) return null;
-    throw new TokenizerLoadError(path, `cannot read: ${(e as Error).message}`, { cause: e });
+    throw new TokenizerLoadError(
+      path,
+      e instanceof FileAccessError ? e.detail : `cannot read: ${String(e)}`,
+      {
+        cause: e,
+      },
+    );
   }
 }
 
@@ -136,9 +151,10 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
       }
       let bytes: Uint8Array;
       try {
-        bytes = new Uint8Array(await readFile(spPath));
+        bytes = new Uint8Array(await readRegularFile(spPath, { maxBytes: MAX_TOKENIZER_FILE_BYTES }));
       } catch (e) {
-        throw new TokenizerLoadError(spPath, `cannot read: ${(e as Error).message}`, { cause: e });
+        const detail = e instanceof FileAccessError ? e.detail : `cannot read: ${String(e)}`;
+        throw new TokenizerLoadError(spPath, detail, { cause: e });
       }
       const sp = parseSentencePieceModel(bytes, spPath);
       tokenizerJson = sentencePieceToTokenizerJson(

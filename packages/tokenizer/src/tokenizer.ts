@@ -6,6 +6,7 @@ import { ChatTemplateError, TokenizerLoadError } from './errors';
 import { fixDecoder } from './hf-fixes';
 import { specialTokenStrings } from './special-tokens';
 import type { ModelConfigLike, NamedChatTemplate, TokenizerConfig, TokenizerJson } from './types';
+import { checkVocab } from './vocab-check';
 
 export interface EncodeOptions {
   /**
@@ -77,6 +78,11 @@ export class Tokenizer {
   readonly source: string;
   /** Number of token ids (highest id + 1, added tokens included). */
   readonly vocabSize: number;
+  /**
+   * An upper bound of the characters (UTF-16 units) one token decodes to: a text of `n` tokens is at most
+   * `n * maxTokenChars` long. Used to refuse informative texts that cannot belong to the tokens they come with.
+   */
+  readonly maxTokenChars: number;
   /** BOS token and its id, or `null` when the model has none (Qwen2). */
   readonly bosToken: string | null;
   readonly bosId: number | null;
@@ -123,6 +129,7 @@ export class Tokenizer {
     const additional = (specials.additional_special_tokens as string[] | undefined) ?? [];
     this.specialTokensMap = specials;
 
+    const facts = checkVocab(tj, `${src}/tokenizer.json`);
     try {
       this.hf = new HfTokenizer(tj, {
         ...config,
@@ -141,9 +148,8 @@ export class Tokenizer {
       );
     }
 
-    let maxId = -1;
-    for (const id of this.hf.get_vocab(true).values()) if (id > maxId) maxId = id;
-    this.vocabSize = maxId + 1;
+    this.vocabSize = facts.maxId + 1;
+    this.maxTokenChars = facts.maxTokenChars;
 
     const special = new Set<number>();
     for (const t of tj.added_tokens ?? []) if (t.special) special.add(t.id);

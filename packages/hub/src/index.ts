@@ -50,4 +50,4 @@ export {
   type ProgressStream,
 } from './progress-bar';
 export { isCommitHash, parseRepoId, type RepoRef, repoFolderName } from './repo-id';
-export { type ResolveOptions, resolveModel } from './resolve';
+export { type ModelSource, type ResolveOptions, resolveModel, resolveModelSource } from './resolve';

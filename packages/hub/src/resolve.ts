@@ -21,6 +21,15 @@ function looksLikePath(s: string): boolean {
   );
 }
 
+/** Where a model comes from: its local folder, and whether it was given as a local path or a Hub repo id. */
+export interface ModelSource {
+  /** The local folder (for a repo id: its snapshot in the Hugging Face cache). */
+  readonly dir: string;
+  /** The absolute local folder as given (`~` expanded), or the repo id (`owner/name[@revision]`) as given. */
+  readonly ref: string;
+  readonly kind: 'local' | 'hub';
+}
+
 /**
  * The local directory of a model.
  * - A path to an existing directory (`./x`, `/abs`, `~/x`, or any relative path that exists) is returned
@@ -29,11 +38,16 @@ function looksLikePath(s: string): boolean {
  *   the Hugging Face cache (or found there) and the snapshot folder is returned. See `downloadModel`.
  */
 export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
+  return (await resolveModelSource(idOrPath, opts)).dir;
+}
+
+/** {@link resolveModel}, also saying whether `idOrPath` was a local folder or a repo id (a stable reference to it). */
+export async function resolveModelSource(idOrPath: string, opts: ResolveOptions = {}): Promise<ModelSource> {
   const trimmed = idOrPath.trim();
   if (trimmed === '') throw new ModelIdError('Empty model id or path.');
   const local = resolve(expandHome(trimmed));
   const st = await stat(local).catch(() => null);
-  if (st?.isDirectory()) return local;
+  if (st?.isDirectory()) return { dir: local, ref: local, kind: 'local' };
   if (looksLikePath(trimmed) || (st && !parseRepoId(trimmed))) {
     throw new ModelIdError(
       st
@@ -47,5 +61,5 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
         '(owner/name or owner/name@revision).',
     );
   }
-  return (await downloadModel(trimmed, opts)).dir;
+  return { dir: (await downloadModel(trimmed, opts)).dir, ref: trimmed, kind: 'hub' };
 }

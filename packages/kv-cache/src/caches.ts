@@ -33,6 +33,13 @@ export function makeCaches(nLayers: number, opts: MakeCachesOptions): KVCache[] 
     throw new RangeError(
       'makeCaches: a rotating cache cannot be quantized (maxKvSize and kvBits are both set)',
     );
+  if (opts.maxKvSize !== undefined) {
+    const keep = opts.keep ?? 4;
+    if (!Number.isSafeInteger(opts.maxKvSize) || opts.maxKvSize <= keep)
+      throw new RangeError(
+        `makeCaches: maxKvSize must be an integer larger than keep (${keep}): a rotating cache keeps the first ${keep} tokens and at least one recent one, got ${opts.maxKvSize}`,
+      );
+  }
   const base = { backend: opts.backend, nKvHeads: opts.nKvHeads, headDim: opts.headDim };
   const make = (): KVCache => {
     if (opts.maxKvSize !== undefined)

@@ -138,6 +138,7 @@ describe('reading a hostile prompt-cache file', () => {
     expect(inspected.error).toEqual({
       code: 'IO',
       message: `${fifo}: cannot read the file: is a named pipe (FIFO), not a regular file [IO]`,
+      detail: 'cannot read the file: is a named pipe (FIFO), not a regular file',
     });
     expect((await failure(loadPromptCache(fifo, { backend }))).code).toBe('IO');
   });
@@ -195,5 +196,15 @@ describe('reading a hostile prompt-cache file', () => {
     );
     const ok = await loadPromptCache(path, { backend, expect: { ...expectation, maxTokens: 40 } });
     for (const c of ok.caches) c.free();
+  });
+});
+
+describe('cache options a user can get wrong', () => {
+  it('a rotating cache of 4 tokens or fewer is refused with a clear reason (keep is 4)', () => {
+    for (const maxKvSize of [1, 2, 3, 4])
+      expect(() => makeCaches(2, { backend, nKvHeads: H, headDim: D, maxKvSize })).toThrow(
+        `makeCaches: maxKvSize must be an integer larger than keep (4): a rotating cache keeps the first 4 tokens and at least one recent one, got ${maxKvSize}`,
+      );
+    for (const c of makeCaches(2, { backend, nKvHeads: H, headDim: D, maxKvSize: 5 })) c.free();
   });
 });

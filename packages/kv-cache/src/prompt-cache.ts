@@ -163,8 +163,10 @@ export interface PromptCacheInspection {
   readonly info: PromptCacheInfo | undefined;
   /** Whether the file passes every check `loadPromptCache` makes without an expectation. */
   readonly valid: boolean;
-  /** Why it does not. */
-  readonly error: { readonly code: PromptCacheError['code']; readonly message: string } | undefined;
+  /** Why it does not (`detail`: the reason without the file and the code). */
+  readonly error:
+    | { readonly code: PromptCacheError['code']; readonly message: string; readonly detail: string }
+    | undefined;
 }
 
 // ---- names and layout -----------------------------------------------------------------------------------------
@@ -397,7 +399,7 @@ export async function inspectPromptCache(path: string): Promise<PromptCacheInspe
       metadata: {},
       info: undefined,
       valid: false,
-      error: { code: e.code, message: e.message },
+      error: { code: e.code, message: e.message, detail: e.detail },
     };
   }
   const metadata = file.metadata;
@@ -414,7 +416,7 @@ export async function inspectPromptCache(path: string): Promise<PromptCacheInspe
       metadata,
       info,
       valid: false,
-      error: { code: e.code, message: e.message },
+      error: { code: e.code, message: e.message, detail: e.detail },
     };
   } finally {
     await file.close();

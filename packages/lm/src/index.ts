@@ -1,9 +1,11 @@
 export {
   type CachePromptOptions,
+  type ContextOptions,
   type FinishReason,
   type GenerateOptions,
   type GenerationChunk,
   type GenerationResult,
+  isLocalModelReference,
   LM,
   type LoadOptions,
   type PromptInput,

@@ -1,6 +1,6 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import {
   type CacheKindOptions,
   exportMlxPromptCache,
@@ -52,8 +52,22 @@ export interface PromptOptions {
   readonly systemPrompt?: string;
 }
 
-export interface GenerateOptions extends SamplerOptions, LogitsProcessorOptions, PromptOptions {
-  /** Most tokens to generate (default 256). */
+export interface ContextOptions {
+  /**
+   * Run past the model's context (`max_position_embeddings` of config.json). By default a prompt that leaves no room
+   * in it, a prompt to cache longer than it, or a cache file holding more tokens is refused before anything is computed
+   * (as llama.cpp refuses prompts longer than its context), and generation stops (finish reason `length`) when prompt
+   * and generated tokens fill it: positions the model was not trained for give unreliable output.
+   */
+  readonly ignoreContextLimit?: boolean;
+}
+
+export interface GenerateOptions
+  extends SamplerOptions,
+    LogitsProcessorOptions,
+    PromptOptions,
+    ContextOptions {
+  /** Most tokens to generate (default 256); generation also stops when the model's context is full. */
   readonly maxTokens?: number;
   /** Prompt tokens per forward call while prefilling (default 512); results are bitwise the same for any value. */
   readonly prefillStepSize?: number;
@@ -94,7 +108,7 @@ export interface GenerationResult {
 
 export interface LoadOptions extends LoadModelOptions {}
 
-export interface CachePromptOptions extends PromptOptions, PrefillOptions {
+export interface CachePromptOptions extends PromptOptions, PrefillOptions, ContextOptions {
   /** Cache kind (rotating with `maxKvSize`, quantized with `kvBits`, standard otherwise). */
   readonly cache?: CacheKindOptions;
 }
@@ -118,7 +132,10 @@ export class LM {
   private constructor(
     readonly loaded: LoadedModel,
     readonly tokenizer: Tokenizer,
-    /** What `load` was given: a local path or a Hub repo id. */
+    /**
+     * Where the model came from: the absolute local folder, or the Hub repo id as given. Recorded in prompt-cache
+     * files (`model`), so that a file works from any folder.
+     */
     readonly source: string,
   ) {
     const ids = new Set<number>([
@@ -134,7 +151,7 @@ export class LM {
     const loaded = await loadModel(pathOrRepo, opts);
     try {
       const tokenizer = await loadTokenizer(loaded.dir);
-      return new LM(loaded, tokenizer, pathOrRepo);
+      return new LM(loaded, tokenizer, loaded.source);
     } catch (e) {
       loaded.model.free();
       throw e;
@@ -156,6 +173,19 @@ export class LM {
   /** The backend's arithmetic (`numerics ?? name`), recorded in prompt-cache files and checked when loading one. */
   get numerics(): string {
     return this.backend.numerics ?? this.backend.name;
+  }
+  /** Most positions the model was trained for (`max_position_embeddings`; 4096 when config.json does not say). */
+  get contextLength(): number {
+    return this.model.maxPositionEmbeddings;
+  }
+
+  /** Refuses `positions` past the model's context unless asked to allow it; `what` says what would need them. */
+  private checkContext(positions: number, what: string, opts: ContextOptions): void {
+    if (opts.ignoreContextLimit || positions <= this.contextLength) return;
+    throw new RangeError(
+      `${what} ${positions} positions, more than the model's context of ${this.contextLength} (max_position_embeddings); ` +
+        'shorten it, or allow it explicitly (ignoreContextLimit, mnemo --ignore-context-limit)',
+    );
   }
 
   /** Token ids of a prompt: chat-templated (when asked and available) or raw text with the tokenizer's BOS rules. */
@@ -203,6 +233,7 @@ export class LM {
   cachePrompt(text: string, opts: CachePromptOptions = {}): PromptCache {
     const tokens = this.sharedPrefixTokens(text, opts);
     if (tokens.length === 0) throw new RangeError('the prompt has no tokens to cache');
+    this.checkContext(tokens.length, 'the prompt to cache needs', opts);
     const pc = this.makePromptCache(opts.cache);
     try {
       prefill(this.model, tokens, pc.caches, opts);
@@ -223,7 +254,10 @@ export class LM {
     return pc.prompt + text;
   }
 
-  /** Saves a prompt cache (used rows only, with fingerprints and token ids) atomically to `path`. */
+  /**
+   * Saves a prompt cache (used rows only, with fingerprints and token ids) atomically to `path`. `model` defaults to
+   * {@link source}: the absolute local folder or the Hub repo id.
+   */
   async savePromptCache(path: string, pc: PromptCache, opts: { model?: string } = {}): Promise<void> {
     await savePromptCache(path, pc.caches, {
       modelFingerprint: this.fingerprint,
@@ -265,17 +299,19 @@ export class LM {
       } catch (e) {
         // Name the bytes, not the temporary file they went through.
         if (!(e instanceof PromptCacheError)) throw e;
-        const message = e.message.replace(`${file}: `, '').replace(/ \[[A-Z_]+\]$/, '');
-        throw new PromptCacheError(e.code, `prompt-cache bytes: ${message}`, { cause: e });
+        throw new PromptCacheError(e.code, `prompt-cache bytes: ${e.detail}`, { cause: e });
       }
     });
   }
 
   /**
    * Loads a prompt cache file made for this model and tokenizer; refuses (PromptCacheError) a file that is damaged, of
-   * an unknown version, or made for another model or tokenizer.
+   * an unknown version, made for another model or tokenizer, holding more tokens than the model's context (unless
+   * `ignoreContextLimit`), or whose informative texts do not belong to its tokens: the `prompt` entry must encode to
+   * exactly the cached token ids, and the prompt, system prompt and messages together cannot be longer than the cached
+   * tokens can spell (`tokenizer.maxTokenChars` each).
    */
-  async loadPromptCache(path: string): Promise<PromptCache> {
+  async loadPromptCache(path: string, opts: ContextOptions = {}): Promise<PromptCache> {
     const { nKvHeads, headDim } = this.model.cacheShape;
     const { caches, meta } = await loadPromptCache(path, {
       backend: this.backend,
@@ -286,8 +322,16 @@ export class LM {
         nLayers: this.model.numLayers,
         nKvHeads,
         headDim,
+        ...(opts.ignoreContextLimit ? {} : { maxTokens: this.contextLength }),
       },
     });
+    const template = parseTemplateUse(meta.chatTemplate);
+    try {
+      this.checkInformativeTexts(path, meta.tokens, meta.prompt, template);
+    } catch (e) {
+      for (const c of caches) c.free();
+      throw e;
+    }
     const d = meta.cache;
     const first = d.layers[0];
     const kind: CacheKindOptions =
@@ -298,8 +342,42 @@ export class LM {
           : {};
     const pc = new PromptCache(caches, [...meta.tokens], this.fingerprint, () => this.makeCaches(kind), kind);
     pc.prompt = meta.prompt;
-    pc.template = parseTemplateUse(meta.chatTemplate);
+    pc.template = template;
     return pc;
+  }
+
+  /**
+   * The `prompt` and `chat_template` entries of a cache file are informative: the cached token ids are what counts.
+   * They are used, though (a continuation is `prompt + text`; a chat goes on from `messages`), so they must belong to
+   * the tokens: never longer than the tokens can spell, and `prompt` encoding to exactly those tokens.
+   */
+  private checkInformativeTexts(
+    path: string,
+    tokens: readonly number[],
+    prompt: string,
+    template: PromptTemplateUse,
+  ): void {
+    const messages = template.messages ?? [];
+    let chars = prompt.length + (template.systemPrompt?.length ?? 0);
+    for (const m of messages) chars += typeof m.content === 'string' ? m.content.length : 0;
+    const most = (tokens.length + messages.length + 1) * this.tokenizer.maxTokenChars;
+    if (chars > most)
+      throw new PromptCacheError(
+        'CORRUPT',
+        `its prompt and messages hold ${chars} characters, more than its ${tokens.length} cached tokens can spell (at most ${most})`,
+        { file: path },
+      );
+    if (prompt === '') return;
+    const expected = this.sharedPrefixTokens(prompt, {
+      chatTemplate: template.applied,
+      ...(template.systemPrompt !== undefined ? { systemPrompt: template.systemPrompt } : {}),
+    });
+    if (expected.length !== tokens.length || expected.some((t, i) => t !== tokens[i]))
+      throw new PromptCacheError(
+        'CORRUPT',
+        `its 'prompt' entry encodes to ${expected.length} tokens that differ from the ${tokens.length} cached ones: the entry does not belong to this cache`,
+        { file: path },
+      );
   }
 
   /**
@@ -371,6 +449,15 @@ export class LM {
     const processors = makeLogitsProcessors(opts);
     const stops = new StopStrings(opts.stop ?? []);
     const promptTokens = this.encode(prompt, opts);
+    // The prompt must leave room for what is asked (one token at least); generation stops when the context is full.
+    this.checkContext(
+      promptTokens.length + Math.min(maxTokens, 1),
+      `the prompt has ${promptTokens.length} tokens; with one token generated that is`,
+      opts,
+    );
+    const most = opts.ignoreContextLimit
+      ? maxTokens
+      : Math.min(maxTokens, this.contextLength - promptTokens.length);
     const owned = opts.promptCache === undefined;
     const pc = opts.promptCache ?? this.makePromptCache(opts.cache);
     if (pc.modelFingerprint !== undefined && pc.modelFingerprint !== this.fingerprint) {
@@ -422,7 +509,7 @@ export class LM {
           yield { token: step.token, text: delta, logprobs: lp, finishReason };
           break;
         }
-        if (tokens.length >= maxTokens) {
+        if (tokens.length >= most) {
           const tail = delta + stops.push(detok.flush()).text + stops.flush();
           text += tail.slice(delta.length);
           yield { token: step.token, text: tail, logprobs: lp, finishReason: 'length' };
@@ -435,6 +522,10 @@ export class LM {
         stats.generationTps = (stats.generationTokens - 1) / ((tEnd - tFirst) / 1000);
       stats.peakMemoryMb = peakMemoryMb();
       return { promptTokens, tokens, text, finishReason, logprobs, stats };
+    } catch (e) {
+      // A caller's cache stays usable: its token list again names exactly what the caches hold.
+      if (!owned) pc.recover();
+      throw e;
     } finally {
       if (owned) pc.free();
     }
@@ -486,18 +577,26 @@ function parseTemplateUse(s: string): PromptTemplateUse {
   return { applied: false };
 }
 
-/** Where the model of a prompt cache file was loaded from (its `model` entry), without loading anything else. */
+/**
+ * Where the model of a prompt cache file was loaded from (its `model` entry: an absolute local folder or a Hub repo
+ * id), after checking the whole file, without loading anything else. A caller must not download or load what a file
+ * names without the user's consent: see {@link isLocalModelReference}.
+ */
 export async function promptCacheModel(path: string): Promise<string> {
   const r = await inspectPromptCache(path);
   if (!r.valid || !r.info) {
-    throw new PromptCacheError(
-      r.error?.code ?? 'CORRUPT',
-      r.error?.message ?? `${path}: not a valid prompt cache`,
-    );
+    throw new PromptCacheError(r.error?.code ?? 'CORRUPT', r.error?.detail ?? 'not a valid prompt cache', {
+      file: path,
+    });
   }
   if (!r.info.model)
     throw new PromptCacheError('BAD_INPUT', 'the file does not say which model made it; pass --model', {
       file: path,
     });
   return r.info.model;
+}
+
+/** Whether a prompt-cache file's `model` entry names a local folder (an absolute path) rather than a Hub repo. */
+export function isLocalModelReference(model: string): boolean {
+  return isAbsolute(model);
 }

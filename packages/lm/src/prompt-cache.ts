@@ -62,6 +62,28 @@ export class PromptCache {
     return common;
   }
 
+  /**
+   * Makes `tokens` name exactly what the caches hold again after a step failed midway (a prefill chunk that threw, a
+   * failed forward): when every layer holds the same number of rows, `tokens` keeps that many ids (those rows were
+   * computed from them, in order); otherwise the caches are replaced by empty ones. Either way the next `prepare`
+   * reuses only what is really there.
+   */
+  recover(): void {
+    const offsets = this.caches.map((c) => c.offset);
+    const held = offsets[0] ?? 0;
+    if (offsets.every((o) => o === held) && held <= this.tokens.length) {
+      this.tokens = this.tokens.slice(0, held);
+      return;
+    }
+    if (!this.remake)
+      throw new Error(
+        'prompt cache: the layers disagree after a failed step and no way to remake them was given',
+      );
+    for (const c of this.caches) c.free();
+    this.caches = this.remake();
+    this.tokens = [];
+  }
+
   free(): void {
     for (const c of this.caches) c.free();
     this.tokens = [];

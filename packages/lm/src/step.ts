@@ -83,6 +83,7 @@ export function* generateStep(
   let logits = prefill(model, tokens, caches, opts);
   for (;;) {
     backend.read(logits, raw);
+    checkFinite(raw, tokens.length);
     if (processed !== raw) {
       processed.set(raw);
       for (const p of opts.processors!) p(tokens, processed);
@@ -92,5 +93,20 @@ export function* generateStep(
     tokens.push(token);
     one[0] = token;
     logits = model.forward(one, caches);
+  }
+}
+
+/**
+ * Refuses logits holding NaN or +∞ (a model with non-finite weights, a cache holding non-finite values): sampling them
+ * would pick an arbitrary token (argmax of NaN is token 0) and report a NaN log-probability.
+ */
+function checkFinite(logits: Float32Array, position: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i]!;
+    if (!(v < Number.POSITIVE_INFINITY)) {
+      throw new RangeError(
+        `the model computed a non-finite logit (${v} for token ${i}) after ${position} tokens: its weights or the prompt cache hold non-finite values, so nothing can be sampled`,
+      );
+    }
   }
 }

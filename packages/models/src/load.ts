@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { FileAccessError, readTextFile } from '@mnemo/files';
-import { type ResolveOptions, resolveModel } from '@mnemo/hub';
+import { type ResolveOptions, resolveModelSource } from '@mnemo/hub';
 import { openCheckpoint } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
 import type { RawConfig } from './config';
@@ -37,6 +37,11 @@ export interface LoadedModel {
   readonly backend: Backend;
   /** Local directory of the checkpoint (a Hub snapshot folder for repo ids). */
   readonly dir: string;
+  /**
+   * Where the model came from, as a stable reference: the absolute local folder, or the Hub repo id as given
+   * (`owner/name[@revision]`). Recorded in prompt-cache files.
+   */
+  readonly source: string;
   readonly config: RawConfig;
   /** `generation_config.json`, when present. */
   readonly generationConfig: RawConfig | undefined;
@@ -84,7 +89,7 @@ export async function readJsonFile(
  * HF cache): reads config.json, picks the architecture by `model_type`, loads and checks every weight.
  */
 export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
-  const dir = await resolveModel(pathOrRepo, opts.hub);
+  const { dir, ref: source } = await resolveModelSource(pathOrRepo, opts.hub);
   const config = (await readJsonFile(dir, 'config.json', true))!;
   const generationConfig = await readJsonFile(dir, 'generation_config.json', false);
   const modelType = config.model_type;
@@ -116,6 +121,7 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
       model,
       backend,
       dir,
+      source,
       config,
       generationConfig,
       fingerprint: modelFingerprint(config, digest),

@@ -20,10 +20,24 @@ function oneOf<T extends number>(values: readonly T[]) {
   };
 }
 
+/** A rotating cache keeps the first 4 tokens (mlx-lm's `keep`) and at least one recent one. */
+function maxKvSizeArg(value: string): number {
+  const n = intArg(1, 1 << 24)(value);
+  if (n <= 4)
+    throw new InvalidArgumentError(
+      'It must be at least 5: a rotating cache keeps the first 4 tokens and at least one recent one.',
+    );
+  return n;
+}
+
 /** `--max-kv-size`, `--kv-bits`, `--kv-group-size`, `--quantized-kv-start`. */
 export function addCacheFlags(cmd: Command): Command {
   return cmd
-    .option('--max-kv-size <n>', 'bound the KV cache to n tokens (rotating cache)', intArg(1, 1 << 24))
+    .option(
+      '--max-kv-size <n>',
+      'bound the KV cache to n tokens (rotating cache; at least 5: it keeps the first 4 tokens)',
+      maxKvSizeArg,
+    )
     .option('--kv-bits <bits>', 'quantize the KV cache to 4 or 8 bits', oneOf([4, 8] as const))
     .option(
       '--kv-group-size <n>',

@@ -8,6 +8,7 @@ export interface ComputeFlags {
   backend?: string;
   threads?: number;
   int8Activations?: boolean;
+  ignoreContextLimit?: boolean;
 }
 
 /** Adds `--backend`, `--threads` and `--int8-activations` to a command that runs a model. */
@@ -18,6 +19,10 @@ export function addComputeFlags(cmd: Command): Command {
     .option(
       '--int8-activations',
       'faster 4-/8-bit quantized matmuls: round activations to int8 (close to, not bit-identical with, the exact path)',
+    )
+    .option(
+      '--ignore-context-limit',
+      "run past the model's context (max_position_embeddings): longer prompts and caches, generation past it",
     );
 }
 

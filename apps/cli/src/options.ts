@@ -28,3 +28,9 @@ export async function readPrompt(value: string): Promise<string> {
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }
+
+/** A file name argument: an empty value is refused (`--prompt-cache-file ''` used to mean "no file" silently). */
+export function fileArg(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('A file name is needed.');
+  return value;
+}

@@ -167,12 +167,26 @@ describe('reading a hostile prompt-cache file', () => {
     const e = await failure(loadPromptCache(path, { backend }));
     expect(e.code).toBe('CORRUPT');
     expect(e.message).toMatch(/"quantized": true contradicts offset 8 and start 1000000000000000/);
+    // exact rows past start + 1 cannot exist either (the update after start converts them)
+    const exact = await quantizedWith((l) => {
+      l.quantized = false;
+    });
+    expect((await failure(loadPromptCache(exact, { backend }))).message).toMatch(
+      /"quantized": false contradicts offset 8 and start 2/,
+    );
+    // while exact rows up to start + 1 are what a cache holds before its first conversion
+    const early = join(dir, 'early.safetensors');
+    const one = filled(1, { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 0 });
+    await save(early, one, 1);
+    for (const c of one) c.free();
+    const loaded = await loadPromptCache(early, { backend });
+    for (const c of loaded.caches) c.free();
     expect((await inspectPromptCache(path)).error?.code).toBe('CORRUPT');
     // the cache class refuses such a state too
     const caches = filled(8, { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 2 });
     const state = caches[0]!.exportState();
     expect(() => QuantizedKVCache.fromState(backend, { ...state, start: 1e15 } as never)).toThrow(
-      /quantized rows at offset 8 with start 1000000000000000/,
+      /quantized rows at offset 8 with start 1000000000000000 \(quantized rows need offset > start/,
     );
     for (const c of caches) c.free();
   });

@@ -172,10 +172,11 @@ export async function exportMlxPromptCache(
   try {
     await writeSafetensors(path, tensors, metadata);
   } catch (err) {
-    throw new PromptCacheError('IO', `writing failed: ${err instanceof Error ? err.message : String(err)}`, {
-      file: path,
-      cause: err,
-    });
+    const detail =
+      err instanceof SafetensorsError
+        ? err.detail
+        : `writing failed: ${err instanceof Error ? err.message : String(err)}`;
+    throw new PromptCacheError('IO', detail, { file: path, cause: err });
   }
 }
 
@@ -438,7 +439,7 @@ function safetensorsFailure(path: string, err: unknown): PromptCacheError {
         : err.code === 'TRUNCATED' || err.code === 'OUT_OF_BOUNDS'
           ? 'TRUNCATED'
           : 'CORRUPT';
-    return new PromptCacheError(code, err.message, { file: path, cause: err });
+    return new PromptCacheError(code, err.detail, { file: path, cause: err });
   }
   return new PromptCacheError('CORRUPT', err instanceof Error ? err.message : String(err), {
     file: path,

@@ -584,10 +584,11 @@ function parseCacheDescription(path: string, c: unknown): CacheDescription {
         );
       if (!isCount(l.start) || typeof l.quantized !== 'boolean')
         throw corrupt(`layer ${i}: bad start/quantized`);
-      // A quantized cache converts its rows on the first update that finds offset > start, and never goes back.
-      if (l.quantized !== l.offset > l.start)
+      // A quantized cache converts its rows on the first update that finds offset > start (so it holds at most
+      // start + 1 exact rows) and never goes back to offset <= start.
+      if (l.quantized ? l.offset <= l.start : l.offset > l.start + 1)
         throw corrupt(
-          `layer ${i}: "quantized": ${l.quantized} contradicts offset ${String(l.offset)} and start ${l.start} (rows are quantized exactly when offset > start)`,
+          `layer ${i}: "quantized": ${l.quantized} contradicts offset ${String(l.offset)} and start ${l.start} (quantized rows need offset > start, exact ones offset <= start + 1)`,
         );
       if (width % l.groupSize !== 0)
         throw corrupt(`layer ${i}: row width ${width} is not a multiple of ${l.groupSize}`);

@@ -225,10 +225,11 @@ export class QuantizedKVCache implements KVCache {
     const rows = state.offset;
     const w = cache.#width;
     const quantized = state.keys?.format === 'quantized';
-    // Rows are converted by the first update that finds offset > start, and never go back.
-    if (quantized !== rows > cache.start)
+    // Rows are converted by the first update that finds offset > start (so at most start + 1 are exact), and a
+    // converted cache never goes back to offset <= start.
+    if (quantized ? rows <= cache.start : rows > cache.start + 1)
       throw new CacheStateError(
-        `quantized state: ${quantized ? 'quantized' : 'exact'} rows at offset ${rows} with start ${cache.start} (rows are quantized exactly when offset > start)`,
+        `quantized state: ${quantized ? 'quantized' : 'exact'} rows at offset ${rows} with start ${cache.start} (quantized rows need offset > start, exact ones offset <= start + 1)`,
       );
     for (const [name, data] of [
       ['keys', state.keys],

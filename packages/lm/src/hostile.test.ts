@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { PromptCacheError } from '@mnemo/kv-cache';
 import { decodeSafetensors, encodeSafetensors, type NamedTensorInput } from '@mnemo/safetensors';
-import { syntheticPreset } from '@mnemo/test-utils';
+import { promptCacheMetadataDigest, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LM } from './lm';
 
@@ -26,20 +25,6 @@ afterAll(() => {
 });
 
 const raw = { chatTemplate: false, temperature: 0 } as const;
-
-/** `metadata_checksum` as docs/prompt-cache-format.md section 4 specifies it. */
-function metadataDigest(m: Record<string, string>): string {
-  const h = createHash('sha256');
-  const entries = Object.entries(m)
-    .filter(([k]) => k !== 'metadata_checksum')
-    .map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as const)
-    .sort((a, b) => Buffer.compare(a[0], b[0]));
-  for (const [k, v] of entries)
-    h.update(
-      Buffer.concat([Buffer.from(`${k.length}:`), k, Buffer.from(`,${v.length}:`), v, Buffer.from(',')]),
-    );
-  return h.digest('hex');
-}
 const text = (n: number) => 'abcdefghij'.repeat(10).slice(0, n - 1); // n tokens with BOS
 
 describe('the model context (max_position_embeddings)', () => {
@@ -92,7 +77,7 @@ describe('prompt-cache files whose informative entries lie', () => {
     const tensors: NamedTensorInput[] = [...d.tensors.values()];
     const m = { ...d.metadata };
     edit(m);
-    m.metadata_checksum = metadataDigest(m);
+    m.metadata_checksum = promptCacheMetadataDigest(m);
     writeFileSync(file, encodeSafetensors(tensors, m));
     return file;
   }

@@ -65,6 +65,7 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
 }
 
 export { type RefConfig, type RefWeights, referenceLogits } from './forward';
+export { promptCacheMetadataDigest } from './prompt-cache-digest';
 export {
   compareWithReference,
   type Produced,

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind } from '../cache-flags';
 import { action, CliError } from '../errors';
 import { addComputeFlags, type ComputeFlags, loadLM, prefillProgress } from '../load';
-import { intArg, readPrompt } from '../options';
+import { fileArg, intArg, readPrompt } from '../options';
 
 interface CachePromptFlags extends CacheFlags, ComputeFlags {
   model?: string;
@@ -20,7 +20,11 @@ export function registerCachePrompt(program: Command): void {
     .description('process a prompt once and save its KV cache, so generations that continue it start faster')
     .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
     .requiredOption('-p, --prompt <text>', 'prompt text to cache ("-" reads standard input)')
-    .requiredOption('--prompt-cache-file <file>', 'file to write (safetensors, mnemo prompt-cache format v1)')
+    .requiredOption(
+      '--prompt-cache-file <file>',
+      'file to write (safetensors, mnemo prompt-cache format v1; a symbolic link is written through, a device refused)',
+      fileArg,
+    )
     .option('--ignore-chat-template', 'cache the prompt as raw text, without the chat template')
     .option('--system-prompt <text>', 'system message for the chat template')
     .option('--prefill-step-size <n>', 'prompt tokens per forward pass', intArg(1, 65536), 512)
@@ -38,13 +42,14 @@ export function registerCachePrompt(program: Command): void {
           ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
           cache: cacheKind(f),
           prefillStepSize: f.prefillStepSize,
+          ...(f.ignoreContextLimit ? { ignoreContextLimit: true } : {}),
           ...(progress.onPrefill ? { onPrefill: progress.onPrefill } : {}),
         });
         progress.done();
         const ms = performance.now() - t0;
         const count = pc.length;
         try {
-          await lm.savePromptCache(f.promptCacheFile, pc, { model: f.model });
+          await lm.savePromptCache(f.promptCacheFile, pc);
         } finally {
           pc.free();
         }

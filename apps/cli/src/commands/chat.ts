@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind } from '../cache-flags';
 import { action, CliError } from '../errors';
 import { addComputeFlags, loadLM, prefillProgress } from '../load';
+import { fileArg } from '../options';
 import { addSamplingFlags, type GenerateFlags, generateOptions, verboseStats } from './generate';
 
 interface ChatFlags extends CacheFlags, Omit<GenerateFlags, 'prompt'> {
@@ -19,7 +20,7 @@ export function registerChat(program: Command): void {
     .description('chat interactively; the KV cache is reused between turns')
     .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
     .option('--system-prompt <text>', 'system message')
-    .option('--prompt-cache-file <file>', 'start from a conversation saved with /save')
+    .option('--prompt-cache-file <file>', 'start from a conversation saved with /save', fileArg)
     .option('--verbose', 'print speed and cached tokens after each reply');
   addComputeFlags(addCacheFlags(addSamplingFlags(cmd))).action(
     action(async (f: ChatFlags) => {
@@ -37,7 +38,9 @@ export function registerChat(program: Command): void {
       };
       reset();
       const load = async (file: string) => {
-        const loaded = await lm.loadPromptCache(file);
+        const loaded = await lm.loadPromptCache(file, {
+          ...(f.ignoreContextLimit ? { ignoreContextLimit: true } : {}),
+        });
         pc.free();
         pc = loaded;
         messages = [...(loaded.template.messages ?? [])];
@@ -53,7 +56,7 @@ export function registerChat(program: Command): void {
       // Take lines from the start: lines that arrive while a cache file loads must not be lost.
       const lines = rl[Symbol.asyncIterator]();
       try {
-        if (f.promptCacheFile) await load(f.promptCacheFile);
+        if (f.promptCacheFile !== undefined) await load(f.promptCacheFile);
         if (process.stdin.isTTY) process.stdout.write(`${HELP}\n`);
         rl.setPrompt('>> ');
         rl.prompt();
@@ -69,26 +72,34 @@ export function registerChat(program: Command): void {
               reset();
               pc.free();
               pc = lm.makePromptCache(cacheKind(f));
-            } else if (input.startsWith('/save ')) {
-              const file = input.slice(6).trim();
-              pc.template = {
-                applied: true,
-                ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
-                messages,
-              };
-              await lm.savePromptCache(file, pc, { model: f.model });
-              process.stdout.write(
-                `[saved ${pc.length} cached tokens and ${messages.length} messages to ${file}]\n`,
-              );
-            } else if (input.startsWith('/load ')) {
-              await load(input.slice(6).trim());
+            } else if (input === '/save' || input.startsWith('/save ')) {
+              const file = input.slice(5).trim();
+              if (file === '') {
+                process.stdout.write('usage: /save FILE (saves the conversation and its cache)\n');
+              } else {
+                pc.template = {
+                  applied: true,
+                  ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
+                  messages,
+                };
+                await lm.savePromptCache(file, pc);
+                process.stdout.write(
+                  `[saved ${pc.length} cached tokens and ${messages.length} messages to ${file}]\n`,
+                );
+              }
+            } else if (input === '/load' || input.startsWith('/load ')) {
+              const file = input.slice(5).trim();
+              if (file === '') process.stdout.write('usage: /load FILE (a conversation saved with /save)\n');
+              else await load(file);
             } else if (input.startsWith('/')) {
               process.stdout.write(`unknown command ${input.split(' ')[0]}. ${HELP}\n`);
             } else if (input) {
-              messages.push({ role: 'user', content: line });
+              // The turn joins the conversation only when it succeeds: a failed turn (a template that refuses it, a
+              // prompt past the context, an interrupted generation) leaves the history as it was.
+              const turn: ChatMessage[] = [...messages, { role: 'user', content: line }];
               const progress = prefillProgress();
               const it = lm.stream(
-                { messages },
+                { messages: turn },
                 {
                   ...base,
                   promptCache: pc,
@@ -97,21 +108,27 @@ export function registerChat(program: Command): void {
               );
               let reply = '';
               let first = true;
-              for (;;) {
-                const r = await it.next();
-                if (first) {
-                  progress.done();
-                  first = false;
+              try {
+                for (;;) {
+                  const r = await it.next();
+                  if (first) {
+                    progress.done();
+                    first = false;
+                  }
+                  if (r.done) {
+                    process.stdout.write('\n');
+                    if (f.verbose) process.stderr.write(verboseStats(r.value));
+                    break;
+                  }
+                  reply += r.value.text;
+                  process.stdout.write(r.value.text);
                 }
-                if (r.done) {
-                  process.stdout.write('\n');
-                  if (f.verbose) process.stderr.write(verboseStats(r.value));
-                  break;
-                }
-                reply += r.value.text;
-                process.stdout.write(r.value.text);
+              } catch (e) {
+                if (first) progress.done();
+                else process.stdout.write('\n');
+                throw e;
               }
-              messages.push({ role: 'assistant', content: reply });
+              messages = [...turn, { role: 'assistant', content: reply }];
             }
           } catch (e) {
             process.stderr.write(`mnemo: ${e instanceof Error ? e.message : String(e)}\n`);

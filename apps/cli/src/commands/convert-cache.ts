@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { action, CliError } from '../errors';
 import { loadLM } from '../load';
-import { readPrompt } from '../options';
+import { fileArg, readPrompt } from '../options';
 
 interface ConvertFlags {
   to: 'mlx' | 'mnemo';
@@ -28,8 +28,8 @@ export function registerConvertCache(program: Command): void {
   program
     .command('convert-cache')
     .description("convert a prompt cache between mnemo's format and mlx-lm's save_prompt_cache layout")
-    .argument('<input>', 'prompt cache file to read')
-    .argument('<output>', 'file to write')
+    .argument('<input>', 'prompt cache file to read', fileArg)
+    .argument('<output>', 'file to write', fileArg)
     .requiredOption(
       '--to <format>',
       'mlx (from a mnemo file) or mnemo (from an mlx-lm file)',
@@ -80,7 +80,7 @@ export function registerConvertCache(program: Command): void {
             ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
           });
           try {
-            await lm.savePromptCache(output, pc, { model: f.model });
+            await lm.savePromptCache(output, pc);
             process.stderr.write(`Wrote ${pc.length} cached tokens to ${output}\n`);
           } finally {
             pc.free();

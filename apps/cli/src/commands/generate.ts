@@ -1,9 +1,16 @@
-import { type GenerateOptions, type GenerationResult, type PromptCache, promptCacheModel } from '@mnemo/lm';
+import { createInterface } from 'node:readline/promises';
+import {
+  type GenerateOptions,
+  type GenerationResult,
+  isLocalModelReference,
+  type PromptCache,
+  promptCacheModel,
+} from '@mnemo/lm';
 import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind, hasCacheFlags } from '../cache-flags';
 import { action, CliError } from '../errors';
 import { addComputeFlags, type ComputeFlags, loadLM, prefillProgress } from '../load';
-import { floatArg, intArg, readPrompt } from '../options';
+import { fileArg, floatArg, intArg, readPrompt } from '../options';
 
 export interface GenerateFlags extends CacheFlags, ComputeFlags {
   promptCacheFile?: string;
@@ -23,6 +30,7 @@ export interface GenerateFlags extends CacheFlags, ComputeFlags {
   logprobs?: number;
   verbose?: boolean;
   prefillStepSize: number;
+  trustCacheModel?: boolean;
 }
 
 /** Flags shared by the commands that sample. */
@@ -58,6 +66,7 @@ export function generateOptions(f: GenerateFlags): GenerateOptions {
     ...(f.systemPrompt !== undefined ? { systemPrompt: f.systemPrompt } : {}),
     logprobs: f.logprobs ?? 0,
     prefillStepSize: f.prefillStepSize,
+    ...(f.ignoreContextLimit ? { ignoreContextLimit: true } : {}),
   };
 }
 
@@ -113,6 +122,29 @@ function checkKindMatches(f: CacheFlags, pc: PromptCache, file: string): void {
   }
 }
 
+/**
+ * The model a cache file names, used only with the user's consent unless it is a local folder: a file must never
+ * choose what is downloaded (or which repository is contacted). An absolute local folder is used as is; anything else
+ * (a Hub repo id, or a relative path from an older file) needs `--trust-cache-model` or a "yes" on a terminal.
+ */
+async function modelOfCacheFile(file: string, trusted: boolean): Promise<string> {
+  const model = await promptCacheModel(file);
+  if (isLocalModelReference(model) || trusted) return model;
+  const what = `${file} names the model ${JSON.stringify(model)}, which is not a local folder (a Hugging Face repo id?)`;
+  if (process.stdin.isTTY && process.stderr.isTTY) {
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      const answer = await rl.question(`${what}. Download (if needed) and use it? [y/N] `);
+      if (/^y(es)?$/i.test(answer.trim())) return model;
+    } finally {
+      rl.close();
+    }
+  }
+  throw new CliError(
+    `${what}: a cache file does not choose what is downloaded. Pass --model ${model} to use it, or --trust-cache-model`,
+  );
+}
+
 export function registerGenerate(program: Command): void {
   const cmd = program
     .command('generate')
@@ -125,6 +157,11 @@ export function registerGenerate(program: Command): void {
     .option(
       '--prompt-cache-file <file>',
       'continue a prompt cached by `mnemo cache-prompt`: the prompt is appended to it',
+      fileArg,
+    )
+    .option(
+      '--trust-cache-model',
+      'without --model: use the Hugging Face repo the cache file names (it may be downloaded); a local folder it names is used without asking',
     )
     .option('--ignore-chat-template', 'use the prompt as raw text, without the chat template')
     .option('--system-prompt <text>', 'system message for the chat template')
@@ -133,7 +170,11 @@ export function registerGenerate(program: Command): void {
     .option('--verbose', 'print prompt and generation speed and peak memory');
   addComputeFlags(addCacheFlags(addSamplingFlags(cmd))).action(
     action(async (f: GenerateFlags) => {
-      const model = f.model ?? (f.promptCacheFile ? await promptCacheModel(f.promptCacheFile) : undefined);
+      const model =
+        f.model ??
+        (f.promptCacheFile !== undefined
+          ? await modelOfCacheFile(f.promptCacheFile, f.trustCacheModel === true)
+          : undefined);
       if (!model)
         throw new CliError('--model is required (or --prompt-cache-file to take the model from the file)');
       let prompt = await readPrompt(f.prompt);
@@ -141,8 +182,10 @@ export function registerGenerate(program: Command): void {
       let pc: PromptCache | undefined;
       try {
         let opts = generateOptions(f);
-        if (f.promptCacheFile) {
-          pc = await lm.loadPromptCache(f.promptCacheFile);
+        if (f.promptCacheFile !== undefined) {
+          pc = await lm.loadPromptCache(f.promptCacheFile, {
+            ...(f.ignoreContextLimit ? { ignoreContextLimit: true } : {}),
+          });
           if (hasCacheFlags(f)) checkKindMatches(f, pc, f.promptCacheFile);
           prompt = lm.continuation(pc, prompt);
           const chatTemplate = f.ignoreChatTemplate ? false : pc.template.applied;

@@ -1,4 +1,5 @@
 export { FileAccessError, type FileAccessErrorCode, reasonOf } from './errors';
+export { type FileIdentity, identityAt, identityOf, sameIdentity } from './identity';
 export {
   fileKind,
   type OpenedFile,

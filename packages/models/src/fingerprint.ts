@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
 import type { RawConfig } from './config';
 
 /** What a tensor's digest covers besides its bytes: name, dtype, shape and length, unambiguously separated. */
@@ -7,25 +6,36 @@ function tensorHeader(name: string, dtype: string, shape: readonly number[], byt
   return `${name}\0${dtype}\0${shape.join(',')}\0${byteLength}\0`;
 }
 
+/** The sha256 (hex) of one tensor: its name, dtype, shape and length, then every one of its bytes. */
+export function tensorDigest(
+  name: string,
+  dtype: string,
+  shape: readonly number[],
+  bytes: Uint8Array,
+): string {
+  return createHash('sha256')
+    .update(tensorHeader(name, dtype, shape, bytes.byteLength))
+    .update(bytes)
+    .digest('hex');
+}
+
 /**
  * Identity of a model's weights, accumulated while they load: per tensor its name, dtype, shape and the sha256 of
  * every one of its bytes. Any change to any byte of any tensor the model reads changes the model's fingerprint, so a
  * prompt cache made before the change is refused (MODEL_MISMATCH) instead of continuing with another model's keys and
- * values. Tensors can be hashed here ({@link add}) or on a worker thread while the load goes on
- * ({@link ParallelWeightHasher}).
+ * values. A tensor's digest can come from a `DigestCache` instead, for a file verified unchanged.
  */
 export class WeightDigest {
   private readonly entries = new Map<string, string>();
 
-  /** Hashes `bytes` (all of them) on the calling thread. */
-  add(name: string, dtype: string, shape: readonly number[], bytes: Uint8Array): void {
-    const h = createHash('sha256');
-    h.update(tensorHeader(name, dtype, shape, bytes.byteLength));
-    h.update(bytes);
-    this.entries.set(name, h.digest('hex'));
+  /** Hashes `bytes`, all of them. Returns the tensor's digest. */
+  add(name: string, dtype: string, shape: readonly number[], bytes: Uint8Array): string {
+    const hex = tensorDigest(name, dtype, shape, bytes);
+    this.entries.set(name, hex);
+    return hex;
   }
 
-  /** Records a tensor's digest computed elsewhere (by {@link ParallelWeightHasher}). */
+  /** Records a tensor's digest known from elsewhere (a verified `DigestCache` entry). */
   set(name: string, hex: string): void {
     this.entries.set(name, hex);
   }
@@ -40,128 +50,6 @@ export class WeightDigest {
     for (const name of [...this.entries.keys()].sort()) h.update(`${name}=${this.entries.get(name)}\n`);
     return h.digest('hex');
   }
-}
-
-/** The hashing thread: one sha256 per tensor, over a SharedArrayBuffer the loading thread keeps using meanwhile. */
-const HASHER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-parentPort.on('message', (m) => {
-  try {
-    const h = createHash('sha256');
-    h.update(m.head);
-    h.update(new Uint8Array(m.buffer, m.offset, m.length));
-    parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
-  } catch (e) {
-    parentPort.postMessage({ id: m.id, error: String(e && e.message || e) });
-  }
-});
-`;
-
-/** Bytes handed to the hashing thread and not hashed yet, beyond which loading waits (bounds the memory held). */
-const MAX_PENDING_BYTES = 256 * 1024 * 1024;
-
-/**
- * Hashes tensors on a worker thread, in parallel with the rest of the load (reading the next tensor, converting and
- * uploading this one), into a {@link WeightDigest}. The bytes must live in a SharedArrayBuffer (see
- * {@link sharedBytes}) and must not change until {@link finish} resolves; they stay usable by the caller meanwhile.
- */
-export class ParallelWeightHasher {
-  private readonly worker: Worker;
-  private nextId = 0;
-  private pendingBytes = 0;
-  private readonly pending = new Map<
-    number,
-    { name: string; bytes: number; resolve: () => void; reject: (e: Error) => void }
-  >();
-  private readonly settled: Promise<void>[] = [];
-  private failure: Error | undefined;
-  private drained: (() => void) | undefined;
-
-  constructor(private readonly digest: WeightDigest) {
-    this.worker = new Worker(HASHER_SOURCE, { eval: true, name: 'mnemo-weight-hasher' });
-    this.worker.unref();
-    this.worker.on('message', (m: { id: number; hex?: string; error?: string }) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      this.pendingBytes -= p.bytes;
-      if (m.hex !== undefined) {
-        this.digest.set(p.name, m.hex);
-        p.resolve();
-      } else p.reject(new Error(`hashing tensor "${p.name}" failed: ${m.error}`));
-      if (this.pending.size === 0) this.worker.unref();
-      this.drained?.();
-    });
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => {
-      if (this.pending.size > 0)
-        this.fail(new Error(`the weight hashing thread stopped (exit code ${code})`));
-    });
-  }
-
-  private fail(e: Error): void {
-    this.failure ??= e;
-    for (const p of this.pending.values()) p.reject(this.failure);
-    this.pending.clear();
-    this.pendingBytes = 0;
-    this.drained?.();
-  }
-
-  /**
-   * Queues a tensor for hashing; resolves once it is queued (waiting first while too many bytes are queued). Its
-   * digest is recorded in the WeightDigest when hashed; {@link finish} waits for all of them.
-   */
-  async add(name: string, dtype: string, shape: readonly number[], bytes: Uint8Array): Promise<void> {
-    if (this.failure) throw this.failure;
-    if (!(bytes.buffer instanceof SharedArrayBuffer)) {
-      this.digest.add(name, dtype, shape, bytes);
-      return;
-    }
-    while (this.pendingBytes > 0 && this.pendingBytes + bytes.byteLength > MAX_PENDING_BYTES) {
-      await new Promise<void>((resolve) => {
-        this.drained = resolve;
-      });
-      this.drained = undefined;
-      if (this.failure) throw this.failure;
-    }
-    const id = this.nextId++;
-    this.settled.push(
-      new Promise<void>((resolve, reject) => {
-        this.pending.set(id, { name, bytes: bytes.byteLength, resolve, reject });
-      }),
-    );
-    this.pendingBytes += bytes.byteLength;
-    this.worker.ref();
-    this.worker.postMessage({
-      id,
-      head: tensorHeader(name, dtype, shape, bytes.byteLength),
-      buffer: bytes.buffer,
-      offset: bytes.byteOffset,
-      length: bytes.byteLength,
-    });
-  }
-
-  /** Waits until every queued tensor is hashed, then stops the thread. Throws if any hashing failed. */
-  async finish(): Promise<void> {
-    try {
-      await Promise.all(this.settled);
-      if (this.failure) throw this.failure;
-    } finally {
-      await this.close();
-    }
-  }
-
-  /** Stops the thread (queued work is dropped). */
-  async close(): Promise<void> {
-    this.worker.removeAllListeners('exit');
-    await this.worker.terminate();
-  }
-}
-
-/** A zeroed byte array of `n` bytes in a SharedArrayBuffer (readable by {@link ParallelWeightHasher}'s thread). */
-export function sharedBytes(n: number): Uint8Array {
-  return new Uint8Array(new SharedArrayBuffer(n));
 }
 
 /** JSON with object keys sorted, so equal configs serialise equally. */

@@ -47,8 +47,9 @@ export {
   type DecoderWeights,
   MLP_CHUNK_BYTES,
 } from './decoder';
+export { DigestCache, defaultDigestCacheDir } from './digest-cache';
 export { ModelLoadError } from './errors';
-export { canonicalJson, modelFingerprint, WeightDigest } from './fingerprint';
+export { canonicalJson, modelFingerprint, tensorDigest, WeightDigest } from './fingerprint';
 export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';
 export {
   type ArchitecturePlugin,
@@ -66,4 +67,4 @@ export {
   registerArchitecture,
 } from './registry';
 export { fillRopeTables, ropeInvFreq } from './rope';
-export { digestingSource, type TensorSource, Weights } from './weights';
+export { type DigestingSource, digestingSource, type TensorSource, Weights } from './weights';

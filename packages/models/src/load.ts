@@ -4,8 +4,9 @@ import { type ResolveOptions, resolveModelSource } from '@mnemo/hub';
 import { openCheckpoint } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
 import type { RawConfig } from './config';
+import { DigestCache, defaultDigestCacheDir } from './digest-cache';
 import { ModelLoadError } from './errors';
-import { modelFingerprint, ParallelWeightHasher, WeightDigest } from './fingerprint';
+import { modelFingerprint, WeightDigest } from './fingerprint';
 import type { Model } from './model';
 import { QuantizationConfig } from './quantization';
 import { type ArchitectureRegistry, defaultRegistry } from './registry';
@@ -30,6 +31,12 @@ export interface LoadModelOptions {
   readonly registry?: ArchitectureRegistry;
   /** Options for resolving a Hugging Face repo id (revision, cache dir, token, offline, progress). */
   readonly hub?: ResolveOptions;
+  /**
+   * Folder of remembered tensor digests (see `DigestCache`), or `false` to hash every byte at every load. Default:
+   * `defaultDigestCacheDir()` (`$MNEMO_CACHE_DIR/weight-digests`, `~/.cache/mnemo/weight-digests`, off with
+   * `MNEMO_DIGEST_CACHE=0`).
+   */
+  readonly digestCache?: string | false;
 }
 
 export interface LoadedModel {
@@ -106,13 +113,14 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
     }));
   const checkpoint = await openCheckpoint(dir);
   const digest = new WeightDigest();
-  // Every byte of every tensor the model reads is hashed, on a worker thread while loading goes on.
-  const hasher = new ParallelWeightHasher(digest);
+  const cacheDir = opts.digestCache === undefined ? defaultDigestCacheDir() : opts.digestCache;
+  // Every byte of every tensor the model reads is hashed, or taken from a remembered digest of an unchanged file.
+  const weightsSource = digestingSource(checkpoint, digest, cacheDir ? new DigestCache(cacheDir) : undefined);
   try {
-    const weights = new Weights(digestingSource(checkpoint, digest, hasher), backend, quantization);
+    const weights = new Weights(weightsSource, backend, quantization);
     const model = await plugin.create(config, weights, backend);
     try {
-      await hasher.finish();
+      await weightsSource.finish();
     } catch (e) {
       model.free();
       throw e;
@@ -127,7 +135,6 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
       fingerprint: modelFingerprint(config, digest),
     };
   } catch (e) {
-    await hasher.close();
     // Weights loaded before the failure must not stay behind in a backend nobody else holds.
     if (!opts.backend) backend.dispose();
     throw e;

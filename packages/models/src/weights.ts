@@ -1,7 +1,9 @@
+import { type FileIdentity, sameIdentity } from '@mnemo/files';
 import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
 import { toFloat32 } from '@mnemo/tensor';
+import { DigestCache } from './digest-cache';
 import { ModelLoadError } from './errors';
-import { type ParallelWeightHasher, sharedBytes, type WeightDigest } from './fingerprint';
+import type { WeightDigest } from './fingerprint';
 import type { QuantizationConfig } from './quantization';
 
 /** The part of a checkpoint reader weight loading needs (`@mnemo/safetensors`' `Checkpoint` has it). */
@@ -11,40 +13,81 @@ export interface TensorSource {
   info(name: string): {
     readonly dtype: string;
     readonly shape: readonly number[];
-    /** Bytes of the tensor (needed for `readInto`). */
+    /** The file holding the tensor, and where: lets a {@link DigestCache} remember its digest. */
+    readonly file?: string;
+    readonly byteOffset?: number;
     readonly byteLength?: number;
   };
   read(name: string): Promise<Uint8Array>;
-  /** Reads a tensor into `out` (of exactly its byte length); when present, weights can be hashed on another thread. */
-  readInto?(name: string, out: Uint8Array): Promise<void>;
+  /** The identity of one of the source's files, now, from its open handle. */
+  identity?(file: string): Promise<FileIdentity>;
+}
+
+/** A {@link TensorSource} that adds every tensor it reads to a {@link WeightDigest}. */
+export interface DigestingSource extends TensorSource {
+  /**
+   * After loading: refuses the load if a file whose remembered digests were used changed while it was read
+   * (ModelLoadError), and remembers the digests computed (best effort).
+   */
+  finish(): Promise<void>;
 }
 
 /**
  * Wraps a source so that every tensor read is added to `digest`, every byte of it: the weights' identity covers
- * exactly what the architecture loaded, whatever names or wrappers a plugin uses on top. With a `hasher` (and a source
- * that can `readInto`), tensors are read into shared memory and hashed on its thread while loading goes on; call
- * `hasher.finish()` before using the digest.
+ * exactly what the architecture loaded, whatever names or wrappers a plugin uses on top. With a `cache`, a tensor of a
+ * file verified unchanged since it was hashed (see {@link DigestCache}) takes its remembered digest instead of being
+ * hashed again; call `finish()` once the model is loaded.
  */
 export function digestingSource(
   source: TensorSource,
   digest: WeightDigest,
-  hasher?: ParallelWeightHasher,
-): TensorSource {
+  cache?: DigestCache,
+): DigestingSource {
+  const identities = new Map<string, Promise<FileIdentity>>();
+  const remembered = new Set<string>();
+  const identity = (file: string): Promise<FileIdentity> => {
+    let id = identities.get(file);
+    if (id === undefined) {
+      id = source.identity!(file);
+      identities.set(file, id);
+    }
+    return id;
+  };
   return {
     names: () => source.names(),
     has: (name) => source.has(name),
     info: (name) => source.info(name),
+    identity: source.identity ? (file) => source.identity!(file) : undefined,
     read: async (name) => {
       const info = source.info(name);
-      if (hasher && source.readInto && info.byteLength !== undefined) {
-        const bytes = sharedBytes(info.byteLength);
-        await source.readInto(name, bytes);
-        await hasher.add(name, info.dtype, info.shape, bytes);
+      const placed =
+        cache && source.identity && info.file !== undefined && info.byteOffset !== undefined
+          ? { file: info.file, byteOffset: info.byteOffset }
+          : undefined;
+      if (placed === undefined) {
+        const bytes = await source.read(name);
+        digest.add(name, info.dtype, info.shape, bytes);
         return bytes;
       }
+      // The identity is taken before the bytes are read; finish() checks it again after everything was read.
+      const id = await identity(placed.file);
       const bytes = await source.read(name);
-      digest.add(name, info.dtype, info.shape, bytes);
+      const key = DigestCache.tensorKey(name, info.dtype, info.shape, placed.byteOffset, bytes.byteLength);
+      const known = await cache!.lookup(placed.file, id, key);
+      if (known !== undefined) {
+        digest.set(name, known);
+        remembered.add(placed.file);
+      } else await cache!.record(placed.file, id, key, digest.add(name, info.dtype, info.shape, bytes));
       return bytes;
+    },
+    finish: async () => {
+      if (!cache || !source.identity) return;
+      for (const [file, before] of identities) {
+        const now = await source.identity(file);
+        if (remembered.has(file) && !sameIdentity(now, await before))
+          throw new ModelLoadError(`${file} changed while the model was being loaded; load it again`);
+      }
+      await cache.save((file) => source.identity!(file));
     },
   };
 }

@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { FileAccessError, readRegularFile } from '@mnemo/files';
+import { FileAccessError, type FileIdentity, readRegularFile } from '@mnemo/files';
 import { ioError, quoteName, SafetensorsError } from './errors';
 import { openSafetensors, type SafetensorsFile, type TensorInfo } from './file';
 import { describeJson, MAX_HEADER_SIZE } from './header';
@@ -41,6 +41,8 @@ export interface Checkpoint {
   read(name: string): Promise<Uint8Array>;
   readSync(name: string): Uint8Array;
   readInto(name: string, out: Uint8Array): Promise<void>;
+  /** The identity of shard `file` (a path of `files`), now, from its open handle (see `SafetensorsFile.identity`). */
+  identity(file: string): Promise<FileIdentity>;
   close(): Promise<void>;
 }
 
@@ -286,6 +288,16 @@ class MergedCheckpoint implements Checkpoint {
 
   async readInto(name: string, out: Uint8Array): Promise<void> {
     return this.#file(name).readInto(name, out);
+  }
+
+  async identity(file: string): Promise<FileIdentity> {
+    const f = this.opened.find((x) => x.path === file);
+    if (f === undefined)
+      throw new SafetensorsError('NOT_FOUND', 'not a file of this checkpoint', {
+        file: this.path,
+        tensor: file,
+      });
+    return f.identity();
   }
 
   async close(): Promise<void> {

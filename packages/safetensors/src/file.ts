@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { openRegularFile } from '@mnemo/files';
+import { type FileIdentity, identityOf, openRegularFile } from '@mnemo/files';
 import type { SafetensorsDType } from './dtype';
 import { ioError, SafetensorsError } from './errors';
 import { checkHeaderLength, LENGTH_PREFIX_BYTES, parseHeader } from './header';
@@ -36,6 +36,11 @@ export interface SafetensorsFile {
   readSync(name: string): Uint8Array;
   /** Reads the tensor's bytes into `out`, whose length must equal the tensor's byte length. */
   readInto(name: string, out: Uint8Array): Promise<void>;
+  /**
+   * The identity (device, inode, size, mtime and ctime in ns) of the open file, now: unchanged exactly when the file
+   * was not written to since it was opened (see `FileIdentity` of `@mnemo/files`).
+   */
+  identity(): Promise<FileIdentity>;
   /** Closes the file handle; further reads throw CLOSED. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -130,6 +135,15 @@ class OpenFile implements SafetensorsFile {
       );
     }
     await readFully(this.#handle(name), out, t.byteOffset, this.path, name);
+  }
+
+  async identity(): Promise<FileIdentity> {
+    if (this.#fh === null) throw new SafetensorsError('CLOSED', 'file is closed', { file: this.path });
+    try {
+      return await identityOf(this.#fh);
+    } catch (err) {
+      throw ioError(this.path, 'stat', err);
+    }
   }
 
   async close(): Promise<void> {

@@ -13,19 +13,23 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  closeSync,
   cpSync,
   existsSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
   symlinkSync,
   unlinkSync,
+  utimesSync,
   watch,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -68,7 +72,11 @@ function vmRss(pid) {
 function run(cliArgs, { input = '', cwd, killOnTemp, killSignal = 'SIGKILL' } = {}) {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [cli, ...cliArgs], { cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, ...cliArgs], {
+      cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, MNEMO_CACHE_DIR: join(tmp, 'mnemo-cache') }, // remembered weight digests stay here
+    });
     let stdout = '';
     let stderr = '';
     let peak = 0;
@@ -378,27 +386,36 @@ for (const [signal, times] of [
   }
 }
 
-// 2. a weight byte changed where the old sampled fingerprint never looked
-const changed = modelCopy();
-const staleCache = p('stale.safetensors');
-judge(
-  'cache-prompt (model to be changed)',
-  await run(['cache-prompt', '--model', changed, '--prompt', 'Hi! ', '--prompt-cache-file', staleCache]),
-  succeeded,
-);
-{
-  const file = join(changed, 'model.safetensors');
-  const bytes = readFileSync(file);
+// 2. a weight byte changed where the old sampled fingerprint never looked: once by rewriting the file, once in place
+// with its size and mtime restored after its digests were remembered
+for (const inPlace of [false, true]) {
+  const changed = modelCopy();
+  const weights = join(changed, 'model.safetensors');
+  const past = new Date(Date.now() - 3_600_000);
+  utimesSync(weights, past, past); // settled, so that its digests are remembered
+  const staleCache = p(`stale-${inPlace}.safetensors`);
+  judge(
+    'cache-prompt (model to be changed)',
+    await run(['cache-prompt', '--model', changed, '--prompt', 'Hi! ', '--prompt-cache-file', staleCache]),
+    succeeded,
+  );
+  const bytes = readFileSync(weights);
   const n = Number(bytes.readBigUInt64LE(0));
   const header = JSON.parse(bytes.subarray(8, 8 + n).toString());
-  bytes[8 + n + header['model.embed_tokens.weight'].data_offsets[0] + 4106] ^= 1;
-  writeFileSync(file, bytes);
+  const at = 8 + n + header['model.embed_tokens.weight'].data_offsets[0] + 4106;
+  bytes[at] ^= 1;
+  if (inPlace) {
+    const fd = openSync(weights, 'r+');
+    writeSync(fd, bytes, at, 1, at);
+    closeSync(fd);
+    utimesSync(weights, past, past);
+  } else writeFileSync(weights, bytes);
+  judge(
+    `generate with a cache made before a weight byte changed${inPlace ? ' in place (size and mtime kept)' : ''}`,
+    await run(['generate', '--model', changed, '--prompt', 'What?', '--prompt-cache-file', staleCache]),
+    refused(/MODEL_MISMATCH/),
+  );
 }
-judge(
-  'generate with a cache made before a weight byte changed',
-  await run(['generate', '--model', changed, '--prompt', 'What?', '--prompt-cache-file', staleCache]),
-  refused(/MODEL_MISMATCH/),
-);
 
 // 4. chat templates that loop or explode
 const bombs = {

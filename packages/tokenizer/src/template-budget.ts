@@ -69,7 +69,11 @@ interface InterpreterInternals {
   ): [RuntimeValue[], Map<string, RuntimeValue>];
 }
 
-const rss = (): number => process.memoryUsage.rss();
+/** Resident memory of the process (0 where it cannot be measured, e.g. outside Node: the check is then skipped). */
+const rss = (): number =>
+  typeof process === 'object' && typeof process.memoryUsage?.rss === 'function'
+    ? process.memoryUsage.rss()
+    : 0;
 
 function filterName(filter: Node): string | undefined {
   if (filter.type === 'Identifier') return filter.value as string;

@@ -44,6 +44,22 @@ export function realFixture(relative: string): string | null {
   return null;
 }
 
+/** The shared GGUF fixtures (`../shared/fixtures/gguf` beside the repo), read in place. */
+export const ggufFixturesDir = resolve(repoRoot, '..', 'shared', 'fixtures', 'gguf');
+
+/**
+ * Path of a shared GGUF fixture file or of the folder (`ggufFixture()`), or `null` (with a one-line note on stderr)
+ * where it does not exist, so the caller can skip.
+ */
+export function ggufFixture(name = ''): string | null {
+  const p = join(ggufFixturesDir, name);
+  if (existsSync(p)) return p;
+  process.stderr.write(
+    `[mnemo tests] skipping: GGUF fixture ${p} does not exist (outside the shared workplace)\n`,
+  );
+  return null;
+}
+
 /** Small deterministic PRNG (mulberry32) for test data. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type FileHandle, open } from 'node:fs/promises';
 import { GgufError, ioError, MEMORY_SOURCE } from './errors';
 import { type GgufTensorInfo, NeedMore, type ParsedHeader, parseHeader } from './header';
@@ -16,6 +17,11 @@ export interface GgufHeader {
   readonly alignment: number;
   /** Absolute offset of the data section. */
   readonly dataOffset: number;
+  /**
+   * sha256 (hex) of the header proper (magic, version, every metadata entry and tensor info, without the padding
+   * after them): together with the tensor bytes, what identifies the file's content.
+   */
+  readonly headerSha256: string;
   readonly metadata: GgufMetadata;
   /** Tensors in file order. */
   readonly tensors: ReadonlyMap<string, GgufTensorInfo>;
@@ -51,12 +57,15 @@ class Header implements GgufHeader {
   readonly version: number;
   readonly alignment: number;
   readonly dataOffset: number;
+  readonly headerSha256: string;
 
   constructor(
     readonly path: string,
     readonly size: number,
     h: ParsedHeader,
+    header: Uint8Array,
   ) {
+    this.headerSha256 = createHash('sha256').update(header.subarray(0, h.headerLength)).digest('hex');
     this.tensors = new Map(h.tensors.map((t) => [t.name, t]));
     this.metadata = new GgufMetadata(h.metadata, path);
     this.version = h.version;
@@ -93,7 +102,7 @@ export function decodeGguf(bytes: Uint8Array, source = MEMORY_SOURCE): DecodedGg
     if (e instanceof NeedMore) throw new GgufError('TRUNCATED', 'the header is incomplete', { file: source });
     throw e;
   }
-  const header = new Header(source, bytes.byteLength, h);
+  const header = new Header(source, bytes.byteLength, h, bytes);
   return Object.assign(header, {
     data(name: string): Uint8Array {
       const t = header.info(name);
@@ -141,7 +150,7 @@ export async function openGguf(path: string): Promise<GgufFile> {
         prefix = longer;
       }
     }
-    return new OpenFile(fh, path, size, h);
+    return new OpenFile(fh, path, size, h, prefix);
   } catch (err) {
     await fh.close().catch(() => {});
     throw err;
@@ -151,8 +160,8 @@ export async function openGguf(path: string): Promise<GgufFile> {
 class OpenFile extends Header implements GgufFile {
   #fh: FileHandle | null;
 
-  constructor(fh: FileHandle, path: string, size: number, h: ParsedHeader) {
-    super(path, size, h);
+  constructor(fh: FileHandle, path: string, size: number, h: ParsedHeader, header: Uint8Array) {
+    super(path, size, h, header);
     this.#fh = fh;
   }
 

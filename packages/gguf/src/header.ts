@@ -54,6 +54,8 @@ export interface ParsedHeader {
   readonly tensors: readonly GgufTensorInfo[];
   /** Absolute offset of the data section (the end of the tensor infos, padded to the alignment). */
   readonly dataOffset: number;
+  /** Bytes of the header proper: magic, counts, metadata and tensor infos (without the padding after them). */
+  readonly headerLength: number;
 }
 
 /** Internal: the prefix ends before `bytes` bytes that the file does have. */
@@ -369,7 +371,8 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, file: string): 
     const offset = c.u64('the offset', where);
     raw.push({ name, type, dims, offset });
   }
-  const dataOffset = alignUp(c.pos, alignment);
+  const headerLength = c.pos;
+  const dataOffset = alignUp(headerLength, alignment);
 
   const tensors: GgufTensorInfo[] = [];
   for (const t of raw) {
@@ -434,5 +437,5 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, file: string): 
         { file, tensor: t.name },
       );
   }
-  return { version, alignment, metadata, tensors, dataOffset };
+  return { version, alignment, metadata, tensors, dataOffset, headerLength };
 }

@@ -92,6 +92,7 @@ describe('GGUF reader', () => {
           expect(g.version).toBe(version);
           expect(g.alignment).toBe(alignment);
           expect(g.dataOffset % alignment).toBe(0);
+          expect(g.headerSha256).toMatch(/^[0-9a-f]{64}$/);
           const keys = METADATA.map(([k]) => k);
           if (alignment !== 32) keys.push('general.alignment');
           expect(g.metadata.keys()).toEqual(keys);
@@ -114,6 +115,10 @@ describe('GGUF reader', () => {
           await f.readInto(t.name, into);
           expect(into).toEqual(t.data);
         }
+        expect(f.headerSha256).toBe(d.headerSha256);
+        expect(
+          decodeGguf(encodeGguf([...METADATA, ['x', V.u8(1)]], TENSORS, { alignment, version })).headerSha256,
+        ).not.toBe(d.headerSha256);
         expect(f.info('token_embd.weight').typeName).toBe('Q4_K');
         expect(f.info('scalar').elements).toBe(1);
         expect(f.info('empty').byteLength).toBe(0);

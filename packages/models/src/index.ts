@@ -49,7 +49,22 @@ export {
 } from './decoder';
 export { ModelLoadError } from './errors';
 export { canonicalJson, modelFingerprint, WeightDigest } from './fingerprint';
-export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';
+export {
+  GGUF_ARCHITECTURES,
+  type GgufModelInfo,
+  ggufConfig,
+  ggufTensorSource,
+  hfTensorName,
+  openGgufModel,
+} from './gguf';
+export {
+  type LoadedModel,
+  type LoadModelOptions,
+  loadGgufModel,
+  loadModel,
+  readJsonFile,
+  resolveGgufFile,
+} from './load';
 export {
   type ArchitecturePlugin,
   type AttentionLayerInfo,

@@ -1,11 +1,13 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type ResolveOptions, resolveModel } from '@mnemo/hub';
+import { open, readFile, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { downloadGgufFile, parseGgufRef, type ResolveOptions, resolveModel } from '@mnemo/hub';
 import { openCheckpoint } from '@mnemo/safetensors';
 import { type Backend, createBackend } from '@mnemo/tensor';
 import type { RawConfig } from './config';
 import { ModelLoadError } from './errors';
 import { modelFingerprint, WeightDigest } from './fingerprint';
+import { type GgufModelInfo, openGgufModel } from './gguf';
 import type { Model } from './model';
 import { QuantizationConfig } from './quantization';
 import { type ArchitectureRegistry, defaultRegistry } from './registry';
@@ -42,6 +44,8 @@ export interface LoadedModel {
   readonly generationConfig: RawConfig | undefined;
   /** sha256 hex of the architecture config and the weights' identity. */
   readonly fingerprint: string;
+  /** Set when the model came from a GGUF file: its path, metadata (the tokenizer is in it) and tensor types. */
+  readonly gguf?: GgufModelInfo;
 }
 
 /** Reads and parses an optional JSON file of a model directory; `undefined` when absent. */
@@ -73,11 +77,49 @@ export async function readJsonFile(
   return parsed as RawConfig;
 }
 
+/** Whether `path` is a regular file that starts with the GGUF magic. */
+async function isGgufFile(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => null);
+  if (!st?.isFile()) return false;
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(b, 0, 4, 0);
+    return bytesRead === 4 && b.toString('latin1') === 'GGUF';
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
- * Loads a model from a local directory or a Hugging Face repo id (`owner/name[@revision]`, downloaded into the standard
- * HF cache): reads config.json, picks the architecture by `model_type`, loads and checks every weight.
+ * The local GGUF file `pathOrRepo` names, downloading it for a Hub reference (`owner/name:QUANT`,
+ * `owner/name/file.gguf`); null when it names no GGUF file (a model directory or a repo id).
+ */
+export async function resolveGgufFile(pathOrRepo: string, hub?: ResolveOptions): Promise<string | null> {
+  const s = pathOrRepo.trim();
+  const local = resolve(s === '~' || s.startsWith('~/') ? join(homedir(), s.slice(1)) : s);
+  if (await isGgufFile(local)) return local;
+  const exists = (await stat(local).catch(() => null)) !== null;
+  if (exists) {
+    if (/\.gguf$/i.test(s))
+      throw new ModelLoadError(`${local} is not a GGUF file (it does not start with "GGUF")`);
+    return null;
+  }
+  if (/\.gguf$/i.test(s) && (/^(\.{1,2}|~)?[/\\]/.test(s) || s.split('/').length < 3))
+    throw new ModelLoadError(`GGUF file ${local} does not exist`);
+  if (!parseGgufRef(s)) return null;
+  return (await downloadGgufFile(s, hub)).path;
+}
+
+/**
+ * Loads a model from a local directory, a GGUF file, or the Hugging Face Hub (`owner/name[@revision]` for a
+ * safetensors checkpoint, `owner/name:QUANT` or `owner/name/file.gguf` for one GGUF file; downloaded into the
+ * standard HF cache): reads the config (config.json, or the GGUF metadata), picks the architecture by `model_type`,
+ * loads and checks every weight.
  */
 export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const gguf = await resolveGgufFile(pathOrRepo, opts.hub);
+  if (gguf !== null) return loadGgufModel(gguf, opts);
   const dir = await resolveModel(pathOrRepo, opts.hub);
   const config = (await readJsonFile(dir, 'config.json', true))!;
   const generationConfig = await readJsonFile(dir, 'generation_config.json', false);
@@ -112,5 +154,44 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
     throw e;
   } finally {
     await checkpoint.close();
+  }
+}
+
+function makeBackend(opts: LoadModelOptions): Promise<Backend> {
+  return createBackend({
+    ...(opts.backendName ? { backend: opts.backendName } : {}),
+    ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+    ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
+  });
+}
+
+/**
+ * Loads a model from a local GGUF file: config from the metadata, tensors read one at a time by offset (GGML blocks
+ * uploaded as they are), tokenizer metadata kept in `gguf` for the caller.
+ */
+export async function loadGgufModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const { file, config, source, info } = await openGgufModel(path);
+  try {
+    const plugin = (opts.registry ?? defaultRegistry).get(config.model_type as string);
+    const backend = opts.backend ?? (await makeBackend(opts));
+    try {
+      const digest = new WeightDigest();
+      const weights = new Weights(digestingSource(source, digest), backend, undefined);
+      const model = await plugin.create(config, weights, backend);
+      return {
+        model,
+        backend,
+        dir: dirname(path),
+        config,
+        generationConfig: undefined,
+        fingerprint: modelFingerprint(config, digest),
+        gguf: info,
+      };
+    } catch (e) {
+      if (!opts.backend) backend.dispose();
+      throw e;
+    }
+  } finally {
+    await file.close();
   }
 }

@@ -26,6 +26,7 @@ import {
   loadTokenizer,
   type Tokenizer,
   tokenizerFingerprint,
+  tokenizerFromGguf,
 } from '@mnemo/tokenizer';
 import { logprobsOf, type StepLogprobs } from './logprobs';
 import { PromptCache, type PromptTemplateUse } from './prompt-cache';
@@ -130,10 +131,16 @@ export class LM {
     this.tokenizerFingerprint = tokenizerFingerprint(tokenizer);
   }
 
+  /**
+   * Loads a model and its tokenizer: a model folder or Hub repo id (safetensors), or a GGUF file — a local `.gguf`
+   * path, `owner/name:QUANT` or `owner/name/file.gguf` — whose tokenizer comes from its metadata.
+   */
   static async load(pathOrRepo: string, opts: LoadOptions = {}): Promise<LM> {
     const loaded = await loadModel(pathOrRepo, opts);
     try {
-      const tokenizer = await loadTokenizer(loaded.dir);
+      const tokenizer = loaded.gguf
+        ? tokenizerFromGguf(loaded.gguf.metadata, loaded.gguf.path)
+        : await loadTokenizer(loaded.dir);
       return new LM(loaded, tokenizer, pathOrRepo);
     } catch (e) {
       loaded.model.free();

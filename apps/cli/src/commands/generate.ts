@@ -118,8 +118,8 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('generate text from a prompt')
     .option(
-      '-m, --model <dir|repo>',
-      'model directory or Hugging Face repo id (default: the model of --prompt-cache-file)',
+      '-m, --model <dir|file|repo>',
+      'model directory, .gguf file, or Hugging Face repo id (owner/name, owner/name:Q4_K_M for a GGUF file; default: the model of --prompt-cache-file)',
     )
     .requiredOption('-p, --prompt <text>', 'prompt text ("-" reads standard input)')
     .option(

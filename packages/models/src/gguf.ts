@@ -14,13 +14,21 @@ import type { RawConfig } from './config';
 import { ModelLoadError } from './errors';
 import type { TensorSource } from './weights';
 
-/** GGUF architectures this loader maps, with the `model_type` of the plugin that runs them. */
-const ARCHITECTURES: Readonly<Record<string, { modelType: string; pairRope: boolean }>> = {
+/**
+ * GGUF architectures this loader maps, with the `model_type` of the plugin that runs them, whether llama.cpp's
+ * converter permuted Q/K to adjacent pairs, and whether it stored RMSNorm weights as `1 + w` (Gemma).
+ */
+const ARCHITECTURES: Readonly<
+  Record<string, { modelType: string; pairRope: boolean; normPlusOne?: boolean; sandwich?: boolean }>
+> = {
   llama: { modelType: 'llama', pairRope: true },
   mistral: { modelType: 'mistral', pairRope: true },
   qwen2: { modelType: 'qwen2', pairRope: false },
   qwen3: { modelType: 'qwen3', pairRope: false },
   phi3: { modelType: 'phi3', pairRope: false },
+  gemma: { modelType: 'gemma', pairRope: false, normPlusOne: true },
+  gemma2: { modelType: 'gemma2', pairRope: false, normPlusOne: true, sandwich: true },
+  gemma3: { modelType: 'gemma3_text', pairRope: false, normPlusOne: true, sandwich: true },
 };
 
 /** GGUF architecture names this version can load. */
@@ -47,11 +55,18 @@ const END_NAMES: Readonly<Record<string, string>> = {
   output: 'lm_head',
 };
 
+/** Gemma 2/3's four norms per layer (pre and post attention, pre and post MLP). */
+const SANDWICH_NAMES: Readonly<Record<string, string>> = {
+  ffn_norm: 'pre_feedforward_layernorm',
+  post_attention_norm: 'post_attention_layernorm',
+  post_ffw_norm: 'post_feedforward_layernorm',
+};
+
 /** The Hugging Face name of a GGUF tensor (unknown names are kept, so an unused-tensor check names them). */
 export function hfTensorName(name: string, arch: string): string {
   const m = /^blk\.(\d+)\.([a-z_0-9]+)\.(weight|bias)$/.exec(name);
   if (m) {
-    let part = LAYER_NAMES[m[2]!];
+    let part = (ARCHITECTURES[arch]?.sandwich ? SANDWICH_NAMES[m[2]!] : undefined) ?? LAYER_NAMES[m[2]!];
     // phi3 stores gate and up fused in ffn_up (gate rows first), as HF's gate_up_proj
     if (arch === 'phi3' && m[2] === 'ffn_up') part = 'mlp.gate_up_proj';
     return part ? `model.layers.${m[1]}.${part}.${m[3]}` : name;
@@ -168,6 +183,7 @@ export function ggufConfig(file: GgufFile, ropeFreqs: Float32Array | undefined):
     fail(where, `${k('rope.scaling.type')} "${scaling}" is not supported (none, linear and rope_freqs are)`);
   }
   if (file.tensors.has('blk.0.attn_q.bias')) config.attention_bias = true;
+  if (a.normPlusOne) Object.assign(config, gemmaConfig(m, arch, config));
   const window = int('attention.sliding_window', 0);
   if (window > 0 && arch === 'phi3') config.sliding_window = window;
   for (const [key, id] of [
@@ -185,12 +201,49 @@ export function ggufConfig(file: GgufFile, ropeFreqs: Float32Array | undefined):
 }
 
 /**
+ * The Gemma keys llama.cpp reads: soft-caps, sliding window, and the attention scale llama.cpp derives (query_pre_attn
+ * scalar = head size, or hidden / heads for the 27B models, which it recognises by their layer count) unless the
+ * file sets `{arch}.attention.scale`. The embedding is scaled by √hidden in f32, as llama.cpp does.
+ */
+function gemmaConfig(m: GgufMetadata, arch: string, c: Record<string, unknown>): Record<string, unknown> {
+  const k = (key: string) => `${arch}.${key}`;
+  const layers = c.num_hidden_layers as number;
+  const heads = c.num_attention_heads as number;
+  const out: Record<string, unknown> = { torch_dtype: 'float32', hidden_activation: 'gelu_pytorch_tanh' };
+  if (arch === 'gemma') return out;
+  const big = (arch === 'gemma2' && layers === 46) || (arch === 'gemma3' && layers === 62);
+  const scale = m.has(k('attention.scale')) ? m.number(k('attention.scale')) : 0;
+  out.query_pre_attn_scalar =
+    scale > 0 ? 1 / (scale * scale) : big ? (c.hidden_size as number) / heads : (c.head_dim as number);
+  out.sliding_window = m.int(k('attention.sliding_window'), 4096);
+  const cap = (key: string, fallback: number | null) => (m.has(k(key)) ? m.number(k(key)) : fallback);
+  if (arch === 'gemma2') {
+    out.attn_logit_softcapping = cap('attn_logit_softcapping', 50);
+    out.final_logit_softcapping = cap('final_logit_softcapping', 30);
+  } else {
+    out.attn_logit_softcapping = null;
+    out.final_logit_softcapping = cap('final_logit_softcapping', null);
+    out.rope_local_base_freq = 10000;
+    out.sliding_window_pattern = 6;
+  }
+  return out;
+}
+
+/** F32 bytes of `values`. */
+function f32Bytes(values: Float32Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+/**
  * The tensors of a GGUF file under Hugging Face names, as the architectures load them: `info().dtype` is the GGML
  * type name (`F32`, `F16`, `BF16`, or a block type such as `Q4_K`) and `shape` is row-major. Tensors the config
  * consumed (`rope_freqs.weight`) are left out. A tensor in a GGML type mnemo cannot compute with is refused when it
  * is read, naming the type and the supported ones.
  */
 export function ggufTensorSource(file: GgufFile, arch: string): TensorSource {
+  // llama.cpp's converter stores Gemma's RMSNorm weights as 1 + w; the architecture reads w (zero-centred)
+  const normPlusOne = ARCHITECTURES[arch]?.normPlusOne === true;
+  const isShiftedNorm = (t: GgufTensorInfo) => normPlusOne && t.name.endsWith('norm.weight');
   const byHf = new Map<string, GgufTensorInfo>();
   for (const t of file.tensors.values()) {
     if (t.name === 'rope_freqs.weight') continue;
@@ -206,10 +259,18 @@ export function ggufTensorSource(file: GgufFile, arch: string): TensorSource {
     has: (name) => byHf.has(name),
     info: (name) => {
       const t = get(name);
-      return { dtype: t.typeName, shape: t.shape };
+      return { dtype: isShiftedNorm(t) ? 'F32' : t.typeName, shape: t.shape };
     },
     read: async (name) => {
       const t = get(name);
+      if (isShiftedNorm(t)) {
+        if (t.typeName !== 'F32')
+          throw new ModelLoadError(`${file.path}: tensor "${t.name}" is ${t.typeName}; Gemma norms are F32`);
+        const bytes = await file.read(t.name);
+        const v = new Float32Array(bytes.buffer, bytes.byteOffset, t.elements);
+        for (let i = 0; i < v.length; i++) v[i] = v[i]! - 1;
+        return f32Bytes(v);
+      }
       if (!DENSE.has(t.typeName) && !isGgmlBlockType(t.typeName))
         throw new ModelLoadError(
           `${file.path}: tensor "${t.name}" is ${t.typeName}, a GGML type mnemo cannot compute with (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)`,

@@ -12,6 +12,7 @@ import { type Bandwidth, describeBandwidth, measureBandwidth } from './bandwidth
 import { ALL_FORMATS, type Checkpoint, ensureCheckpoint, FORMAT_INFO, type Format } from './checkpoint';
 import { ggufBenchModel, ggufPrompts } from './gguf-file';
 import type { ChildResult, Job } from './job';
+import { makeQ4KMFile } from './kquant-file';
 import { ensurePeer } from './peer';
 import { Rng } from './prng';
 import {
@@ -44,6 +45,8 @@ interface Args {
   int8: boolean;
   /** One GGUF file that both runtimes load as it is (instead of generated checkpoints). */
   gguf: string | undefined;
+  /** Write a Q4_K_M-style GGUF of the model's shapes (random blocks) and bench it as with --gguf. */
+  makeQ4km: boolean;
   prefill: number;
   decode: number;
   ttft: number;
@@ -67,6 +70,8 @@ const USAGE = `pnpm bench [options]
   --model 1b|8b|tiny    run only this model (tiny: a small model of the same family, a quick smoke test)
   --gguf FILE           run both runtimes on this GGUF file as it is (any GGML types mnemo runs, e.g. Q4_K_M);
                         results in <file>-gguf.*; prompts are seeded ids of the file's vocabulary
+  --make-q4km           write models/<model>-q4_k_m.gguf (Q4_K_M-style random K-quant blocks in the --model shapes)
+                        and run --gguf on it
   --threads N           threads for both runtimes (default 2)
   --peer-threads N      threads for llama.cpp only (supplementary runs; default: --threads)
   --prefill N --decode N --ttft N   prompt / generation lengths (default 512 / 128 / 2000)
@@ -88,6 +93,7 @@ function parseArgs(argv: string[]): Args {
     skipMnemo: false,
     int8: false,
     gguf: undefined,
+    makeQ4km: false,
     prefill: 512,
     decode: 128,
     ttft: 2000,
@@ -136,6 +142,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--int8-activations':
         a.int8 = true;
+        break;
+      case '--make-q4km':
+        a.makeQ4km = true;
         break;
       case '--gguf': {
         const file = next();
@@ -619,6 +628,8 @@ async function main(): Promise<void> {
   const bandwidth = await measureBandwidth();
   log(`  ${describeBandwidth(bandwidth)}`);
   const bandwidths = [bandwidth];
+  if (a.makeQ4km)
+    a.gguf = makeQ4KMFile(a.models[0]!, join(a.modelsDir, `${a.models[0]!.name}-q4_k_m.gguf`), log).path;
   if (a.gguf !== undefined) {
     const budget = new Budget(a.budgetMin, (a.skipMnemo ? 0 : 1) + (a.skipPeer ? 0 : 1));
     const report = await benchGguf(a.gguf, a, bandwidth, budget, git);

@@ -6,7 +6,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Bandwidth, describeBandwidth, measureBandwidth } from './bandwidth';
 import { ALL_FORMATS, type Checkpoint, ensureCheckpoint, FORMAT_INFO, type Format } from './checkpoint';
@@ -149,7 +149,8 @@ function parseArgs(argv: string[]): Args {
       case '--gguf': {
         const file = next();
         if (!file) throw new RangeError('--gguf takes a GGUF file');
-        a.gguf = file;
+        // relative to where `pnpm bench` was run (pnpm runs the script in tools/bench)
+        a.gguf = resolve(process.env.INIT_CWD ?? process.cwd(), file);
         break;
       }
       case '--8b':

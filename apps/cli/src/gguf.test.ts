@@ -4,13 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type FakeHub, startFakeHub } from '@mnemo/hub/testing';
-import { ggufFixture } from '@mnemo/test-utils';
+import { syntheticGguf } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // `mnemo` with GGUF files: a local path, and a Hub file by quant tag through a loopback stand-in for the Hub; and the
 // founding promise through the CLI: `cache-prompt A` then `generate B --prompt-cache-file` equals `generate A+B`.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
-const model = ggufFixture('llama-q4_k_m.gguf');
+const model = syntheticGguf('llama-q4_k_m.gguf');
 const run = promisify(execFile);
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-cli-gguf-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -30,7 +30,7 @@ interface Out {
 const GEN = ['--temp', '0', '--json', '--logprobs', '5', '--max-tokens', '6'];
 const comparable = (o: Out) => ({ prompt_tokens: o.prompt_tokens, tokens: o.tokens, logprobs: o.logprobs });
 
-describe.skipIf(!existsSync(cli) || !model)('mnemo with a GGUF file', () => {
+describe.skipIf(!existsSync(cli))('mnemo with a GGUF file', () => {
   const long = model
     ? (
         JSON.parse(readFileSync(model.replace(/\.gguf$/, '.expected.json'), 'utf8')) as {
@@ -43,14 +43,14 @@ describe.skipIf(!existsSync(cli) || !model)('mnemo with a GGUF file', () => {
     it(`cache-prompt then generate --prompt-cache-file equals generate of the whole (${templated ? 'chat template' : 'raw'})`, () => {
       const mode = templated ? ['--system-prompt', 'Be brief.'] : ['--ignore-chat-template'];
       const whole = JSON.parse(
-        mnemo(['generate', '--model', model!, '--prompt', long, ...mode, ...GEN]),
+        mnemo(['generate', '--model', model, '--prompt', long, ...mode, ...GEN]),
       ) as Out;
       for (const chars of [1, 254, 511]) {
         const file = join(tmp, `c-${templated}-${chars}.safetensors`);
         mnemo([
           'cache-prompt',
           '--model',
-          model!,
+          model,
           '--prompt',
           long.slice(0, chars),
           '--prompt-cache-file',
@@ -101,10 +101,10 @@ describe.skipIf(!existsSync(cli) || !model)('mnemo with a GGUF file', () => {
             id: 'acme/tiny-GGUF',
             files: [
               { path: 'README.md', content: '# tiny' },
-              { path: 'tiny-Q4_K_M.gguf', content: new Uint8Array(readFileSync(model!)), lfs: true },
+              { path: 'tiny-Q4_K_M.gguf', content: new Uint8Array(readFileSync(model)), lfs: true },
               {
                 path: 'tiny-Q8_0.gguf',
-                content: new Uint8Array(readFileSync(model!.replace('q4_k_m', 'q8_0'))),
+                content: new Uint8Array(readFileSync(model.replace('q4_k_m', 'q8_0'))),
                 lfs: true,
               },
             ],
@@ -121,7 +121,7 @@ describe.skipIf(!existsSync(cli) || !model)('mnemo with a GGUF file', () => {
       const env = { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '' };
       const args = ['generate', '--prompt', 'Hi! What are you up to?', '--ignore-chat-template', ...GEN];
       const remote = await run(process.execPath, [cli, ...args, '--model', 'acme/tiny-GGUF:Q4_K_M'], { env });
-      const local = await run(process.execPath, [cli, ...args, '--model', model!]);
+      const local = await run(process.execPath, [cli, ...args, '--model', model]);
       expect(comparable(JSON.parse(remote.stdout) as Out)).toEqual(
         comparable(JSON.parse(local.stdout) as Out),
       );

@@ -1,28 +1,39 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ggufFixture } from '@mnemo/test-utils';
+import { ggufFixture, syntheticGguf } from '@mnemo/test-utils';
 import { describe, expect, it } from 'vitest';
 import { openGguf } from './index';
 
-const dir = ggufFixture();
+// The twelve synthetic weight files are copied into the repo (fixtures/gguf); the two carrying real tokenizers are
+// read in place from the shared fixtures and skipped where that folder does not exist.
+const shared = ggufFixture();
+const files = [
+  ...readdirSync(syntheticGguf())
+    .filter((n) => n.endsWith('.gguf'))
+    .map((n) => ({ name: n, dir: syntheticGguf() })),
+  ...(shared
+    ? readdirSync(shared)
+        .filter((n) => n.startsWith('tok-') && n.endsWith('.gguf'))
+        .map((n) => ({ name: n, dir: shared }))
+    : []),
+];
 
-describe.skipIf(!dir)('the shared GGUF fixtures', () => {
-  const names = dir ? readdirSync(dir).filter((n) => n.endsWith('.gguf')) : [];
-
+describe('the GGUF fixtures', () => {
   it('are all there', () => {
-    expect(names.length).toBe(14);
+    expect(files.filter((f) => !f.name.startsWith('tok-')).length).toBe(12);
+    if (shared) expect(files.length).toBe(14);
   });
 
-  for (const name of names) {
+  for (const { name, dir } of files) {
     it(`${name}: header, tensor types and sizes as expected.json lists them`, async () => {
       const expected = JSON.parse(
-        readFileSync(join(dir!, name.replace(/\.gguf$/, '.expected.json')), 'utf8'),
+        readFileSync(join(dir, name.replace(/\.gguf$/, '.expected.json')), 'utf8'),
       ) as {
         gguf_bytes: number;
         tensor_types: Record<string, string>;
         config: { hidden_size: number; vocab_size: number };
       };
-      const f = await openGguf(join(dir!, name));
+      const f = await openGguf(join(dir, name));
       try {
         expect(f.size).toBe(expected.gguf_bytes);
         expect(f.version).toBe(3);

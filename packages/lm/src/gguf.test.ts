@@ -2,28 +2,28 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheKindOptions } from '@mnemo/kv-cache';
-import { compareWithReference, ggufFixture, type ReferenceCase } from '@mnemo/test-utils';
+import { compareWithReference, type ReferenceCase, syntheticGguf } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GenerateOptions, type GenerationResult, LM } from './lm';
 
 // GGUF models through @mnemo/lm: tokenizer and chat template from the metadata, greedy output against the float64
 // oracle, and the founding promise — a prompt cache makes generation faster, never different — for a Q4_K_M-style
 // file (Q4_K and Q6_K blocks mixed per tensor), exactly as for safetensors checkpoints.
-const dir = ggufFixture();
-const file = dir ? join(dir, 'llama-q4_k_m.gguf') : '';
+const dir = syntheticGguf();
+const file = join(dir, 'llama-q4_k_m.gguf');
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-gguf-lm-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const same = (r: GenerationResult) => ({ prompt: r.promptTokens, tokens: r.tokens, logprobs: r.logprobs });
 
-describe.skipIf(!dir)('a GGUF model through LM', () => {
+describe('a GGUF model through LM', () => {
   let lm: LM;
   let cases: ReferenceCase[];
   let long: string;
   beforeAll(async () => {
     lm = await LM.load(file, { backendName: 'wasm', threads: 1 });
     cases = (
-      JSON.parse(readFileSync(join(dir!, 'llama-q4_k_m.expected.json'), 'utf8')) as { cases: ReferenceCase[] }
+      JSON.parse(readFileSync(join(dir, 'llama-q4_k_m.expected.json'), 'utf8')) as { cases: ReferenceCase[] }
     ).cases;
     long = cases[3]!.prompt;
   });
@@ -109,7 +109,7 @@ describe.skipIf(!dir)('a GGUF model through LM', () => {
       loaded.free();
     }
     // the same architecture and vocabulary with other weights (another GGUF) refuses it
-    const other = await LM.load(join(dir!, 'llama-q4_k.gguf'), { backendName: 'wasm', threads: 1 });
+    const other = await LM.load(join(dir, 'llama-q4_k.gguf'), { backendName: 'wasm', threads: 1 });
     try {
       await expect(other.loadPromptCache(path)).rejects.toMatchObject({ code: 'MODEL_MISMATCH' });
     } finally {

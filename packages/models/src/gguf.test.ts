@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Backend, createBackend } from '@mnemo/tensor';
-import { compareWithReference, ggufFixture, type ReferenceCase } from '@mnemo/test-utils';
+import { compareWithReference, type ReferenceCase, syntheticGguf } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hfTensorName } from './gguf';
 import { type LoadedModel, loadModel } from './load';
 import { greedy, teacherForced } from './testing/greedy';
 
-const dir = ggufFixture();
+const dir = syntheticGguf();
 
 /** The weight fixtures: one per GGML type, the Q4_K_M-style mix and the qwen2 file with a tied Q8_0 head. */
 const MODEL_FILES = [
@@ -63,7 +63,7 @@ describe('GGUF tensor names', () => {
   });
 });
 
-describe.skipIf(!dir)('GGUF weight fixtures on the exact path (wasm backend) against float64', () => {
+describe('GGUF weight fixtures on the exact path (wasm backend) against float64', () => {
   let backend: Backend;
   beforeAll(async () => {
     backend = await createBackend({ backend: 'wasm', threads: 1 });
@@ -72,8 +72,8 @@ describe.skipIf(!dir)('GGUF weight fixtures on the exact path (wasm backend) aga
 
   for (const name of MODEL_FILES) {
     it(`${name}: config from the metadata, every greedy token within 2e-3 of the oracle`, async () => {
-      const expected = JSON.parse(readFileSync(join(dir!, `${name}.expected.json`), 'utf8')) as Expected;
-      const loaded: LoadedModel = await loadModel(join(dir!, `${name}.gguf`), { backend });
+      const expected = JSON.parse(readFileSync(join(dir, `${name}.expected.json`), 'utf8')) as Expected;
+      const loaded: LoadedModel = await loadModel(join(dir, `${name}.gguf`), { backend });
       try {
         const c = loaded.config;
         const want = expected.config;
@@ -120,7 +120,7 @@ describe.skipIf(!dir)('GGUF weight fixtures on the exact path (wasm backend) aga
   }
 });
 
-describe.skipIf(!dir)('GGUF weight fixtures with int8 activations, teacher-forced, against llama.cpp', () => {
+describe('GGUF weight fixtures with int8 activations, teacher-forced, against llama.cpp', () => {
   let backend: Backend;
   beforeAll(async () => {
     backend = await createBackend({ backend: 'wasm', threads: 1, int8Activations: true });
@@ -129,8 +129,8 @@ describe.skipIf(!dir)('GGUF weight fixtures with int8 activations, teacher-force
 
   for (const name of MODEL_FILES) {
     it(`${name}: distributions within llama.cpp's own distance from the oracle`, async () => {
-      const expected = JSON.parse(readFileSync(join(dir!, `${name}.expected.json`), 'utf8')) as Expected;
-      const loaded = await loadModel(join(dir!, `${name}.gguf`), { backend });
+      const expected = JSON.parse(readFileSync(join(dir, `${name}.expected.json`), 'utf8')) as Expected;
+      const loaded = await loadModel(join(dir, `${name}.gguf`), { backend });
       try {
         let vsPeer = 0;
         let vsPeerTop1 = 0;

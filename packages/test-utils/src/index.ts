@@ -44,7 +44,21 @@ export function realFixture(relative: string): string | null {
   return null;
 }
 
-/** The shared GGUF fixtures (`../shared/fixtures/gguf` beside the repo), read in place. */
+/**
+ * The synthetic GGUF weight fixtures (random weights, one file per GGML weight type, a Q4_K_M-style mix and a qwen2
+ * file, each with its float64 `expected.json`), copied verbatim from the shared fixtures into `fixtures/gguf`.
+ */
+export const syntheticGgufDir = join(repoRoot, 'fixtures', 'gguf');
+
+/** Path of a synthetic GGUF fixture in the repo (`llama-q4_k.gguf`, `llama-q4_k.expected.json`, ...), or the folder. */
+export function syntheticGguf(name = ''): string {
+  return join(syntheticGgufDir, name);
+}
+
+/**
+ * The shared GGUF fixtures (`../shared/fixtures/gguf` beside the repo), read in place: the two files carrying real
+ * tokenizers (`tok-*.gguf`) exist only there.
+ */
 export const ggufFixturesDir = resolve(repoRoot, '..', 'shared', 'fixtures', 'gguf');
 
 /**

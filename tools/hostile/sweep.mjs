@@ -613,6 +613,101 @@ judge(
   refused(/\[IO\]$/),
 );
 
+// GGUF models: the same guarantees for a GGUF file given as the model
+const ggufFixture = join(root, 'fixtures', 'gguf', 'llama-q8_0.gguf');
+const gg = await import(join(root, 'packages', 'gguf', 'dist', 'index.js'));
+{
+  const fifoGguf = p('fifo-model.gguf');
+  execFileSync('mkfifo', [fifoGguf]);
+  symlinkSync(fifoGguf, p('fifo-link-model.gguf'));
+  for (const [label, path] of [
+    ['a FIFO', fifoGguf],
+    ['a symlink to a FIFO', p('fifo-link-model.gguf')],
+  ])
+    judge(
+      `generate, model .gguf is ${label}`,
+      await run(['generate', '--model', path, '--prompt', 'x']),
+      refused(/named pipe \(FIFO\), not a model file or folder/),
+    );
+  if (isRoot) {
+    const zeroGguf = p('zero-model.gguf');
+    execFileSync('mknod', [zeroGguf, 'c', '1', '5']);
+    judge(
+      'generate, model .gguf is a /dev/zero-like device',
+      await run(['generate', '--model', zeroGguf, '--prompt', 'x']),
+      refused(/character device, not a model file or folder/),
+    );
+  }
+  // a tensor byte changed in place (size and mtime restored) where the old fingerprint's 16 x 4 KiB windows never
+  // looked, after the file's digests were remembered
+  const model = p('changed.gguf');
+  cpSync(ggufFixture, model);
+  const past = new Date(Date.now() - 3_600_000);
+  utimesSync(model, past, past);
+  const staleCache = p('stale-gguf.safetensors');
+  judge(
+    'cache-prompt (GGUF model to be changed)',
+    await run(['cache-prompt', '--model', model, '--prompt', 'Hi! ', '--prompt-cache-file', staleCache]),
+    succeeded,
+  );
+  const f = await gg.openGguf(model);
+  const at = f.info('token_embd.weight').byteOffset + 4100;
+  await f.close();
+  const fd = openSync(model, 'r+');
+  writeSync(fd, Buffer.from([readFileSync(model)[at] ^ 1]), 0, 1, at);
+  closeSync(fd);
+  utimesSync(model, past, past);
+  judge(
+    'generate with a cache made before a GGUF tensor byte changed in place (size and mtime kept)',
+    await run(['generate', '--model', model, '--prompt', 'What?', '--prompt-cache-file', staleCache]),
+    refused(/MODEL_MISMATCH/),
+  );
+  // 87 MB GGUF headers made of millions of tiny entries (they took 1-3 GB to parse before the caps)
+  const u32 = (v) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return b;
+  };
+  const u64 = (v) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return b;
+  };
+  const str = (t) => Buffer.concat([u64(Buffer.byteLength(t)), Buffer.from(t)]);
+  const tensors = 2_400_000;
+  const bombs = {
+    '2.4 M empty tensors': Buffer.concat([
+      Buffer.from('GGUF'),
+      u32(3),
+      u64(tensors),
+      u64(0),
+      ...Array.from({ length: tensors }, (_, i) =>
+        Buffer.concat([str(i.toString(36)), u32(1), u64(0), u32(0), u64(0)]),
+      ),
+    ]),
+    '7.2 M nested empty arrays': Buffer.concat([
+      Buffer.from('GGUF'),
+      u32(3),
+      u64(0),
+      u64(1),
+      str('k'),
+      u32(9),
+      u32(9),
+      u64(7_250_000),
+      Buffer.alloc(12 * 7_250_000),
+    ]),
+  };
+  for (const [label, bytes] of Object.entries(bombs)) {
+    const file = p(`bomb-${label.replace(/\W+/g, '-')}.gguf`);
+    writeFileSync(file, bytes);
+    judge(
+      `generate, model is an ${Math.round(bytes.length / 1e6)} MB GGUF header of ${label}`,
+      await run(['generate', '--model', file, '--prompt', 'x']),
+      refused(/TOO_LARGE/),
+    );
+  }
+}
+
 // 8. the cache file's model entry
 const evil = craft(good, p('evil-model.safetensors'), (m) => {
   m.model = 'evil/exfiltrate';

@@ -254,7 +254,7 @@ describe.skipIf(!existsSync(cli))('mnemo against hostile paths and files (needs 
       const refused = await mnemoAsync(['generate', '--prompt', 'What?', '--prompt-cache-file', path], env());
       expectRefusal(
         refused,
-        /from-hub\.safetensors names the model "acme\/llama-f32", which is not a local folder \(a Hugging Face repo id\?\): a cache file does not choose what is downloaded\. Pass --model acme\/llama-f32 to use it, or --trust-cache-model$/,
+        /from-hub\.safetensors names the model "acme\/llama-f32", which is not a local folder or file \(a Hugging Face repo id\?\): a cache file does not choose what is downloaded\. Pass --model acme\/llama-f32 to use it, or --trust-cache-model$/,
       );
       expect(hub.requests).toHaveLength(0);
       // a crafted entry naming another repository: still nothing contacted

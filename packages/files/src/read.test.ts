@@ -12,7 +12,7 @@ const isRoot = process.getuid?.() === 0;
 const canFifo = process.platform !== 'win32';
 
 /** Fails the test instead of hanging when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, ms = 5000): Promise<T> {
+async function within<T>(p: Promise<T>, ms = 30_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms (it blocked)`)), ms);

@@ -59,6 +59,11 @@ export interface HubOptions extends FileSelection {
   /** Delay before the first retry, doubled each time (default 500 ms). */
   retryDelayMs?: number;
   signal?: AbortSignal;
+  /**
+   * Narrows the files selected by the patterns to the ones returned (repo paths); called with the selected paths of
+   * the tree listing, or of the cached snapshot when offline. Throw to refuse (a `HubError` naming what is there).
+   */
+  pick?: (paths: string[]) => string[];
 }
 
 export interface DownloadResult {
@@ -101,7 +106,7 @@ export async function downloadModel(repo: string, opts: HubOptions = {}): Promis
 
   if (opts.offline ?? isOffline(env)) {
     const cached = await findCachedSnapshot(cacheDir, ref.repo, revision, opts);
-    if (cached.ok) return cachedResult(ref.repo, revision, cached);
+    if (cached.ok) return cachedResult(ref.repo, revision, picked(cached, opts));
     throw new NotInCacheError(
       `${label} is not in the cache at ${cacheDir}, and offline mode is on (HF_HUB_OFFLINE=1): ${cached.reason}. ` +
         'Download it once with network access (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE at a cache that has it.',
@@ -141,7 +146,7 @@ export async function downloadModel(repo: string, opts: HubOptions = {}): Promis
     if (err instanceof HubConnectionError) {
       // Like huggingface_hub: an unreachable Hub is not fatal when the cache has the revision.
       const cached = await findCachedSnapshot(cacheDir, ref.repo, revision, opts);
-      if (cached.ok) return cachedResult(ref.repo, revision, cached);
+      if (cached.ok) return cachedResult(ref.repo, revision, picked(cached, opts));
       throw new HubConnectionError(
         `${err.message}; and ${label} is not in the cache at ${cacheDir}: ${cached.reason}.`,
         {
@@ -161,7 +166,11 @@ export async function downloadModel(repo: string, opts: HubOptions = {}): Promis
 
   const paths = repoCachePaths(cacheDir, ref.repo);
   const dir = join(paths.snapshots, sha);
-  const selected = entries.filter((e) => e.type === 'file' && isSelected(e.path, opts));
+  let selected = entries.filter((e) => e.type === 'file' && isSelected(e.path, opts));
+  if (opts.pick && selected.length > 0) {
+    const chosen = new Set(opts.pick(selected.map((e) => e.path)));
+    selected = selected.filter((e) => chosen.has(e.path));
+  }
   if (selected.length === 0) {
     const all = entries.filter((e) => e.type === 'file').map((e) => e.path);
     throw new HubError(
@@ -246,6 +255,15 @@ export async function downloadModel(repo: string, opts: HubOptions = {}): Promis
     downloaded: fetched,
     fromCache: false,
   };
+}
+
+function picked(
+  cached: { sha: string; dir: string; files: string[] },
+  opts: HubOptions,
+): { sha: string; dir: string; files: string[] } {
+  if (!opts.pick) return cached;
+  const chosen = new Set(opts.pick(cached.files));
+  return { ...cached, files: cached.files.filter((f) => chosen.has(f)) };
 }
 
 function cachedResult(

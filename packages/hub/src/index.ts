@@ -33,6 +33,7 @@ export {
   RevisionNotFoundError,
   UnauthorizedError,
 } from './errors';
+export { downloadGgufFile, type GgufRef, parseGgufRef, pickGgufFile } from './gguf';
 export type { FetchLike } from './http';
 export {
   DEFAULT_ALLOW_PATTERNS,

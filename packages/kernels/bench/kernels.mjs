@@ -12,7 +12,8 @@
 //    Each case is warmed up (V8 tiers hot wasm functions up from Liftoff to TurboFan), then timed several times;
 //    the table shows the best and the median time. GB/s counts the bytes of weights (packed + scales + biases for
 //    quantized) or K+V cache rows read; % BW compares that with the measured bandwidth.
-// 3. For q8/q4 weights, the opt-in int8-activation path (`quantizeActivations` + `matmulQ8a`, dtype column
+// 3. GGML block weights (GGUF: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K; `ggmlMatmul`) the same way.
+// 4. For q8/q4 and GGML weights, the opt-in int8-activation path (`quantizeActivations` + `matmulQ8a`, dtype column
 //    `…+a8`) on the same weights, right after the exact path's row. Its time includes quantizing the input
 //    (a backend does that once per input and shares it across the weights that read it).
 //
@@ -23,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadKernels, quantizedActivationBytes } from '../dist/index.js';
+import { GGML_BLOCK_TYPES, ggmlRowBytes, loadKernels, quantizedActivationBytes } from '../dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
@@ -151,7 +152,30 @@ const QUANT = {
   q4g64: [4, 64],
 };
 
+/** GGML block types benchmarked (GGUF weights), with the byte offsets of each block's f16 scales. */
+const GGML = {
+  Q4_0: [0],
+  Q8_0: [0],
+  Q4_K: [0, 2],
+  Q5_K: [0, 2],
+  Q6_K: [208],
+};
+
+/** Random GGML blocks with small finite f16 scales (random bytes everywhere else). */
+function fillGgml(k, ptr, bytes, type) {
+  fillWeights(k, ptr, bytes, 'u32');
+  const bb = GGML_BLOCK_TYPES[type].blockBytes;
+  const mem = k.bytes();
+  const d = toF16(type.endsWith('_K') ? 1e-4 : 2e-3);
+  for (let b = ptr; b < ptr + bytes; b += bb)
+    for (const f of GGML[type]) {
+      mem[b + f] = d & 0xff;
+      mem[b + f + 1] = d >> 8;
+    }
+}
+
 function weightBytes(type, out, inDim) {
+  if (type in GGML) return out * ggmlRowBytes(type, inDim);
   if (type in QUANT) {
     const [bits, gs] = QUANT[type];
     return (out * inDim * bits) / 8 + 2 * out * (inDim / gs) * 2;
@@ -168,7 +192,20 @@ function matmulCase(k, type, out, inDim, rows, bw, label = 'matvec', int8Act = f
   let f;
   let fa;
   const ptrs = [x, y];
-  if (type in QUANT) {
+  if (type in GGML) {
+    const w = k.alloc(wb);
+    ptrs.push(w);
+    fillGgml(k, w, wb, type);
+    f = () => k.ggmlMatmul(y, x, w, rows, inDim, out, type);
+    if (int8Act) {
+      const xq = k.alloc(quantizedActivationBytes(rows, inDim));
+      ptrs.push(xq);
+      fa = () => {
+        k.quantizeActivations(xq, x, rows, inDim);
+        k.ggmlMatmulQ8a(y, xq, w, rows, inDim, out, type);
+      };
+    }
+  } else if (type in QUANT) {
     const [bits, gs] = QUANT[type];
     const packedBytes = (out * inDim * bits) / 8;
     const groups = out * (inDim / gs);
@@ -249,7 +286,7 @@ for (const r of bwRows)
 console.log(`  → reference bandwidth: ${bw.toFixed(1)} GB/s\n`);
 
 const k = await loadKernels();
-const types = ['f32', 'f16', 'bf16', 'q8g32', 'q8g64', 'q4g32', 'q4g64'];
+const types = ['f32', 'f16', 'bf16', 'q8g32', 'q8g64', 'q4g32', 'q4g64', ...Object.keys(GGML)];
 const shapes = quick
   ? [[4096, 4096]]
   : [
@@ -257,7 +294,7 @@ const shapes = quick
       [14336, 4096],
     ];
 for (const type of types) {
-  const int8Act = type in QUANT;
+  const int8Act = type in QUANT || type in GGML;
   for (const [out, inDim] of shapes) matmulCase(k, type, out, inDim, 1, bw, 'matvec', int8Act);
   if (!quick) {
     // a shape with >= 256 MiB of weights: out rows of 4096
@@ -266,8 +303,8 @@ for (const type of types) {
     matmulCase(k, type, out, 4096, 1, bw, 'matvec', int8Act);
   }
 }
-for (const type of ['f32', 'f16', 'bf16', 'q8g64', 'q4g64'])
-  matmulCase(k, type, 4096, 4096, 64, bw, 'prefill', type in QUANT);
+for (const type of ['f32', 'f16', 'bf16', 'q8g64', 'q4g64', 'Q4_K', 'Q6_K'])
+  matmulCase(k, type, 4096, 4096, 64, bw, 'prefill', type in QUANT || type in GGML);
 for (const ctx of quick ? [1024] : [512, 2048, 8192, 32768]) attentionCase(k, ctx, bw);
 
 const cols = [

@@ -1,4 +1,13 @@
 export {
+  dequantizeGgmlRow,
+  GGML_BLOCK_TYPES,
+  type GgmlBlockInfo,
+  type GgmlBlockType,
+  ggmlBlockAffine,
+  ggmlRowBytes,
+  isGgmlBlockType,
+} from './ggml';
+export {
   ACTIVATION_BLOCK,
   attentionScratchBytes,
   type Kernels,

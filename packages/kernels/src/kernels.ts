@@ -3,6 +3,7 @@
 // includes this file (consumers typecheck these sources through the `mnemo-source` condition).
 import { Allocator } from './allocator';
 import { WASM_BASE64 } from './generated/wasm';
+import { GGML_BLOCK_TYPES, type GgmlBlockType, ggmlShape } from './ggml';
 
 /** Storage dtype of dense weights and of quantization scales/biases. Compute is always f32. */
 export type WeightDType = 'f32' | 'f16' | 'bf16';
@@ -117,6 +118,44 @@ export interface Kernels {
     bits: number,
     groupSize: number,
     scaleDtype: WeightDType,
+  ): void;
+  /**
+   * GGML block matmul (exact f32 path): `w` is `outDim` rows of `inDim / blockSize` blocks of `type` (see
+   * `GGML_BLOCK_TYPES`), back to back; `y = x · dequant(w)ᵀ (+ bias)`. Bitwise independent of `rows` and tiling.
+   */
+  ggmlMatmul(
+    y: number,
+    x: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    type: GgmlBlockType,
+    bias?: number,
+  ): void;
+  /**
+   * GGML block matmul from activations quantized by `quantizeActivations` (the opt-in int8-activation path; every
+   * GGML type): integer dot products per sub-block, not bit-compatible with `ggmlMatmul`.
+   */
+  ggmlMatmulQ8a(
+    y: number,
+    xq: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    type: GgmlBlockType,
+    bias?: number,
+  ): void;
+  /** GGML block embedding gather: rows `ids` of a `[vocab, dim]` table of `type`, dequantized to f32. */
+  ggmlEmbedding(
+    out: number,
+    table: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    type: GgmlBlockType,
   ): void;
   /** Row-wise `out = x · (1 / sqrt(mean(x²) + eps)) · weight`; `out` may equal `x`. */
   rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void;
@@ -243,6 +282,31 @@ export interface Exports {
     scratch: number,
   ): void;
   mk_matmul_q8a_scratch(rows: number, n: number, gs: number): number;
+  mk_ggml_matmul(
+    y: number,
+    x: number,
+    w: number,
+    bias: number,
+    rows: number,
+    n: number,
+    m: number,
+    ty: number,
+    scratch: number,
+  ): void;
+  mk_ggml_matmul_scratch(ty: number, rows: number, n: number): number;
+  mk_ggml_matmul_q8a(
+    y: number,
+    xq: number,
+    w: number,
+    bias: number,
+    rows: number,
+    n: number,
+    m: number,
+    ty: number,
+    scratch: number,
+  ): void;
+  mk_ggml_matmul_q8a_scratch(ty: number, rows: number, n: number): number;
+  mk_ggml_embedding(out: number, table: number, ids: number, nIds: number, dim: number, ty: number): void;
   mk_to_f32(out: number, src: number, n: number, dt: number): void;
   mk_embedding(out: number, table: number, ids: number, nIds: number, dim: number, dt: number): void;
   mk_embedding_q(
@@ -732,6 +796,93 @@ export class WasmKernels implements Kernels {
       code,
       scratch,
     );
+  }
+
+  ggmlMatmul(
+    y: number,
+    x: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    type: GgmlBlockType,
+    bias?: number,
+  ): void {
+    this.ggmlCall('ggmlMatmul', y, x, w, rows, inDim, outDim, type, bias);
+  }
+
+  ggmlMatmulQ8a(
+    y: number,
+    xq: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    type: GgmlBlockType,
+    bias?: number,
+  ): void {
+    this.ggmlCall('ggmlMatmulQ8a', y, xq, w, rows, inDim, outDim, type, bias);
+  }
+
+  /** Shared checks and call of the two GGML matmuls (`x`: the input, or its int8 rounding for ggmlMatmulQ8a). */
+  private ggmlCall(
+    k: 'ggmlMatmul' | 'ggmlMatmulQ8a',
+    y: number,
+    x: number,
+    w: number,
+    rows: number,
+    inDim: number,
+    outDim: number,
+    type: GgmlBlockType,
+    bias: number | undefined,
+  ): void {
+    rows = this.int(k, 'rows', rows);
+    inDim = this.int(k, 'inDim', inDim);
+    outDim = this.int(k, 'outDim', outDim);
+    const wBytes = outDim * ggmlShape(k, 'inDim', inDim, type);
+    const yBytes = rows * outDim * 4;
+    const xBytes = k === 'ggmlMatmul' ? rows * inDim * 4 : rows * actRowBytes(inDim);
+    this.range(k, k === 'ggmlMatmul' ? 'x' : 'xq', x, xBytes, 4);
+    this.range(k, 'w', w, wBytes, 1);
+    this.range(k, 'y', y, yBytes, 4);
+    this.disjoint(k, 'y', y, yBytes, 'x', x, xBytes);
+    this.disjoint(k, 'y', y, yBytes, 'w', w, wBytes);
+    if (bias !== undefined) {
+      this.range(k, 'bias', bias, outDim * 4, 4);
+      this.disjoint(k, 'y', y, yBytes, 'bias', bias, outDim * 4);
+    }
+    const id = GGML_BLOCK_TYPES[type].id;
+    if (k === 'ggmlMatmul') {
+      const scratch = this.scratch(this.x.mk_ggml_matmul_scratch(id, rows, inDim));
+      this.x.mk_ggml_matmul(y, x, w, bias ?? 0, rows, inDim, outDim, id, scratch);
+    } else {
+      const scratch = this.scratch(this.x.mk_ggml_matmul_q8a_scratch(id, rows, inDim));
+      this.x.mk_ggml_matmul_q8a(y, x, w, bias ?? 0, rows, inDim, outDim, id, scratch);
+    }
+  }
+
+  ggmlEmbedding(
+    out: number,
+    table: number,
+    ids: number,
+    nIds: number,
+    vocab: number,
+    dim: number,
+    type: GgmlBlockType,
+  ): void {
+    const k = 'ggmlEmbedding';
+    nIds = this.int(k, 'nIds', nIds);
+    vocab = this.int(k, 'vocab', vocab);
+    dim = this.int(k, 'dim', dim);
+    const tableBytes = vocab * ggmlShape(k, 'dim', dim, type);
+    const outBytes = nIds * dim * 4;
+    this.range(k, 'table', table, tableBytes, 1);
+    this.range(k, 'ids', ids, nIds * 4, 4);
+    this.range(k, 'out', out, outBytes, 4);
+    this.disjoint(k, 'out', out, outBytes, 'table', table, tableBytes);
+    this.disjoint(k, 'out', out, outBytes, 'ids', ids, nIds * 4);
+    this.ids(k, ids, nIds, vocab);
+    this.x.mk_ggml_embedding(out, table, ids, nIds, dim, GGML_BLOCK_TYPES[type].id);
   }
 
   toF32(out: number, src: number, n: number, srcDtype: WeightDType): void {

@@ -20,6 +20,9 @@ const COMPUTE = [
   'mk_attention_heads',
   'mk_quantize_act',
   'mk_matmul_q8a',
+  'mk_ggml_matmul',
+  'mk_ggml_matmul_q8a',
+  'mk_ggml_embedding',
 ] as const;
 
 /** SIMD128 sub-opcodes (after the 0xFD prefix) the int8-activation path must run inside its loops. */
@@ -46,6 +49,8 @@ describe.each([
       'mk_attention_scratch',
       'mk_attention_heads_scratch',
       'mk_matmul_q8a_scratch',
+      'mk_ggml_matmul_scratch',
+      'mk_ggml_matmul_q8a_scratch',
     ]) {
       expect(stats.exports.has(name), name).toBe(true);
     }
@@ -68,6 +73,8 @@ describe.each([
       ['mk_attention', 20],
       ['mk_attention_heads', 20],
       ['mk_matmul_q8a', 100],
+      ['mk_ggml_matmul', 200],
+      ['mk_ggml_matmul_q8a', 200],
     ] as const) {
       expect(reachable(stats, stats.exports.get(name)!).simdInLoops, name).toBeGreaterThan(min);
     }
@@ -87,5 +94,17 @@ describe.each([
     for (const op of ['f32x4.nearest', 'i32x4.trunc_sat_f32x4_s', 'i8x16.narrow_i16x8_s'] as const) {
       expect(count(qa, op), op).toBeGreaterThan(0);
     }
+  });
+
+  it('runs integer dot products in the GGML int8-activation matmul and exact conversions in the exact one', () => {
+    const q8a = reachable(stats, stats.exports.get('mk_ggml_matmul_q8a')!).opsInLoops;
+    const exact = reachable(stats, stats.exports.get('mk_ggml_matmul')!).opsInLoops;
+    const count = (m: Map<number, number>, op: keyof typeof OP) => m.get(OP[op]) ?? 0;
+    console.log(
+      `mk_ggml_matmul_q8a: ${count(q8a, 'i32x4.dot_i16x8_s')} i32x4.dot_i16x8_s; mk_ggml_matmul: ${count(exact, 'f32x4.convert_i32x4_s')} f32x4.convert_i32x4_s in loops`,
+    );
+    // ten formats, each with its decode and prefill block variants
+    expect(count(q8a, 'i32x4.dot_i16x8_s')).toBeGreaterThanOrEqual(30);
+    expect(count(exact, 'f32x4.convert_i32x4_s')).toBeGreaterThanOrEqual(40);
   });
 });

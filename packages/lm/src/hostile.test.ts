@@ -1,9 +1,22 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { openGguf } from '@mnemo/gguf';
 import { PromptCacheError } from '@mnemo/kv-cache';
 import { decodeSafetensors, encodeSafetensors, type NamedTensorInput } from '@mnemo/safetensors';
-import { promptCacheMetadataDigest, syntheticPreset } from '@mnemo/test-utils';
+import { promptCacheMetadataDigest, syntheticGguf, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LM } from './lm';
 
@@ -173,6 +186,51 @@ describe('generation that fails midway', () => {
       );
     } finally {
       bad.free();
+    }
+  });
+});
+
+describe('GGUF models', () => {
+  // token_embd.weight of llama-q8_0.gguf is 71,808 bytes: the old fingerprint hashed 16 windows of 4,096 bytes,
+  // 4,514 bytes apart, so byte 4,100 of it (a quant of token 15's embedding row) was never looked at.
+  const EMBD_BYTE = 4100;
+
+  it('refuses a prompt cache made before one tensor byte of the GGUF changed (MODEL_MISMATCH)', async () => {
+    const dir = join(tmp, 'gguf');
+    mkdirSync(dir);
+    const file = join(dir, 'model.gguf');
+    copyFileSync(join(syntheticGguf(), 'llama-q8_0.gguf'), file);
+    const past = new Date(Date.now() - 60_000);
+    utimesSync(file, past, past); // settled: its tensor digests are remembered by the first load
+    const cacheFile = join(tmp, 'gguf-cache.safetensors');
+    const before = await LM.load(file, { backendName: 'js' });
+    try {
+      expect(before.source).toBe(file);
+      const pc = before.cachePrompt('Hello there', raw);
+      await before.savePromptCache(cacheFile, pc);
+      pc.free();
+      expect(decodeSafetensors(readFileSync(cacheFile)).metadata.model).toBe(file);
+      (await before.loadPromptCache(cacheFile)).free(); // the same file: accepted
+    } finally {
+      before.free();
+    }
+    const g = await openGguf(file);
+    const at = g.info('token_embd.weight').byteOffset + EMBD_BYTE;
+    await g.close();
+    // one byte changed in place; size and modification time put back
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from([readFileSync(file)[at]! ^ 0x01]), 0, 1, at);
+    closeSync(fd);
+    utimesSync(file, past, past);
+    const after = await LM.load(file, { backendName: 'js' });
+    try {
+      expect(after.fingerprint).not.toBe(before.fingerprint);
+      await expect(after.loadPromptCache(cacheFile)).rejects.toMatchObject({
+        name: 'PromptCacheError',
+        code: 'MODEL_MISMATCH',
+      });
+    } finally {
+      after.free();
     }
   });
 });

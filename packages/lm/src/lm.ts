@@ -26,6 +26,7 @@ import {
   loadTokenizer,
   type Tokenizer,
   tokenizerFingerprint,
+  tokenizerFromGguf,
 } from '@mnemo/tokenizer';
 import { logprobsOf, type StepLogprobs } from './logprobs';
 import { PromptCache, type PromptTemplateUse } from './prompt-cache';
@@ -133,8 +134,8 @@ export class LM {
     readonly loaded: LoadedModel,
     readonly tokenizer: Tokenizer,
     /**
-     * Where the model came from: the absolute local folder, or the Hub repo id as given. Recorded in prompt-cache
-     * files (`model`), so that a file works from any folder.
+     * Where the model came from: the absolute local folder or GGUF file, or the Hub reference as given (`owner/name`,
+     * `owner/name:Q4_K_M`). Recorded in prompt-cache files (`model`), so that a file works from any folder.
      */
     readonly source: string,
   ) {
@@ -147,10 +148,16 @@ export class LM {
     this.tokenizerFingerprint = tokenizerFingerprint(tokenizer);
   }
 
+  /**
+   * Loads a model and its tokenizer: a model folder or Hub repo id (safetensors), or a GGUF file — a local `.gguf`
+   * path, `owner/name:QUANT` or `owner/name/file.gguf` — whose tokenizer comes from its metadata.
+   */
   static async load(pathOrRepo: string, opts: LoadOptions = {}): Promise<LM> {
     const loaded = await loadModel(pathOrRepo, opts);
     try {
-      const tokenizer = await loadTokenizer(loaded.dir);
+      const tokenizer = loaded.gguf
+        ? tokenizerFromGguf(loaded.gguf.metadata, loaded.gguf.path)
+        : await loadTokenizer(loaded.dir);
       return new LM(loaded, tokenizer, loaded.source);
     } catch (e) {
       loaded.model.free();
@@ -256,7 +263,7 @@ export class LM {
 
   /**
    * Saves a prompt cache (used rows only, with fingerprints and token ids) atomically to `path`. `model` defaults to
-   * {@link source}: the absolute local folder or the Hub repo id.
+   * {@link source}: the absolute local folder or GGUF file, or the Hub reference.
    */
   async savePromptCache(path: string, pc: PromptCache, opts: { model?: string } = {}): Promise<void> {
     await savePromptCache(path, pc.caches, {
@@ -578,8 +585,8 @@ function parseTemplateUse(s: string): PromptTemplateUse {
 }
 
 /**
- * Where the model of a prompt cache file was loaded from (its `model` entry: an absolute local folder or a Hub repo
- * id), after checking the whole file, without loading anything else. A caller must not download or load what a file
+ * Where the model of a prompt cache file was loaded from (its `model` entry: an absolute local folder or GGUF file, or a
+ * Hub reference), after checking the whole file, without loading anything else. A caller must not download or load what a file
  * names without the user's consent: see {@link isLocalModelReference}.
  */
 export async function promptCacheModel(path: string): Promise<string> {
@@ -596,7 +603,7 @@ export async function promptCacheModel(path: string): Promise<string> {
   return r.info.model;
 }
 
-/** Whether a prompt-cache file's `model` entry names a local folder (an absolute path) rather than a Hub repo. */
+/** Whether a prompt-cache file's `model` entry names a local folder or file (an absolute path) rather than a Hub repo. */
 export function isLocalModelReference(model: string): boolean {
   return isAbsolute(model);
 }

@@ -50,7 +50,23 @@ export {
 export { DigestCache, defaultDigestCacheDir } from './digest-cache';
 export { ModelLoadError } from './errors';
 export { canonicalJson, modelFingerprint, tensorDigest, WeightDigest } from './fingerprint';
-export { type LoadedModel, type LoadModelOptions, loadModel, readJsonFile } from './load';
+export {
+  GGUF_ARCHITECTURES,
+  type GgufModelInfo,
+  ggufConfig,
+  ggufTensorSource,
+  hfTensorName,
+  openGgufModel,
+} from './gguf';
+export {
+  type GgufFileSource,
+  type LoadedModel,
+  type LoadModelOptions,
+  loadGgufModel,
+  loadModel,
+  readJsonFile,
+  resolveGgufFile,
+} from './load';
 export {
   type ArchitecturePlugin,
   type AttentionLayerInfo,

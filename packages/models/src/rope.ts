@@ -3,7 +3,7 @@ import { ModelLoadError } from './errors';
 
 /**
  * Inverse frequencies `θ^(-2i/rotDim)` for i < rotDim/2, with the config's `rope_scaling` applied (none, `linear`,
- * `llama3`). Computed in float64; the rotation tables are built from them per position (see `fillRopeTables`).
+ * `llama3`, or `freq_factors`: per-frequency divisors, GGUF's `rope_freqs`). Computed in float64; the rotation tables are built from them per position (see `fillRopeTables`).
  */
 export function ropeInvFreq(
   rotDim: number,
@@ -54,9 +54,19 @@ export function ropeInvFreq(
       }
       break;
     }
+    case 'freq_factors': {
+      // GGUF's rope_freqs tensor (llama3 scaling as llama.cpp stores it): one divisor per frequency
+      const f = scaling?.freq_factors;
+      if (!Array.isArray(f) || f.length !== half || !f.every((v) => typeof v === 'number' && v > 0))
+        throw new ModelLoadError(
+          `${source}: rope_scaling.freq_factors must be ${half} positive numbers (one per rotated pair)`,
+        );
+      for (let i = 0; i < half; i++) freqs[i]! /= f[i] as number;
+      break;
+    }
     default:
       throw new ModelLoadError(
-        `${source}: rope_scaling type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3)`,
+        `${source}: rope_scaling type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3, freq_factors)`,
       );
   }
   return freqs;

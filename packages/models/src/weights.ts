@@ -1,6 +1,6 @@
 import { type FileIdentity, sameIdentity } from '@mnemo/files';
 import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
-import { toFloat32 } from '@mnemo/tensor';
+import { ggmlRowBytes, isGgmlBlockType, toFloat32 } from '@mnemo/tensor';
 import { DigestCache } from './digest-cache';
 import { ModelLoadError } from './errors';
 import type { WeightDigest } from './fingerprint';
@@ -147,7 +147,8 @@ export class Weights {
 
   /**
    * The weight of a linear (or embedding) module `prefix` with shape `[rows, cols]`: quantized when
-   * `prefix.scales` exists, else dense f32/f16/bf16 kept in its stored dtype.
+   * `prefix.scales` exists, GGML blocks when `prefix.weight` is a GGML block type (GGUF), else dense f32/f16/bf16
+   * kept in its stored dtype.
    */
   async linear(prefix: string, rows: number, cols: number): Promise<Weight> {
     const [w] = await this.linearSplit(prefix, [rows], cols);
@@ -160,6 +161,24 @@ export class Weights {
    */
   async linearSplit(prefix: string, rowSplits: readonly number[], cols: number): Promise<Weight[]> {
     const rows = rowSplits.reduce((a, b) => a + b, 0);
+    const weightName = `${prefix}.weight`;
+    const stored = this.has(weightName) ? this.source.info(weightName).dtype : undefined;
+    if (stored !== undefined && isGgmlBlockType(stored)) {
+      const info = this.source.info(weightName);
+      if (info.shape.length !== 2 || info.shape[0] !== rows || info.shape[1] !== cols)
+        throw new ModelLoadError(
+          `tensor "${weightName}" has shape [${info.shape.join(', ')}]; expected [${rows}, ${cols}]`,
+        );
+      this.used.add(weightName);
+      const bytes = await this.source.read(weightName);
+      const rowBytes = ggmlRowBytes(stored, cols);
+      let r0 = 0;
+      return rowSplits.map((n) => {
+        const part = bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
+        r0 += n;
+        return this.backend.uploadGgml(stored, [n, cols], part);
+      });
+    }
     const scalesName = `${prefix}.scales`;
     if (!this.has(scalesName)) {
       const { dtype, bytes } = await this.raw(`${prefix}.weight`, [rows, cols], ['f32', 'f16', 'bf16']);

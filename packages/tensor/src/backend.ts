@@ -1,4 +1,5 @@
 import type { DType, QuantSpec } from './dtype';
+import type { GgmlBlockType, GgmlTensor } from './ggml';
 import type { QuantizedTensor, Tensor, Weight } from './tensor';
 
 /**
@@ -6,7 +7,8 @@ import type { QuantizedTensor, Tensor, Weight } from './tensor';
  * backend whose major version differs. Additive changes (new optional ops) keep the version; anything else bumps it.
  *
  * - 1: the first interface.
- * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma).
+ * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma), and GGML block
+ *   weights (`uploadGgml`, {@link GgmlTensor}), which `matmul`, `embedding` and `free` take like any other weight.
  */
 export const BACKEND_API_VERSION = 2 as const;
 
@@ -71,8 +73,9 @@ export interface Backend {
    */
   readonly numerics?: string;
   /**
-   * True when matmuls with 4- and 8-bit quantized weights first round each input row to int8 in blocks of 32 (opt-in
-   * via {@link BackendOptions.int8Activations}; faster, not bit-compatible with the exact path). Absent: false.
+   * True when matmuls with 4- and 8-bit MLX-quantized weights and with GGML block weights first round each input row
+   * to int8 in blocks of 32 (opt-in via {@link BackendOptions.int8Activations}; faster, not bit-compatible with the
+   * exact path). Absent: false.
    */
   readonly int8Activations?: boolean;
 
@@ -89,6 +92,19 @@ export interface Backend {
     scales: ArrayBufferView,
     biases: ArrayBufferView,
   ): QuantizedTensor;
+  /**
+   * A weight `[rows, cols]` in a GGML block format, from its raw blocks exactly as a GGUF file stores them: `rows`
+   * rows of `cols / blockSize` blocks of `type`, back to back (`blocks.byteLength = rows · cols / blockSize ·
+   * blockBytes`; `cols` a multiple of the block size). The layouts and the value of every element are specified in
+   * `ggml.ts` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; `dequantizeGgmlRow` is the reference).
+   * `matmul` computes with the decoded values as with any weight (f32 accumulation, within the usual tolerance of
+   * the float64 result), and `embedding` returns rows of them.
+   */
+  uploadGgml(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    blocks: ArrayBufferView,
+  ): GgmlTensor;
   /** A tensor sharing `t`'s storage: elements `[offset, offset + prod(shape))` of `t` under `shape`. */
   view(t: Tensor, shape: readonly number[], offset?: number): Tensor;
   /** Copies `src`'s elements into `dst` (same dtype and size). */
@@ -169,10 +185,11 @@ export interface BackendOptions {
    */
   readonly threads?: number;
   /**
-   * Lets matmuls with 4- and 8-bit quantized weights round their input rows to int8 (blocks of 32, one f32 scale
-   * each, as llama.cpp's Q8 activations) and run integer dot products: about twice as fast on the WASM backend, within
-   * the activation rounding of the exact result, and not bit-compatible with it. Default false (or
-   * `MNEMO_INT8_ACTIVATIONS=1` for the WASM backend). Backends without such a path ignore it.
+   * Lets matmuls with 4- and 8-bit MLX-quantized weights and with GGML block weights round their input rows to int8
+   * (blocks of 32, one f32 scale each, as llama.cpp's Q8 activations; `roundActivationsInt8` is the rule) and run
+   * integer dot products: up to about twice as fast on the WASM backend, within the activation rounding of the exact
+   * result, and not bit-compatible with it. Default false (or `MNEMO_INT8_ACTIVATIONS=1` for the WASM backend).
+   * Backends without such a path ignore it.
    */
   readonly int8Activations?: boolean;
 }

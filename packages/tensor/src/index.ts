@@ -22,6 +22,17 @@ export {
 export type { DType, QuantBits, QuantGroupSize, QuantSpec, ScaleDType } from './dtype';
 export { DTYPE_BYTES, DTYPES, isDType, QUANT_BITS, QUANT_GROUP_SIZES } from './dtype';
 export {
+  dequantizeGgmlRow,
+  GGML_BLOCK_TYPES,
+  type GgmlBlockInfo,
+  type GgmlBlockType,
+  GgmlTensor,
+  ggmlBlockAffine,
+  ggmlRowBytes,
+  isGgml,
+  isGgmlBlockType,
+} from './ggml';
+export {
   dequantize,
   dequantizeRow,
   INT8_ACTIVATION_BLOCK,

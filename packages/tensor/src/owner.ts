@@ -1,4 +1,5 @@
 import { DTYPE_BYTES, type DType, QUANT_BITS, QUANT_GROUP_SIZES } from './dtype';
+import { GGML_BLOCK_TYPES, GgmlTensor, isGgmlBlockType } from './ggml';
 import { QuantizedTensor, Tensor, type Weight } from './tensor';
 
 /** What every backend's storage handle carries. */
@@ -9,7 +10,9 @@ export interface StorageBase {
 }
 
 function describe(t: unknown): string {
-  return t instanceof Tensor || t instanceof QuantizedTensor ? String(t) : typeof t;
+  return t instanceof Tensor || t instanceof QuantizedTensor || t instanceof GgmlTensor
+    ? String(t)
+    : typeof t;
 }
 
 /**
@@ -89,16 +92,24 @@ export class Owner<S extends StorageBase> {
     return s;
   }
 
-  /** Checks a dense (f32/f16/bf16 `[rows, cols]`) or quantized weight and all of its parts. */
+  /** Checks a dense (f32/f16/bf16 `[rows, cols]`), quantized or GGML weight and all of its parts. */
   weight(op: string, arg: string, w: Weight): void {
     if (w instanceof QuantizedTensor) {
       this.quantized(op, arg, w);
+      return;
+    }
+    if (w instanceof GgmlTensor) {
+      this.ggml(op, arg, w);
       return;
     }
     this.storage(op, arg, w);
     if (w.dtype !== 'f32' && w.dtype !== 'f16' && w.dtype !== 'bf16')
       throw new TypeError(`${op}: ${arg} must be f32, f16, bf16 or quantized, got ${w}`);
     if (w.shape.length !== 2) throw new RangeError(`${op}: ${arg} must be 2-D [rows, cols], got ${w}`);
+  }
+
+  ggml(op: string, arg: string, w: GgmlTensor): void {
+    checkGgml(this, op, arg, w);
   }
 
   quantized(op: string, arg: string, w: QuantizedTensor): void {
@@ -123,6 +134,30 @@ export class Owner<S extends StorageBase> {
         `${op}: ${arg}.scales/biases must be [${rows}, ${groups}], got ${w.scales} / ${w.biases}`,
       );
   }
+}
+
+/** Checks a GGML weight: a known type, cols whole blocks, and `blocks` a live u8 `[rows, rowBytes]`. */
+export function checkGgml(o: Owner<StorageBase>, op: string, arg: string, w: GgmlTensor): void {
+  if (!(w instanceof GgmlTensor)) throw new TypeError(`${op}: ${arg} must be a GgmlTensor`);
+  if (!isGgmlBlockType(w.type))
+    throw new TypeError(`${op}: ${arg} has an unknown GGML type ${String(w.type)}`);
+  const t = GGML_BLOCK_TYPES[w.type];
+  const rows = w.shape[0];
+  const cols = w.shape[1];
+  if (
+    !Number.isSafeInteger(rows) ||
+    !Number.isSafeInteger(cols) ||
+    rows < 0 ||
+    cols < 0 ||
+    cols % t.blockSize !== 0
+  )
+    throw new RangeError(
+      `${op}: ${arg} ${w}: cols must be a multiple of the ${w.type} block size ${t.blockSize}`,
+    );
+  o.tensor(op, arg, w.blocks, 'u8', '.blocks');
+  const rowBytes = (cols / t.blockSize) * t.blockBytes;
+  if (!hasShape2(w.blocks, rows, rowBytes))
+    throw new RangeError(`${op}: ${arg}.blocks must be [${rows}, ${rowBytes}], got ${w.blocks}`);
 }
 
 function hasShape2(t: Tensor, rows: number, cols: number): boolean {

@@ -1,4 +1,5 @@
 import { DTYPE_BYTES, type DType, type QuantSpec } from './dtype';
+import type { GgmlTensor } from './ggml';
 
 /**
  * A dense n-dimensional array living in one backend's memory. Row-major, no strides: a view is a contiguous
@@ -72,8 +73,8 @@ export class QuantizedTensor {
   }
 }
 
-/** A weight matrix `[out, in]` as matmul and embedding take it: dense f32/f16/bf16 or quantized. */
-export type Weight = Tensor | QuantizedTensor;
+/** A weight matrix `[out, in]` as matmul and embedding take it: dense f32/f16/bf16, MLX-quantized or GGML blocks. */
+export type Weight = Tensor | QuantizedTensor | GgmlTensor;
 
 export function isQuantized(w: Weight): w is QuantizedTensor {
   return w instanceof QuantizedTensor;

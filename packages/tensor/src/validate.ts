@@ -4,6 +4,7 @@
  */
 import type { AttentionOptions, RopeOptions } from './backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from './dtype';
+import { GGML_BLOCK_TYPES, type GgmlBlockType, GgmlTensor, isGgmlBlockType } from './ggml';
 import {
   checkInt,
   checkNoOverlap,
@@ -92,6 +93,32 @@ export function checkUploadQuantized(
   checkData(op, spec.scaleDtype, biases, groups * DTYPE_BYTES[spec.scaleDtype], 'biases');
 }
 
+/** Checks `uploadGgml`'s arguments and returns the bytes of one row. */
+export function checkUploadGgml(
+  type: GgmlBlockType,
+  shape: readonly [number, number],
+  blocks: ArrayBufferView,
+): number {
+  const op = 'uploadGgml';
+  if (!isGgmlBlockType(type))
+    throw new TypeError(
+      `${op}: type must be one of ${Object.keys(GGML_BLOCK_TYPES).join(', ')}, got ${String(type)}`,
+    );
+  if (!Array.isArray(shape) || shape.length !== 2) throw new RangeError(`${op}: shape must be [rows, cols]`);
+  checkShape(op, shape);
+  const [rows, cols] = shape;
+  const t = GGML_BLOCK_TYPES[type];
+  if (cols % t.blockSize !== 0)
+    throw new RangeError(`${op}: cols ${cols} is not a multiple of the ${type} block size ${t.blockSize}`);
+  const rowBytes = (cols / t.blockSize) * t.blockBytes;
+  if (!ArrayBuffer.isView(blocks)) throw new TypeError(`${op}: blocks must be raw bytes (a Uint8Array)`);
+  if (blocks.byteLength !== rows * rowBytes)
+    throw new RangeError(
+      `${op}: ${type} [${rows}, ${cols}] takes ${rows * rowBytes} bytes of blocks, got ${blocks.byteLength}`,
+    );
+  return rowBytes;
+}
+
 export function checkView(o: O, t: Tensor, shape: readonly number[], offset: number): void {
   o.storage('view', 't', t);
   const n = checkShape('view', shape);
@@ -123,6 +150,8 @@ export function checkFree(o: O, w: Weight): void {
     o.storage('free', 'w.packed', w.packed);
     o.storage('free', 'w.scales', w.scales);
     o.storage('free', 'w.biases', w.biases);
+  } else if (w instanceof GgmlTensor) {
+    o.storage('free', 'w.blocks', w.blocks);
   } else {
     o.storage('free', 't', w);
   }
@@ -172,6 +201,8 @@ function checkNoOverlapWeight(op: string, outName: string, out: Tensor, w: Weigh
     checkNoOverlap(op, outName, out, 'w.packed', w.packed);
     checkNoOverlap(op, outName, out, 'w.scales', w.scales);
     checkNoOverlap(op, outName, out, 'w.biases', w.biases);
+  } else if (w instanceof GgmlTensor) {
+    checkNoOverlap(op, outName, out, 'w.blocks', w.blocks);
   } else {
     checkNoOverlap(op, outName, out, 'the weight', w);
   }

@@ -44,6 +44,36 @@ export function realFixture(relative: string): string | null {
   return null;
 }
 
+/**
+ * The synthetic GGUF weight fixtures (random weights, one file per GGML weight type, a Q4_K_M-style mix and a qwen2
+ * file, each with its float64 `expected.json`), copied verbatim from the shared fixtures into `fixtures/gguf`.
+ */
+export const syntheticGgufDir = join(repoRoot, 'fixtures', 'gguf');
+
+/** Path of a synthetic GGUF fixture in the repo (`llama-q4_k.gguf`, `llama-q4_k.expected.json`, ...), or the folder. */
+export function syntheticGguf(name = ''): string {
+  return join(syntheticGgufDir, name);
+}
+
+/**
+ * The shared GGUF fixtures (`../shared/fixtures/gguf` beside the repo), read in place: the two files carrying real
+ * tokenizers (`tok-*.gguf`) exist only there.
+ */
+export const ggufFixturesDir = resolve(repoRoot, '..', 'shared', 'fixtures', 'gguf');
+
+/**
+ * Path of a shared GGUF fixture file or of the folder (`ggufFixture()`), or `null` (with a one-line note on stderr)
+ * where it does not exist, so the caller can skip.
+ */
+export function ggufFixture(name = ''): string | null {
+  const p = join(ggufFixturesDir, name);
+  if (existsSync(p)) return p;
+  process.stderr.write(
+    `[mnemo tests] skipping: GGUF fixture ${p} does not exist (outside the shared workplace)\n`,
+  );
+  return null;
+}
+
 /** Small deterministic PRNG (mulberry32) for test data. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

@@ -14,6 +14,13 @@ export {
 } from './detokenizer';
 export { ChatTemplateError, TokenizerLoadError } from './errors';
 export { tokenizerFingerprint } from './fingerprint';
+export {
+  GGUF_PRE_TOKENIZERS,
+  type GgufMetadataLike,
+  type GgufTokenizerParts,
+  ggufTokenizerParts,
+  tokenizerFromGguf,
+} from './gguf';
 export { byteLevelBpeToTokenizerJson } from './gpt2';
 export { loadTokenizer, MAX_TOKENIZER_FILE_BYTES } from './load';
 export {

@@ -15,6 +15,12 @@ export interface EncodeOptions {
    * encodes to a leading BOS (e.g. it starts with `<s>`) gets no second one.
    */
   addSpecialTokens?: boolean;
+  /**
+   * Match special tokens written in the text (`<|im_end|>`, `</s>`) as those tokens (default `true`, as transformers
+   * does). `false` encodes their text like any other text (llama.cpp's `parse_special = false`, transformers'
+   * `split_special_tokens`); added tokens that are not special are still matched.
+   */
+  parseSpecial?: boolean;
 }
 
 export interface DecodeOptions {
@@ -26,8 +32,9 @@ export interface DecodeOptions {
 
 export interface EncodeChatOptions extends ChatTemplateOptions {
   /**
-   * Default `false`, as transformers and mlx-lm do: the rendered template is encoded as is, so BOS is there exactly
-   * when the template writes it. `true`: also add the tokenizer's BOS/EOS (BOS still never twice).
+   * Default `false`, as transformers and mlx-lm do (GGUF tokenizers: `true`, as llama.cpp does): the rendered template
+   * is encoded as is, so BOS is there exactly when the template writes it. `true`: also add the tokenizer's BOS/EOS
+   * (BOS still never twice).
    */
   addSpecialTokens?: boolean;
 }
@@ -47,6 +54,11 @@ export interface TokenizerSources {
   chatTemplate?: string | readonly NamedChatTemplate[] | null;
   /** Where it came from (a folder), for messages. */
   source?: string;
+  /**
+   * Default of {@link EncodeChatOptions.addSpecialTokens}: `false` (transformers) unless set; GGUF tokenizers set
+   * `true`, as llama.cpp adds BOS to a rendered chat prompt (never twice).
+   */
+  chatAddsSpecialTokens?: boolean;
 }
 
 function idList(v: unknown): number[] {
@@ -111,8 +123,13 @@ export class Tokenizer {
   readonly tokenizerJsonText: string;
 
   private readonly hf: HfTokenizer;
+  /** The same tokenizer without its special added tokens (for `parseSpecial: false`), made on first use. */
+  private plainHf: HfTokenizer | null = null;
+  private readonly tokenizerJson: TokenizerJson;
+  private readonly hfConfig: Record<string, unknown>;
   private readonly prefixIds: readonly number[];
   private readonly suffixIds: readonly number[];
+  private readonly chatAddsSpecialTokens: boolean;
 
   constructor(sources: TokenizerSources) {
     const src = sources.source ?? 'tokenizer';
@@ -130,13 +147,15 @@ export class Tokenizer {
     this.specialTokensMap = specials;
 
     const facts = checkVocab(tj, `${src}/tokenizer.json`);
+    this.tokenizerJson = tj;
+    this.hfConfig = {
+      ...config,
+      ...specials,
+      additional_special_tokens: additional,
+      clean_up_tokenization_spaces: false,
+    };
     try {
-      this.hf = new HfTokenizer(tj, {
-        ...config,
-        ...specials,
-        additional_special_tokens: additional,
-        clean_up_tokenization_spaces: false,
-      });
+      this.hf = new HfTokenizer(tj, this.hfConfig);
       fixDecoder(this.hf.decoder);
     } catch (e) {
       throw new TokenizerLoadError(
@@ -216,6 +235,7 @@ export class Tokenizer {
     }
 
     this.cleanUpTokenizationSpaces = config.clean_up_tokenization_spaces === true;
+    this.chatAddsSpecialTokens = sources.chatAddsSpecialTokens === true;
 
     const templateSource = sources.chatTemplate ?? config.chat_template ?? null;
     if (templateSource === null || templateSource === undefined) {
@@ -234,12 +254,24 @@ export class Tokenizer {
 
   /** Encodes text to token ids. Special-token strings in the text (`<|im_end|>`) become their ids. */
   encode(text: string, options: EncodeOptions = {}): number[] {
-    const body = this.hf.encode(text, { add_special_tokens: false }).ids;
+    const hf = options.parseSpecial === false ? this.plain() : this.hf;
+    const body = hf.encode(text, { add_special_tokens: false }).ids;
     if (options.addSpecialTokens === false) return body;
     const prefix = startsWith(body, this.prefixIds) ? [] : this.prefixIds;
     const suffix = endsWith(body, this.suffixIds) ? [] : this.suffixIds;
     if (prefix.length === 0 && suffix.length === 0) return body;
     return [...prefix, ...body, ...suffix];
+  }
+
+  private plain(): HfTokenizer {
+    if (this.plainHf === null) {
+      const tj = this.tokenizerJson;
+      this.plainHf = new HfTokenizer(
+        { ...tj, added_tokens: (tj.added_tokens ?? []).filter((t) => !t.special) },
+        this.hfConfig,
+      );
+    }
+    return this.plainHf;
   }
 
   /** The tokens (vocabulary strings) of `text`, without special tokens added. */
@@ -307,7 +339,7 @@ export class Tokenizer {
   encodeChat(messages: readonly ChatMessage[], options: EncodeChatOptions = {}): number[] {
     const { addSpecialTokens, ...templateOptions } = options;
     return this.encode(this.applyChatTemplate(messages, templateOptions), {
-      addSpecialTokens: addSpecialTokens ?? false,
+      addSpecialTokens: addSpecialTokens ?? this.chatAddsSpecialTokens,
     });
   }
 

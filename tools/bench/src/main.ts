@@ -6,11 +6,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Bandwidth, describeBandwidth, measureBandwidth } from './bandwidth';
 import { ALL_FORMATS, type Checkpoint, ensureCheckpoint, FORMAT_INFO, type Format } from './checkpoint';
+import { ggufBenchModel, ggufPrompts } from './gguf-file';
 import type { ChildResult, Job } from './job';
+import { makeQ4KMFile } from './kquant-file';
 import { ensurePeer } from './peer';
 import { Rng } from './prng';
 import {
@@ -41,6 +43,10 @@ interface Args {
   skipMnemo: boolean;
   /** mnemo with int8 activations (MNEMO_INT8_ACTIVATIONS=1); results go to `<model>-int8a.*`. */
   int8: boolean;
+  /** One GGUF file that both runtimes load as it is (instead of generated checkpoints). */
+  gguf: string | undefined;
+  /** Write a Q4_K_M-style GGUF of the model's shapes (random blocks) and bench it as with --gguf. */
+  makeQ4km: boolean;
   prefill: number;
   decode: number;
   ttft: number;
@@ -62,6 +68,10 @@ const USAGE = `pnpm bench [options]
   --int8-activations    mnemo with its opt-in int8 activations for q4/q8 (results in <model>-int8a.*)
   --8b                  also run Llama-3.1-8B (about 60 GB of checkpoints for the three formats, both runtimes)
   --model 1b|8b|tiny    run only this model (tiny: a small model of the same family, a quick smoke test)
+  --gguf FILE           run both runtimes on this GGUF file as it is (any GGML types mnemo runs, e.g. Q4_K_M);
+                        results in <file>-gguf.*; prompts are seeded ids of the file's vocabulary
+  --make-q4km           write models/<model>-q4_k_m.gguf (Q4_K_M-style random K-quant blocks in the --model shapes)
+                        and run --gguf on it
   --threads N           threads for both runtimes (default 2)
   --peer-threads N      threads for llama.cpp only (supplementary runs; default: --threads)
   --prefill N --decode N --ttft N   prompt / generation lengths (default 512 / 128 / 2000)
@@ -82,6 +92,8 @@ function parseArgs(argv: string[]): Args {
     skipPeer: false,
     skipMnemo: false,
     int8: false,
+    gguf: undefined,
+    makeQ4km: false,
     prefill: 512,
     decode: 128,
     ttft: 2000,
@@ -131,6 +143,16 @@ function parseArgs(argv: string[]): Args {
       case '--int8-activations':
         a.int8 = true;
         break;
+      case '--make-q4km':
+        a.makeQ4km = true;
+        break;
+      case '--gguf': {
+        const file = next();
+        if (!file) throw new RangeError('--gguf takes a GGUF file');
+        // relative to where `pnpm bench` was run (pnpm runs the script in tools/bench)
+        a.gguf = resolve(process.env.INIT_CWD ?? process.cwd(), file);
+        break;
+      }
       case '--8b':
         if (!a.models.includes(MODEL_SPECS['8b']!)) a.models.push(MODEL_SPECS['8b']!);
         break;
@@ -445,6 +467,139 @@ function finishReport(report: BenchReport, bandwidths: Bandwidth[]): void {
   if (busy > cores + 1) report.notes.unshift(busyNote(busy, cores));
 }
 
+/** `--gguf FILE`: both runtimes on the same GGUF file (mnemo through LM.load of the path, llama.cpp as always). */
+async function benchGguf(
+  path: string,
+  a: Args,
+  bandwidth: Awaited<ReturnType<typeof measureBandwidth>>,
+  budget: Budget,
+  git: string,
+): Promise<BenchReport> {
+  const g = await ggufBenchModel(path);
+  const spec = g.spec;
+  const p = ggufPrompts(g, a.prefill, a.ttft);
+  const maxTokens = Math.max(a.ttft + 1, a.prefill + a.decode + 1);
+  const contextSize = roundUp(maxTokens + 1, 256);
+  const config: BenchConfig = {
+    runs: a.runs,
+    threads: a.threads,
+    peerThreads: a.peerThreads ?? a.threads,
+    prefillTokens: a.prefill,
+    decodeTokens: a.decode,
+    ttftTokens: a.ttft,
+    agreeTokens: a.agree,
+    contextSize,
+    ...(a.int8 ? { mnemoNumerics: 'wasm+int8a' } : {}),
+  };
+  const types = Object.entries(g.typeBytes)
+    .sort((x, y) => y[1] - x[1])
+    .map(([t, b]) => `${t} ${(b / 2 ** 20).toFixed(1)} MiB`)
+    .join(', ');
+  log(`\n== ${spec.label}: ${types}`);
+  const base = {
+    prefillPrompt: p.prefill,
+    ttftPrompt: p.ttft,
+    decodeTokens: a.decode,
+    agreeTokens: a.agree,
+    runs: a.runs,
+    deadline: null,
+    threads: a.threads,
+    scratchDir: '',
+    outFile: '',
+    model: path,
+  };
+  const errors: string[] = [];
+  const loads: Record<string, [number, number]> = {};
+  let mnemo: ChildResult | null = null;
+  if (!a.skipMnemo) {
+    const before = loadavg()[0]!;
+    try {
+      const env: NodeJS.ProcessEnv = {
+        MNEMO_THREADS: String(a.threads),
+        MNEMO_INT8_ACTIVATIONS: a.int8 ? '1' : '0',
+      };
+      log(
+        `  mnemo (MNEMO_THREADS=${env.MNEMO_THREADS} MNEMO_INT8_ACTIVATIONS=${env.MNEMO_INT8_ACTIVATIONS})`,
+      );
+      mnemo = await runChild('child-mnemo.js', { ...base, deadline: budget.nextDeadline() }, env);
+    } catch (e) {
+      errors.push(`mnemo: ${(e as Error).message}`);
+    }
+    loads.mnemo = [before, loadavg()[0]!];
+  }
+  let peer: ChildResult | null = null;
+  if (!a.skipPeer) {
+    const before = loadavg()[0]!;
+    try {
+      log(`  llama.cpp (${a.peerThreads ?? a.threads} threads)`);
+      peer = await runChild(
+        'child-peer.js',
+        {
+          ...base,
+          threads: a.peerThreads ?? a.threads,
+          deadline: budget.nextDeadline(),
+          peerDir: a.peerDir,
+          contextSize,
+          ...(mnemo ? { referenceTokens: mnemo.runs[0]!.tokens } : {}),
+        },
+        {},
+      );
+    } catch (e) {
+      errors.push(`llama.cpp: ${(e as Error).message}`);
+    }
+    loads.peer = [before, loadavg()[0]!];
+  }
+  const kvElems = kvElementsPerToken(spec);
+  const fig = (r: ChildResult, kvBytes: number, capacity: number, load: [number, number]) =>
+    figures(
+      spec,
+      'gguf',
+      r,
+      config,
+      bandwidth,
+      g.weightBytes,
+      kvBytes,
+      capacity,
+      load,
+      g.weightBytesPerToken,
+    );
+  const m = mnemo ? fig(mnemo, mnemo.kvBytesPerToken, roundUp(maxTokens, 256), loads.mnemo!) : null;
+  const pf = peer ? fig(peer, kvElems * 2, contextSize, loads.peer!) : null;
+  for (const e of errors) log(`  error: ${e}`);
+  return {
+    model: spec.name,
+    spec,
+    date: new Date().toISOString().slice(0, 16).replace('T', ' '),
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown CPU',
+      cores: cpus().length,
+      memoryGb: Math.round(totalmem() / 2 ** 30),
+      node: process.versions.node,
+      platform: `${process.platform}-${process.arch}`,
+    },
+    git,
+    config,
+    bandwidth,
+    bandwidthMeasurements: [bandwidth],
+    loadAverage: [...(m?.loadAverage ?? []), ...(pf?.loadAverage ?? [])],
+    formats: [
+      {
+        format: 'gguf',
+        label: `${g.fileType} GGUF, the same file for both runtimes (${types})`,
+        mnemo: m,
+        peer: pf,
+        agreement: mnemo && peer ? agreement(mnemo, peer, a.agree) : null,
+        targets: targets(spec, 'gguf', m, pf),
+        errors,
+      },
+    ],
+    notes: [
+      'Both runtimes load the same GGUF file as it is: mnemo computes with its GGML blocks (Q4_K, Q6_K, ... per tensor, exact f32 path unless int8 activations are asked for), llama.cpp with its own CPU kernels. Prompts are seeded ids of the file’s normal tokens.',
+      'Decode bandwidth = (the tensors in their stored form, one row of the embedding unless it is the head, + KV at the mean decode context) × decode tok/s. mnemo keeps its KV cache in f32, llama.cpp in f16.',
+    ],
+  };
+}
+
 async function save(report: BenchReport, stem: string): Promise<string> {
   const md = markdown(report);
   writeFileSync(`${stem}.md`, md);
@@ -474,6 +629,20 @@ async function main(): Promise<void> {
   const bandwidth = await measureBandwidth();
   log(`  ${describeBandwidth(bandwidth)}`);
   const bandwidths = [bandwidth];
+  if (a.makeQ4km)
+    a.gguf = makeQ4KMFile(a.models[0]!, join(a.modelsDir, `${a.models[0]!.name}-q4_k_m.gguf`), log).path;
+  if (a.gguf !== undefined) {
+    const budget = new Budget(a.budgetMin, (a.skipMnemo ? 0 : 1) + (a.skipPeer ? 0 : 1));
+    const report = await benchGguf(a.gguf, a, bandwidth, budget, git);
+    log('measuring memory read bandwidth again…');
+    const again = await measureBandwidth();
+    log(`  ${describeBandwidth(again)}`);
+    bandwidths.push(again);
+    finishReport(report, bandwidths);
+    const md = await save(report, join(a.out, `${report.model}${a.int8 ? '-int8a' : ''}`));
+    process.stdout.write(`\n${md}\n`);
+    return;
+  }
   const children = a.models.length * a.formats.length * ((a.skipMnemo ? 0 : 1) + (a.skipPeer ? 0 : 1));
   const budget = new Budget(a.budgetMin, children);
   for (const spec of a.models) {

@@ -14,7 +14,7 @@
  */
 import { f16BitsToNumber, numberToF16Bits } from '@mnemo/tensor';
 
-export const GGML_TYPE = { F32: 0, F16: 1, Q4_1: 3, Q8_0: 8 } as const;
+export const GGML_TYPE = { F32: 0, F16: 1, Q4_1: 3, Q8_0: 8, Q4_K: 12, Q6_K: 14 } as const;
 export type GgmlType = (typeof GGML_TYPE)[keyof typeof GGML_TYPE];
 
 /** Bytes of a `[rows, cols]` tensor of `type`. */
@@ -28,6 +28,10 @@ export function ggmlBytes(type: GgmlType, rows: number, cols: number): number {
       return rows * (cols / 32) * 20;
     case GGML_TYPE.Q8_0:
       return rows * (cols / 32) * 34;
+    case GGML_TYPE.Q4_K:
+      return rows * (cols / 256) * 144;
+    case GGML_TYPE.Q6_K:
+      return rows * (cols / 256) * 210;
   }
   throw new RangeError(`unknown ggml type ${String(type)}`);
 }

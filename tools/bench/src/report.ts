@@ -36,8 +36,11 @@ export interface TargetCheck {
   readonly met: boolean | null;
 }
 
+/** A generated format, or `gguf`: one GGUF file run by both runtimes (`pnpm bench --gguf FILE`). */
+export type BenchFormat = Format | 'gguf';
+
 export interface FormatResult {
-  readonly format: Format;
+  readonly format: BenchFormat;
   readonly label: string;
   readonly mnemo: RuntimeFigures | null;
   readonly peer: RuntimeFigures | null;
@@ -90,8 +93,18 @@ export function referenceBandwidth(bw: Bandwidth): number {
   return Math.max(bw.twoThreadBestGBs, bw.twoThreadGBs);
 }
 
-/** Bytes read from memory per decoded token: every matrix in its stored form, the norms (f32), KV at `ctx` tokens. */
-function bytesPerToken(spec: ModelSpec, format: Format, kvBytesPerToken: number, ctx: number): number {
+/**
+ * Bytes read from memory per decoded token: every matrix in its stored form, the norms (f32), KV at `ctx` tokens.
+ * `weightBytes` replaces the weights' part when the caller knows it (a GGUF file's tensors).
+ */
+function bytesPerToken(
+  spec: ModelSpec,
+  format: BenchFormat,
+  kvBytesPerToken: number,
+  ctx: number,
+  weightBytes?: number,
+): number {
+  if (weightBytes !== undefined || format === 'gguf') return (weightBytes ?? 0) + kvBytesPerToken * ctx;
   let bytes = 0;
   for (const t of tensorDefs(spec)) {
     if (t.kind === 'norm') bytes += t.cols * 4;
@@ -103,7 +116,7 @@ function bytesPerToken(spec: ModelSpec, format: Format, kvBytesPerToken: number,
 
 export function figures(
   spec: ModelSpec,
-  format: Format,
+  format: BenchFormat,
   raw: ChildResult,
   cfg: BenchConfig,
   bw: Bandwidth,
@@ -111,10 +124,13 @@ export function figures(
   kvBytesPerToken: number,
   kvCapacityTokens: number,
   loadAverage: [number, number],
+  /** Weight bytes read per decoded token, when known (GGUF files); else computed from the spec and format. */
+  weightBytesPerToken?: number,
 ): RuntimeFigures {
   const decodeTps = median(raw.runs.map((r) => r.decodeTps));
   const meanCtx = cfg.prefillTokens + cfg.decodeTokens / 2;
-  const decodeGBs = (bytesPerToken(spec, format, kvBytesPerToken, meanCtx) * decodeTps) / 1e9;
+  const decodeGBs =
+    (bytesPerToken(spec, format, kvBytesPerToken, meanCtx, weightBytesPerToken) * decodeTps) / 1e9;
   const ttftUncachedMs = median(raw.ttftUncachedMs);
   const ttftCachedMs = raw.ttftCachedMs ? median(raw.ttftCachedMs) : null;
   const weightsMb = weightBytes / MB;
@@ -156,7 +172,7 @@ export function agreement(
 
 export function targets(
   spec: ModelSpec,
-  format: Format,
+  format: BenchFormat,
   m: RuntimeFigures | null,
   p: RuntimeFigures | null,
 ): TargetCheck[] {
@@ -216,7 +232,10 @@ const ratio = (a: number | null | undefined, b: number | null | undefined) =>
 export function markdown(r: BenchReport): string {
   const c = r.config;
   const lines: string[] = [];
-  lines.push(`# mnemo vs llama.cpp — ${r.spec.label} (synthetic weights)`);
+  const oneFile = r.formats.length > 0 && r.formats.every((f) => f.format === 'gguf');
+  lines.push(
+    `# mnemo vs llama.cpp — ${r.spec.label}${oneFile ? ', one GGUF file for both' : ' (synthetic weights)'}`,
+  );
   lines.push('');
   lines.push(
     `${r.date} · ${r.machine.cpu} · ${r.machine.cores} cores · ${r.machine.memoryGb} GB RAM · Node ${r.machine.node} · mnemo ${r.git} · median of up to ${c.runs} runs · threads requested: mnemo ${c.threads}, llama.cpp ${c.peerThreads ?? c.threads}${c.mnemoNumerics ? ` · mnemo numerics: ${c.mnemoNumerics} (opt-in int8 activations for q4/q8)` : ''}`,

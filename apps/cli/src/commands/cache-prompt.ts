@@ -18,7 +18,10 @@ export function registerCachePrompt(program: Command): void {
   const cmd = program
     .command('cache-prompt')
     .description('process a prompt once and save its KV cache, so generations that continue it start faster')
-    .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
+    .option(
+      '-m, --model <dir|file|repo>',
+      'model directory, .gguf file, or Hugging Face repo id (owner/name, owner/name:Q4_K_M for a GGUF file)',
+    )
     .requiredOption('-p, --prompt <text>', 'prompt text to cache ("-" reads standard input)')
     .requiredOption(
       '--prompt-cache-file <file>',

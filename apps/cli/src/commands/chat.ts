@@ -18,7 +18,10 @@ export function registerChat(program: Command): void {
   const cmd = program
     .command('chat')
     .description('chat interactively; the KV cache is reused between turns')
-    .option('-m, --model <dir|repo>', 'model directory or Hugging Face repo id')
+    .option(
+      '-m, --model <dir|file|repo>',
+      'model directory, .gguf file, or Hugging Face repo id (owner/name, owner/name:Q4_K_M for a GGUF file)',
+    )
     .option('--system-prompt <text>', 'system message')
     .option('--prompt-cache-file <file>', 'start from a conversation saved with /save', fileArg)
     .option('--verbose', 'print speed and cached tokens after each reply');

@@ -123,14 +123,15 @@ function checkKindMatches(f: CacheFlags, pc: PromptCache, file: string): void {
 }
 
 /**
- * The model a cache file names, used only with the user's consent unless it is a local folder: a file must never
- * choose what is downloaded (or which repository is contacted). An absolute local folder is used as is; anything else
- * (a Hub repo id, or a relative path from an older file) needs `--trust-cache-model` or a "yes" on a terminal.
+ * The model a cache file names, used only with the user's consent unless it is local: a file must never choose what is
+ * downloaded (or which repository is contacted). An absolute local folder or GGUF file is used as is; anything else
+ * (a Hub repo id or GGUF reference, or a relative path from an older file) needs `--trust-cache-model` or a "yes" on
+ * a terminal.
  */
 async function modelOfCacheFile(file: string, trusted: boolean): Promise<string> {
   const model = await promptCacheModel(file);
   if (isLocalModelReference(model) || trusted) return model;
-  const what = `${file} names the model ${JSON.stringify(model)}, which is not a local folder (a Hugging Face repo id?)`;
+  const what = `${file} names the model ${JSON.stringify(model)}, which is not a local folder or file (a Hugging Face repo id?)`;
   if (process.stdin.isTTY && process.stderr.isTTY) {
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     try {
@@ -150,8 +151,8 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('generate text from a prompt')
     .option(
-      '-m, --model <dir|repo>',
-      'model directory or Hugging Face repo id (default: the model of --prompt-cache-file)',
+      '-m, --model <dir|file|repo>',
+      'model directory, .gguf file, or Hugging Face repo id (owner/name, owner/name:Q4_K_M for a GGUF file; default: the model of --prompt-cache-file)',
     )
     .requiredOption('-p, --prompt <text>', 'prompt text ("-" reads standard input)')
     .option(

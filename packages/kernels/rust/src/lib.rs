@@ -13,6 +13,8 @@
 
 mod attention;
 mod dense;
+mod ggml;
+mod ggml_q8a;
 mod ops;
 mod q8a;
 mod quant;

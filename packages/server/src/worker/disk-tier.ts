@@ -3,13 +3,15 @@
  * id (a hash of scope and token ids; nothing from a request ever names a file):
  *   <id>.safetensors   the prompt-cache file (written atomically by LM.savePromptCache)
  *   <id>.json          its index record: scope, model, numerics and token ids (written after it, atomically)
- * so the index is rebuilt at startup from the small records without opening the caches. Entries over the byte budget
+ * so the index is rebuilt at startup from the small records without opening the caches. Both are written through
+ * `@mnemo/files`' atomic writer (a temporary file beside them, then rename; removed on SIGINT/SIGTERM, and by the next
+ * write when its writer was killed) and read only when they are regular files. Entries over the byte budget
  * are removed least recently used first. A file that fails its checks when loaded is moved to `refused/` with the
  * reason in its name, and never used again.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readTextFile, writeFileAtomic } from '@mnemo/files';
 import { chainHashes, commonPrefix, entryId, isEntryId } from '../cache/prefix';
 
 export interface DiskEntry {
@@ -246,6 +248,13 @@ export class DiskTier {
     for (const name of names) {
       const full = join(this.dir, name);
       const m = /^([0-9a-f]{64})\.json$/.exec(name);
+      if (!m && name.startsWith('mnemo-pc-')) {
+        // The private folder of a Redis entry passing through a file (LM.loadPromptCacheFromBytes) whose process died.
+        const st = await lstat(full).catch(() => undefined);
+        if (st?.isDirectory() && now - st.mtimeMs > STALE_MS)
+          await rm(full, { recursive: true, force: true });
+        continue;
+      }
       if (!m) {
         // A cache without its record, or a temporary file, left by an interrupted writer: removed once stale.
         if (/^[0-9a-f]{64}\.(safetensors|json)\..*tmp|^[0-9a-f]{64}\.safetensors$/.test(name)) {
@@ -273,7 +282,7 @@ export class DiskTier {
           await bad('not a regular file or too large');
           continue;
         }
-        const r = JSON.parse(await readFile(full, 'utf8')) as Partial<Record1>;
+        const r = JSON.parse(await readTextFile(full, { maxBytes: MAX_RECORD_BYTES })) as Partial<Record1>;
         if (
           r.format !== 'mnemo-server-cache-entry' ||
           r.version !== 1 ||
@@ -315,14 +324,13 @@ export class DiskTier {
   }
 }
 
-/** Writes a small file atomically: a private temporary file in the same folder, then rename. */
+/** Writes a small file atomically (a private temporary file beside it, then rename), without fsync: an index record. */
 async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeFile(tmp, text, { mode: 0o600 });
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => {});
-    throw e;
-  }
+  await writeFileAtomic(
+    path,
+    async (fh) => {
+      await fh.writeFile(text);
+    },
+    { fsync: false },
+  );
 }

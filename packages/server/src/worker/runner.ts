@@ -4,7 +4,7 @@
  * persists it (disk, Redis). Every cache it loads is checked like a file; what it could not use, and why, goes into the
  * job's report.
  */
-import { readFile } from 'node:fs/promises';
+import { readRegularFile } from '@mnemo/files';
 import { CACHE_STEP, PromptCacheError } from '@mnemo/kv-cache';
 import { type LM, type PromptCache, prefill } from '@mnemo/lm';
 import { chainHashes, commonPrefix, entryId } from '../cache/prefix';
@@ -399,7 +399,9 @@ export class Runner {
       const id = entryId(scope, tokens);
       const last = this.#redisPut.get(id);
       if (last !== undefined && Date.now() - last < (this.init.cache.redisTtlSeconds * 1000) / 2) return true;
-      const bytes = file ? new Uint8Array(await readFile(file)) : await this.lm.savePromptCacheToBytes(pc);
+      const bytes = file
+        ? new Uint8Array(await readRegularFile(file))
+        : await this.lm.savePromptCacheToBytes(pc);
       this.#redisPut.delete(id);
       this.#redisPut.set(id, Date.now());
       while (this.#redisPut.size > 100_000) {

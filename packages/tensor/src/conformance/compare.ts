@@ -1,6 +1,7 @@
 /** Comparisons and tensor bookkeeping for the conformance suite; failures throw {@link ConformanceError}. */
 import type { Backend } from '../backend';
 import type { DType, QuantSpec } from '../dtype';
+import type { GgmlBlockType, GgmlTensor } from '../ggml';
 import type { QuantizedTensor, Tensor, Weight } from '../tensor';
 
 /** A backend does not conform: the message says which case, op, element and values. */
@@ -129,6 +130,9 @@ export class Scope {
     parts: { packed: ArrayBufferView; scales: ArrayBufferView; biases: ArrayBufferView },
   ): QuantizedTensor {
     return this.keep(this.backend.uploadQuantized(spec, shape, parts.packed, parts.scales, parts.biases));
+  }
+  ggml(type: GgmlBlockType, shape: readonly [number, number], blocks: Uint8Array): GgmlTensor {
+    return this.keep(this.backend.uploadGgml(type, shape, blocks));
   }
   /** Frees `t` now. */
   free(t: Weight): void {

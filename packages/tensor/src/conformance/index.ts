@@ -9,6 +9,7 @@ import type { Backend, BackendFactory } from '../backend';
 import { createReferenceBackend } from '../reference/backend';
 import { attentionCases } from './attention';
 import { ConformanceError } from './compare';
+import { ggmlCases } from './ggml';
 import { invarianceCases } from './invariance';
 import { memoryCases } from './memory';
 import { opsCases } from './ops';
@@ -42,13 +43,14 @@ function withLeakCheck(c: ConformanceCase): ConformanceCase {
   };
 }
 
-/** All conformance cases, in a stable order: memory, validation, ops, quantized ops, attention, invariance. */
+/** All conformance cases, in a stable order: memory, validation, ops, quantized and GGML ops, attention, invariance. */
 export function conformanceCases(): ConformanceCase[] {
   return [
     ...memoryCases(),
     ...validationCases(),
     ...opsCases(),
     ...quantizedCases(),
+    ...ggmlCases(),
     ...attentionCases(),
     ...invarianceCases(),
   ].map(withLeakCheck);

@@ -7,8 +7,10 @@
 import type { Backend } from '../backend';
 import { ropeTable } from '../convert';
 import type { QuantSpec, ScaleDType } from '../dtype';
+import type { GgmlBlockType } from '../ggml';
 import type { Tensor, Weight } from '../tensor';
 import { expectBitwise, type Scope, scoped } from './compare';
+import { randomGgml } from './ggml';
 import { invFreq } from './ops';
 import { randomQuantized } from './quantized';
 import { encode, floats, ids, Rng, wideFloats } from './random';
@@ -89,6 +91,10 @@ function denseWeight(dtype: ScaleDType, outDim: number, inDim: number) {
 function quantWeight(spec: QuantSpec, outDim: number, inDim: number) {
   return (s: Scope, rng: Rng) =>
     s.quantized(spec, [outDim, inDim], randomQuantized(rng, spec, outDim, inDim, spec.bits === 4));
+}
+
+function ggmlWeight(type: GgmlBlockType, outDim: number, inDim: number) {
+  return (s: Scope, rng: Rng) => s.ggml(type, [outDim, inDim], randomGgml(rng, type, outDim, inDim));
 }
 
 const rowwiseCase: ConformanceCase = {
@@ -217,6 +223,8 @@ const embeddingInvariance: ConformanceCase = {
         ['bf16', denseWeight('bf16', vocab, 64)(s, rng), 64],
         ['q4 g32 f16', quantWeight({ bits: 4, groupSize: 32, scaleDtype: 'f16' }, vocab, 96)(s, rng), 96],
         ['q3 g64 bf16', quantWeight({ bits: 3, groupSize: 64, scaleDtype: 'bf16' }, vocab, 64)(s, rng), 64],
+        ['GGML Q5_1', ggmlWeight('Q5_1', vocab, 64)(s, rng), 64],
+        ['GGML Q6_K', ggmlWeight('Q6_K', vocab, 256)(s, rng), 256],
       ];
       const idv = ids(rng, N, vocab);
       for (const [name, table, dim] of tables)
@@ -240,6 +248,14 @@ export function invarianceCases(): ConformanceCase[] {
     matmulInvariance('q3 g64 bf16', quantWeight({ bits: 3, groupSize: 64, scaleDtype: 'bf16' }, 5, 128), 128),
     matmulInvariance('q6 g128 f32', quantWeight({ bits: 6, groupSize: 128, scaleDtype: 'f32' }, 3, 256), 256),
     matmulInvariance('q8 g64 f16', quantWeight({ bits: 8, groupSize: 64, scaleDtype: 'f16' }, 6, 64), 64),
+    matmulInvariance('GGML Q4_0', ggmlWeight('Q4_0', 9, 96), 96),
+    matmulInvariance('GGML Q8_0', ggmlWeight('Q8_0', 5, 64), 64),
+    matmulInvariance('GGML Q5_1', ggmlWeight('Q5_1', 4, 128), 128),
+    matmulInvariance('GGML Q2_K', ggmlWeight('Q2_K', 3, 256), 256),
+    matmulInvariance('GGML Q3_K', ggmlWeight('Q3_K', 3, 256), 256),
+    matmulInvariance('GGML Q4_K', ggmlWeight('Q4_K', 7, 512), 512),
+    matmulInvariance('GGML Q5_K', ggmlWeight('Q5_K', 2, 256), 256),
+    matmulInvariance('GGML Q6_K', ggmlWeight('Q6_K', 5, 256), 256),
     rowwiseCase,
     embeddingInvariance,
   ];

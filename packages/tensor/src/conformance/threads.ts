@@ -9,8 +9,10 @@
 import type { AttentionOptions, Backend, RopeOptions } from '../backend';
 import { ropeTable } from '../convert';
 import type { QuantSpec, ScaleDType } from '../dtype';
+import type { GgmlBlockType } from '../ggml';
 import type { Tensor, Weight } from '../tensor';
 import { ConformanceError, expectBitwise, type Scope, scoped } from './compare';
+import { randomGgml } from './ggml';
 import { invFreq } from './ops';
 import { randomQuantized } from './quantized';
 import { encode, floats, ids, Rng, wideFloats } from './random';
@@ -42,6 +44,7 @@ const QUANT: readonly QuantSpec[] = [
   { bits: 6, groupSize: 64, scaleDtype: 'bf16' },
   { bits: 2, groupSize: 128, scaleDtype: 'f16' },
 ];
+const GGML: readonly GgmlBlockType[] = ['Q4_0', 'Q8_0', 'Q5_1', 'Q4_K', 'Q6_K', 'Q3_K'];
 /** [out, in]: odd output sizes, some below one 16-row block, some spanning several blocks per thread. */
 const SHAPES: readonly [number, number][] = [
   [1, 64],
@@ -49,6 +52,8 @@ const SHAPES: readonly [number, number][] = [
   [33, 128],
   [70, 64],
   [131, 192],
+  [45, 256],
+  [1, 512],
 ];
 const ROWS = [1, 5];
 
@@ -68,6 +73,9 @@ function matmuls(s: Scope, out: Results): void {
           `q${spec.bits} g${spec.groupSize} ${spec.scaleDtype}`,
           s.quantized(spec, [outDim, inDim], randomQuantized(rng, spec, outDim, inDim, spec.bits === 4)),
         ]);
+    if (inDim % 256 === 0)
+      for (const type of GGML)
+        weights.push([`GGML ${type}`, s.ggml(type, [outDim, inDim], randomGgml(rng, type, outDim, inDim))]);
     const bias = activation(s, [outDim], floats(rng, outDim, 2));
     for (const rows of ROWS) {
       const x = activation(s, [rows, inDim], wideFloats(rng, rows * inDim, 3));
@@ -103,6 +111,8 @@ function embeddings(s: Scope, out: Results): void {
       s.quantized(spec, [vocab, 128], randomQuantized(rng, spec, vocab, 128, false)),
       128,
     ]);
+  for (const type of ['Q8_0', 'Q4_K'] as const)
+    tables.push([`GGML ${type}`, s.ggml(type, [vocab, 256], randomGgml(rng, type, vocab, 256)), 256]);
   // ids from every part of the table (first and last rows, both sides of every 16-row boundary), in any order
   const picked = Int32Array.from([
     0,

@@ -4,8 +4,10 @@
  */
 import type { AttentionOptions, Backend, RopeOptions } from '../backend';
 import type { DType } from '../dtype';
+import { type GgmlBlockType, GgmlTensor } from '../ggml';
 import { QuantizedTensor, Tensor } from '../tensor';
 import { ConformanceError, expectBytes, expectRejects, type Scope, scoped } from './compare';
+import { randomGgml } from './ggml';
 import { randomQuantized } from './quantized';
 import { floats, Rng } from './random';
 import type { ConformanceCase } from './types';
@@ -467,6 +469,72 @@ const attentionValidation: ConformanceCase = {
     }),
 };
 
+const ggmlValidation: ConformanceCase = {
+  name: 'validation: GGML weights (uploadGgml, foreign and inconsistent parts, use after free)',
+  group: 'validation',
+  run: async (backend, reference, other) => {
+    const rng = new Rng(2300);
+    await scoped(backend, backend, (s) => {
+      const b = s.backend;
+      rejects(b, 'unknown type', 'uploadGgml', () =>
+        b.uploadGgml('Q4_2' as GgmlBlockType, [1, 32], new Uint8Array(18)),
+      );
+      rejects(b, 'cols not a multiple of the block', 'uploadGgml', () =>
+        b.uploadGgml('Q4_K', [1, 128], new Uint8Array(72)),
+      );
+      rejects(b, 'blocks too short', 'uploadGgml', () => b.uploadGgml('Q8_0', [2, 64], new Uint8Array(135)));
+      rejects(b, 'blocks too long', 'uploadGgml', () => b.uploadGgml('Q8_0', [2, 64], new Uint8Array(137)));
+      rejects(b, 'shape not 2-D', 'uploadGgml', () =>
+        b.uploadGgml('Q8_0', [64] as unknown as [number, number], new Uint8Array(34)),
+      );
+      const w = s.ggml('Q4_0', [3, 64], randomGgml(rng, 'Q4_0', 3, 64));
+      const y = f32(s, [2, 3], rng);
+      rejects(
+        b,
+        'GGML weight with the wrong in dimension',
+        'matmul',
+        () => b.matmul(y, f32(s, [2, 32], rng), w),
+        y,
+      );
+      const wrongType = new GgmlTensor('Q8_0', [3, 64], w.blocks);
+      rejects(
+        b,
+        'GGML blocks of another type’s size',
+        'matmul',
+        () => b.matmul(y, f32(s, [2, 64], rng), wrongType),
+        y,
+      );
+      const out = f32(s, [1, 64], rng);
+      rejects(
+        b,
+        'GGML embedding id out of range',
+        'embedding',
+        () => b.embedding(out, w, new Int32Array([3])),
+        out,
+      );
+      const gone = s.ggml('Q6_K', [2, 256], randomGgml(rng, 'Q6_K', 2, 256));
+      s.free(gone);
+      rejects(b, 'GGML weight after free', 'matmul', () =>
+        b.matmul(f32(s, [1, 2], rng), f32(s, [1, 256], rng), gone),
+      );
+      rejects(b, 'GGML weight freed twice', 'free', () => b.free(gone));
+    });
+    const outsiders: Backend[] = [reference, ...(other ? [other] : [])].filter((o) => o !== backend);
+    for (const ob of outsiders)
+      await scoped(backend, ob, (s, o) => {
+        const foreign = o.ggml('Q8_0', [3, 32], randomGgml(rng, 'Q8_0', 3, 32));
+        const y = f32(s, [1, 3], rng);
+        rejects(
+          s.backend,
+          `GGML weight of ${ob.name}`,
+          'matmul',
+          () => s.backend.matmul(y, f32(s, [1, 32], rng), foreign),
+          y,
+        );
+      });
+  },
+};
+
 const accountingCase: ConformanceCase = {
   name: 'memory: memoryInUse counts allocations (not views) and free/dispose-level accounting',
   group: 'memory',
@@ -484,13 +552,24 @@ const accountingCase: ConformanceCase = {
     const rng = new Rng(2200);
     const p = randomQuantized(rng, spec, 2, 64, false);
     const q = b.uploadQuantized(spec, [2, 64], p.packed, p.scales, p.biases);
+    const g = b.uploadGgml('Q4_K', [2, 256], new Uint8Array(288));
+    if (b.memoryInUse() < afterAlloc + 288)
+      throw new ConformanceError('memoryInUse does not count a GGML weight');
     b.free(t);
     b.free(q);
+    b.free(g);
     if (b.memoryInUse() !== base)
       throw new ConformanceError(`memoryInUse is ${b.memoryInUse()} after freeing everything, was ${base}`);
   },
 };
 
 export function validationCases(): ConformanceCase[] {
-  return [memoryValidation, foreignValidation, opsValidation, attentionValidation, accountingCase];
+  return [
+    memoryValidation,
+    foreignValidation,
+    opsValidation,
+    attentionValidation,
+    ggmlValidation,
+    accountingCase,
+  ];
 }

@@ -4,6 +4,7 @@
  */
 import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
+import { type GgmlBlockType, GgmlTensor } from '../ggml';
 import { Owner, width } from '../owner';
 import { packedRowWords } from '../quant';
 import { QuantizedTensor, Tensor, type Weight } from '../tensor';
@@ -27,6 +28,7 @@ import {
   checkSwiglu,
   checkToF32,
   checkUpload,
+  checkUploadGgml,
   checkUploadQuantized,
   checkView,
   checkWrite,
@@ -81,6 +83,17 @@ class ReferenceBackend implements Backend {
     );
   }
 
+  uploadGgml(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    blocks: ArrayBufferView,
+  ): GgmlTensor {
+    this.owner.checkLive('uploadGgml');
+    const rowBytes = checkUploadGgml(type, shape, blocks);
+    const [rows, cols] = shape;
+    return new GgmlTensor(type, [rows, cols], this.upload('u8', [rows, rowBytes], blocks));
+  }
+
   view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
     checkView(this.owner, t, shape, offset);
     return new Tensor(this.name, t.dtype, [...shape], t.storage, t.offset + offset);
@@ -112,6 +125,8 @@ class ReferenceBackend implements Backend {
       this.owner.release(t.packed.storage as RefStorage);
       this.owner.release(t.scales.storage as RefStorage);
       this.owner.release(t.biases.storage as RefStorage);
+    } else if (t instanceof GgmlTensor) {
+      this.owner.release(t.blocks.storage as RefStorage);
     } else {
       this.owner.release(t.storage as RefStorage);
     }

@@ -1,5 +1,6 @@
 import { bf16BitsToNumber, f16BitsToNumber } from '../convert';
 import type { DType } from '../dtype';
+import { dequantizeGgmlRow, GgmlTensor } from '../ggml';
 import type { StorageBase } from '../owner';
 import { quantAt, scaleAt } from '../quant';
 import { QuantizedTensor, type Tensor, type Weight } from '../tensor';
@@ -48,9 +49,14 @@ export function floatAt(t: Tensor, i: number): number {
   throw new TypeError(`reference: ${t} is not a float tensor`);
 }
 
-/** Row `row` of a weight `[rows, cols]` (dense or quantized) into `out` as float64: `scale * q + bias` exactly. */
+/** Row `row` of a weight `[rows, cols]` (dense, quantized or GGML) into `out` as float64, exactly. */
 export function weightRow(w: Weight, row: number, out: Float64Array): void {
   const cols = w.shape[1]!;
+  if (w instanceof GgmlTensor) {
+    const bytes = store(w.blocks).u8.subarray(w.blocks.offset, w.blocks.offset + w.blocks.size);
+    dequantizeGgmlRow(w.type, cols, bytes, row, out);
+    return;
+  }
   if (!(w instanceof QuantizedTensor)) {
     for (let k = 0; k < cols; k++) out[k] = floatAt(w, row * cols + k);
     return;

@@ -25,6 +25,7 @@ import {
 } from '@mnemo/kernels';
 import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
+import { GGML_BLOCK_TYPES, type GgmlBlockType, GgmlTensor } from '../ggml';
 import { Owner, type StorageBase, width } from '../owner';
 import { packedRowWords } from '../quant';
 import { QuantizedTensor, Tensor, type Weight } from '../tensor';
@@ -48,6 +49,7 @@ import {
   checkSwiglu,
   checkToF32,
   checkUpload,
+  checkUploadGgml,
   checkUploadQuantized,
   checkView,
   checkWrite,
@@ -90,11 +92,11 @@ export interface WasmBackendOptions {
   /** Kernels to run on (a test double, another build); single-threaded only. Default: a fresh `@mnemo/kernels` instance. */
   readonly kernels?: Kernels;
   /**
-   * Opt-in: matmuls with 4- and 8-bit quantized weights round each input row to int8 in blocks of 32 (one f32 scale
-   * per block; `roundActivationsInt8` is the JS reference) and use the kernels' integer dot products — about twice
-   * as fast, not bit-compatible with the exact path (results still do not depend on the thread count or on how many
-   * rows a call has). Other weights, and inputs whose width is not a multiple of 32, take the exact path. Default: the
-   * `MNEMO_INT8_ACTIVATIONS` environment variable, else false.
+   * Opt-in: matmuls with 4- and 8-bit MLX-quantized weights and with GGML block weights (every GGML type) round each
+   * input row to int8 in blocks of 32 (one f32 scale per block; `roundActivationsInt8` is the JS reference) and use
+   * the kernels' integer dot products — up to about twice as fast, not bit-compatible with the exact path (results
+   * still do not depend on the thread count or on how many rows a call has). Other weights, and inputs whose width is
+   * not a multiple of 32, take the exact path. Default: the `MNEMO_INT8_ACTIVATIONS` environment variable, else false.
    */
   readonly int8Activations?: boolean;
 }
@@ -564,6 +566,27 @@ class WasmBackendImpl implements WasmBackend {
     );
   }
 
+  uploadGgml(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    blocks: ArrayBufferView,
+  ): GgmlTensor {
+    this.owner.checkLive('uploadGgml');
+    const rowBytes = checkUploadGgml(type, shape, blocks);
+    if (this.k.ggmlMatmul === undefined || this.k.ggmlEmbedding === undefined)
+      throw new TypeError('uploadGgml: these kernels have no GGML block kernels (ggmlMatmul, ggmlEmbedding)');
+    const [rows, cols] = shape;
+    const bytes = rows * rowBytes;
+    const [s] = this.placeWeight(
+      'uploadGgml',
+      `a ${type} [${rows}, ${cols}] matrix (${formatBytes(bytes)})`,
+      rows,
+      [{ dtype: 'u8', rowBytes, data: blocks }],
+      rows > 0 && bytes >= this.shardMinBytes,
+    );
+    return new GgmlTensor(type, [rows, cols], new Tensor(this.name, 'u8', [rows, rowBytes], s!, 0));
+  }
+
   view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
     checkView(this.owner, t, shape, offset);
     this.plain('view', t);
@@ -706,6 +729,8 @@ class WasmBackendImpl implements WasmBackend {
       this.release(t.packed.storage as WasmStorage);
       this.release(t.scales.storage as WasmStorage);
       this.release(t.biases.storage as WasmStorage);
+    } else if (t instanceof GgmlTensor) {
+      this.release(t.blocks.storage as WasmStorage);
     } else {
       this.release(t.storage as WasmStorage);
     }
@@ -807,6 +832,7 @@ class WasmBackendImpl implements WasmBackend {
       this.plain(op, w.biases);
       return null;
     }
+    if (w instanceof GgmlTensor) return this.weightShards(op, w.blocks);
     const s = w.storage as WasmStorage;
     if (s.shards === null) return null;
     if (w.offset === 0 && w.byteLength === s.byteLength) return s.shards;
@@ -844,18 +870,23 @@ class WasmBackendImpl implements WasmBackend {
       if (xq !== 0)
         this.k.matmulQ8a!(py, xq, pp, ps, pb, rows, inDim, outDim, bits, groupSize, scaleDtype, b);
       else this.k.matmulQ(py, addr(x), pp, ps, pb, rows, inDim, outDim, bits, groupSize, scaleDtype, b);
+    } else if (w instanceof GgmlTensor) {
+      if (xq !== 0) this.k.ggmlMatmulQ8a!(addr(y), xq, addr(w.blocks), rows, inDim, outDim, w.type, b);
+      else this.k.ggmlMatmul!(addr(y), addr(x), addr(w.blocks), rows, inDim, outDim, w.type, b);
     } else {
       this.k.matmul(addr(y), addr(x), addr(w), rows, inDim, outDim, w.dtype as WeightDType, b);
     }
   }
 
   /**
-   * With int8 activations and a 4-/8-bit quantized `w` (and `inDim` a multiple of 32): `x` rounded to int8 blocks in
-   * scratch, its address. Otherwise 0 (the exact path).
+   * With int8 activations and a 4-/8-bit quantized or a GGML `w` (and `inDim` a multiple of 32): `x` rounded to int8
+   * blocks in scratch, its address. Otherwise 0 (the exact path).
    */
   private int8Input(x: Tensor, w: Weight, rows: number, inDim: number): number {
-    if (!this.int8Activations || !(w instanceof QuantizedTensor)) return 0;
-    if ((w.spec.bits !== 4 && w.spec.bits !== 8) || inDim % ACTIVATION_BLOCK !== 0) return 0;
+    if (!this.int8Activations || inDim % ACTIVATION_BLOCK !== 0) return 0;
+    if (w instanceof QuantizedTensor) {
+      if (w.spec.bits !== 4 && w.spec.bits !== 8) return 0;
+    } else if (!(w instanceof GgmlTensor && this.k.ggmlMatmulQ8a !== undefined)) return 0;
     const bytes = quantizedActivationBytes(rows, inDim);
     if (bytes > this.xqCapacity) {
       const capacity = Math.max(bytes, 2 * this.xqCapacity, 4096);
@@ -906,6 +937,7 @@ class WasmBackendImpl implements WasmBackend {
     pool.inF32.set(this.heapView((xq === 0 ? addr(x) : xq) >>> 2, xLen));
     if (bias !== undefined) pool.inF32.set(this.heapView(addr(bias) >>> 2, outDim), xLen);
     const q = w instanceof QuantizedTensor ? w : null;
+    const g = w instanceof GgmlTensor ? w : null;
     const qs = q === null ? null : (q.scales.storage as WasmStorage).shards!;
     const qb = q === null ? null : (q.biases.storage as WasmStorage).shards!;
     for (let i = 1; i < this.instances; i++) {
@@ -914,7 +946,17 @@ class WasmBackendImpl implements WasmBackend {
       const l = this.link(i);
       pool.ensureOutput(l, rows * n * 4);
       const a = l.u32;
-      if (q === null) {
+      if (g !== null) {
+        a[P.ARG] = sh.ptrs[i]!;
+        a[P.ARG + 1] = rows;
+        a[P.ARG + 2] = inDim;
+        a[P.ARG + 3] = n;
+        a[P.ARG + 4] = GGML_BLOCK_TYPES[g.type].id;
+        a[P.ARG + 5] = hasBias;
+        a[P.ARG + 6] = xLen + bounds[i]!;
+        a[P.ARG + 7] = xq === 0 ? 0 : 1;
+        pool.post(l, P.OP_MATMUL_G);
+      } else if (q === null) {
         a[P.ARG] = sh.ptrs[i]!;
         a[P.ARG + 1] = rows;
         a[P.ARG + 2] = inDim;
@@ -944,7 +986,10 @@ class WasmBackendImpl implements WasmBackend {
       try {
         const out = rows === 1 ? addr(y) : this.temp(rows * n0 * 4);
         const b = bias === undefined ? undefined : addr(bias);
-        if (q === null)
+        if (g !== null) {
+          if (xq !== 0) this.k.ggmlMatmulQ8a!(out, xq, sh.ptrs[0]!, rows, inDim, n0, g.type, b);
+          else this.k.ggmlMatmul!(out, addr(x), sh.ptrs[0]!, rows, inDim, n0, g.type, b);
+        } else if (q === null)
           this.k.matmul(out, addr(x), sh.ptrs[0]!, rows, inDim, n0, (w as Tensor).dtype as WeightDType, b);
         else {
           const { bits, groupSize, scaleDtype } = q.spec;
@@ -1018,6 +1063,8 @@ class WasmBackendImpl implements WasmBackend {
         groupSize,
         scaleDtype,
       );
+    } else if (table instanceof GgmlTensor) {
+      this.k.ggmlEmbedding!(addr(out), addr(table.blocks), idsPtr, n, vocab, dim, table.type);
     } else {
       this.k.embedding(addr(out), addr(table), idsPtr, n, vocab, dim, table.dtype as WeightDType);
     }
@@ -1037,6 +1084,7 @@ class WasmBackendImpl implements WasmBackend {
     // worker i's ids (rebased to its shard) at input int32s [offset_i, offset_i + counts[i])
     pool.ensureInput(n * 4);
     const q = table instanceof QuantizedTensor ? table : null;
+    const g = table instanceof GgmlTensor ? table : null;
     const qs = q === null ? null : (q.scales.storage as WasmStorage).shards!;
     const qb = q === null ? null : (q.biases.storage as WasmStorage).shards!;
     let offset = 0;
@@ -1058,9 +1106,10 @@ class WasmBackendImpl implements WasmBackend {
         a[P.ARG + 1] = c;
         a[P.ARG + 2] = vocab;
         a[P.ARG + 3] = dim;
-        a[P.ARG + 4] = P.dtypeCode((table as Tensor).dtype as WeightDType);
+        a[P.ARG + 4] =
+          g !== null ? GGML_BLOCK_TYPES[g.type].id : P.dtypeCode((table as Tensor).dtype as WeightDType);
         a[P.ARG + 5] = offset;
-        pool.post(l, P.OP_EMBED);
+        pool.post(l, g !== null ? P.OP_EMBED_G : P.OP_EMBED);
       } else {
         a[P.ARG] = sh.ptrs[i]!;
         a[P.ARG + 1] = qs!.ptrs[i]!;
@@ -1084,7 +1133,9 @@ class WasmBackendImpl implements WasmBackend {
         const o = addr(out);
         for (let r = 0; r < n; r++) {
           if (ids[r]! >= vocab0) continue;
-          if (q === null)
+          if (g !== null)
+            this.k.ggmlEmbedding!(o + r * dim * 4, sh.ptrs[0]!, idsPtr + r * 4, 1, vocab0, dim, g.type);
+          else if (q === null)
             this.k.embedding(
               o + r * dim * 4,
               sh.ptrs[0]!,

@@ -5,6 +5,7 @@
  * allocation grows the memory, detaching every view the backend holds.
  */
 import { bf16BitsToNumber, f16BitsToNumber } from '../convert';
+import { dequantizeGgmlRow, type GgmlBlockType, ggmlRowBytes } from '../ggml';
 import type { Kernels, WeightDType } from './kernels';
 
 const f = Math.fround;
@@ -65,6 +66,13 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
     return f(f(weightAt(sd, scales, g) * q) + weightAt(sd, biases, g));
   };
   const expf = (x: number) => f(Math.exp(x));
+  /** Row `row` of a GGML weight at `w`, dequantized to f32. */
+  const ggmlRow = (type: GgmlBlockType, w: number, cols: number, row: number): Float32Array => {
+    const rb = ggmlRowBytes(type, cols);
+    const out = new Float32Array(cols);
+    dequantizeGgmlRow(type, cols, heap().u8.subarray(w + row * rb, w + (row + 1) * rb), 0, out);
+    return out;
+  };
 
   return {
     memory,
@@ -113,6 +121,23 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
           }
           h.f32[(y >>> 2) + r * outDim + o] = bias === undefined ? s : f(s + h.f32[(bias >>> 2) + o]!);
         }
+    },
+    ggmlMatmul(y, x, w, rows, inDim, outDim, type, bias) {
+      for (let o = 0; o < outDim; o++) {
+        const wr = ggmlRow(type, w, inDim, o);
+        const h = heap();
+        for (let r = 0; r < rows; r++) {
+          let s = 0;
+          for (let i = 0; i < inDim; i++) s = f(s + f(h.f32[(x >>> 2) + r * inDim + i]! * wr[i]!));
+          h.f32[(y >>> 2) + r * outDim + o] = bias === undefined ? s : f(s + h.f32[(bias >>> 2) + o]!);
+        }
+      }
+    },
+    ggmlEmbedding(out, table, ids, nIds, _vocab, dim, type) {
+      for (let r = 0; r < nIds; r++) {
+        const row = ggmlRow(type, table, dim, heap().i32[(ids >>> 2) + r]!);
+        heap().f32.set(row, (out >>> 2) + r * dim);
+      }
     },
     toF32(out, src, n, dtype) {
       const h = heap();

@@ -9,6 +9,7 @@
  * ids, upload chunks) and one `output` per worker (worker → caller: y rows, embedding rows, read chunks).
  */
 import type { MessagePort } from 'node:worker_threads';
+import { GGML_BLOCK_TYPES, type GgmlBlockType } from '@mnemo/kernels';
 
 /** Int32 slots. */
 export const GEN = 0;
@@ -81,6 +82,15 @@ export const OP_MATMUL_Q8A = 12;
  */
 export const OP_ATTENTION = 13;
 
+/**
+ * GGML block matmul of the worker's shard: w ARG0, rows ARG1, inDim ARG2, shard rows ARG3, GGML type id ARG4, has
+ * bias ARG5, bias offset ARG6, int8 activations ARG7 (1: the input holds the rounded x, as for
+ * {@link OP_MATMUL_Q8A}). Same staging as {@link OP_MATMUL}.
+ */
+export const OP_MATMUL_G = 14;
+/** GGML block embedding: as {@link OP_EMBED} with the GGML type id in ARG4 instead of the dtype. */
+export const OP_EMBED_G = 15;
+
 /** Status codes: which Error class the worker's failure had. */
 export const OK = 0;
 export const FAIL_ERROR = 1;
@@ -115,4 +125,15 @@ export interface WorkerInit {
     readonly stackBytes: number;
   };
   readonly output: SharedArrayBuffer;
+}
+
+/** GGML types by their GGUF id (the code passed to workers). */
+const GGML_BY_ID = new Map(
+  (Object.keys(GGML_BLOCK_TYPES) as GgmlBlockType[]).map((t) => [GGML_BLOCK_TYPES[t].id, t]),
+);
+
+export function ggmlTypeOf(id: number): GgmlBlockType {
+  const t = GGML_BY_ID.get(id);
+  if (t === undefined) throw new RangeError(`worker: unknown GGML type id ${id}`);
+  return t;
 }

@@ -201,6 +201,29 @@ async function main(): Promise<void> {
         stageOut(y, rows * n);
         return;
       }
+      case P.OP_MATMUL_G: {
+        const rows = u32[a + 1]!;
+        const inDim = u32[a + 2]!;
+        const n = u32[a + 3]!;
+        const q8a = u32[a + 7] === 1;
+        const xLen = q8a ? quantizedActivationBytes(rows, inDim) >>> 2 : rows * inDim;
+        const bias = stageIn(xLen, u32[a + 5]!, u32[a + 6]!, n);
+        const y = ensure(ys, rows * n * 4);
+        const type = P.ggmlTypeOf(u32[a + 4]!);
+        if (q8a) k.ggmlMatmulQ8a(y, xs.ptr, u32[a]!, rows, inDim, n, type, bias);
+        else k.ggmlMatmul(y, xs.ptr, u32[a]!, rows, inDim, n, type, bias);
+        stageOut(y, rows * n);
+        return;
+      }
+      case P.OP_EMBED_G: {
+        const nIds = u32[a + 1]!;
+        const dim = u32[a + 3]!;
+        const ids = stageIds(u32[a + 5]!, nIds);
+        const y = ensure(ys, nIds * dim * 4);
+        k.ggmlEmbedding(y, u32[a]!, ids, nIds, u32[a + 2]!, dim, P.ggmlTypeOf(u32[a + 4]!));
+        stageOut(y, nIds * dim);
+        return;
+      }
       case P.OP_EMBED: {
         const nIds = u32[a + 1]!;
         const dim = u32[a + 3]!;

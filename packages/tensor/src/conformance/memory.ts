@@ -143,9 +143,11 @@ export function checkSteadyStateMemory(backend: Backend, opts: SteadyStateOption
       nHeads,
       nKvHeads,
       headDim,
-      // V8 stores a field created with a fractional number unboxed and boxes it afresh (16 bytes) each time optimized
-      // code passes it to a call it did not inline — an allocation of this loop, not of the backend. A field that
-      // started as a non-number holds one boxed number, which every call shares.
+      // V8 stores a field created with a fractional number unboxed, and boxes it afresh (16 bytes) each time optimized
+      // code reads it and passes it on to a call it did not inline — a backend reading `opts.scale` for its kernels
+      // does. That cost comes with the caller's objects and V8's inlining, not with what the backend's code
+      // allocates, so this loop keeps its fractional numbers in fields that first held a non-number: V8 then stores
+      // one boxed number, which every call passes on.
       scale: null as unknown as number,
     };
     attOpts.scale = 1 / Math.sqrt(headDim);

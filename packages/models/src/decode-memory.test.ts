@@ -11,9 +11,10 @@ const heapUsed = () => getHeapStatistics().used_heap_size;
 /** Steps of the shorter measuring window (see measureSteadyState). */
 const STEPS = 500;
 /**
- * Bytes a decode step may allocate on the JS heap. What it allocates today is one boxed number (16 bytes) per
- * rmsnorm call, V8 boxing the model's eps read off its dims object for a call it did not inline: 80 to 112 bytes per
- * step for these models. One small object per op would be hundreds of bytes per step.
+ * Bytes a decode step may allocate on the JS heap. What it allocates today is a boxed number (16 bytes) for each
+ * fractional attention option (scale, soft-cap) per attention call: the WASM backend reads them off the model's
+ * options object, whose fields V8 keeps unboxed, and passes them on to its kernels without inlining the call. That is
+ * 32 to 96 bytes per step for these models; one small object per op would be hundreds.
  */
 const PER_STEP = 160;
 

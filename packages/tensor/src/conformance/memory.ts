@@ -195,7 +195,7 @@ export function checkSteadyStateMemory(backend: Backend, opts: SteadyStateOption
 /** The error message of a leaking {@link SteadyStateReport}. */
 export function describeLeak(r: SteadyStateReport): string {
   const n = r.iterations;
-  const kept = Number.isNaN(r.retained) ? '' : `, left ${r.retained} bytes reachable`;
+  const kept = Number.isNaN(r.retained) ? '' : `, and kept ${r.retained} bytes reachable per ${n} steps`;
   return (
     `steady-state memory: in ${r.leakingPairs} of ${r.pairs} pairs of windows the JS heap grew with the number of ` +
     `decode steps (budget ${r.budget} bytes per ${n} steps): a median ${r.growth} bytes more over ${2 * n} steps ` +

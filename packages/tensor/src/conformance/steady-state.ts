@@ -13,10 +13,11 @@
  * shows a leak when:
  * - the median part of the 2n-step window grew more than the median part of the n-step window, by more than `budget`
  *   per n steps in all (a one-off event, or a collection, changes one part, not the median);
- * - or, with `gc`, both windows left more reachable than `budget` per n steps (the heap right after a full
- *   collection, before and after each window): objects kept per step are soon allocated straight in the old
- *   generation, whose size moves in blocks of many kilobytes rather than per object, which can hide them from the
- *   parts;
+ * - or, with `gc`, the windows left more reachable than `budget` per n steps, in the median of their
+ *   {@link SEGMENTS} segments each (the heap right after a full collection at the segments' ends): objects kept per
+ *   step are soon allocated straight in the old generation, whose size moves in blocks of many kilobytes rather
+ *   than per object, which can hide them from the parts — while compiled code, which also stays reachable, comes in
+ *   one-off lumps that change one segment, not the median;
  * - or both windows grew by more than 16 × `budget` per n steps, summed over the parts in which the heap did not
  *   shrink: large allocations make the collector run in most parts, which blurs the medians.
  *
@@ -57,7 +58,10 @@ export interface SteadyStateReport {
    * in bytes: the loop's allocation per n steps (0 or a few bytes either side for a loop that allocates nothing).
    */
   readonly growth: number;
-  /** With `gc`: median over the pairs of what the n-step window left reachable, in bytes; NaN without `gc`. */
+  /**
+   * With `gc`: median over the pairs of what their segments left reachable, in bytes per n steps (the median segment
+   * of each pair); NaN without `gc`.
+   */
   readonly retained: number;
   /** Median over the pairs of the n-step window's growth summed over its parts, in bytes (includes measuring). */
   readonly windowGrowth: number;
@@ -70,7 +74,9 @@ export interface SteadyStateReport {
 }
 
 /** Parts of a window whose heap growth is read (the same count for both lengths). */
-export const SAMPLES = 10;
+export const SAMPLES = 12;
+/** With `gc`: segments of a window after each of which a full collection measures what stays reachable. */
+export const SEGMENTS = 3;
 /** Windows of n steps run after the warm-up, at most, until two in a row grow alike. */
 export const MAX_SETTLE = 4;
 /** A window that grows by more than this many times `budget` per n steps in its parts counts as leaking. */
@@ -94,8 +100,6 @@ interface Window {
   readonly typical: number;
   /** Growth summed over the parts in which the heap did not shrink. */
   readonly summed: number;
-  /** With gc: what the window left reachable (heap after a full collection, minus the one before it). */
-  readonly kept: number;
 }
 
 /**
@@ -120,6 +124,7 @@ export function measureSteadyState(step: (i: number) => void, opts: SteadyStateO
 
   let at = 0;
   const parts = new Float64Array(SAMPLES);
+  const perSegment = SAMPLES / SEGMENTS;
   /** The heap right after the latest full collection (NaN without gc). */
   let live = Number.NaN;
   const collect = (): void => {
@@ -127,11 +132,14 @@ export function measureSteadyState(step: (i: number) => void, opts: SteadyStateO
     gc();
     live = heapUsed();
   };
-  /** Runs `steps` steps and measures them (a full collection first and after, with gc). */
-  const window = (steps: number): Window => {
-    const before = live;
+  /**
+   * Runs `steps` steps and measures them; with gc, a full collection ends each segment, and what each left reachable
+   * goes to `kept` (in bytes per n steps).
+   */
+  const window = (steps: number, kept: number[] | null): Window => {
     let part = 0;
     let mark = Math.round(steps / SAMPLES);
+    let segmentStart = 0;
     let last = heapUsed();
     for (let i = 1; i <= steps; i++) {
       step(at++);
@@ -140,19 +148,25 @@ export function measureSteadyState(step: (i: number) => void, opts: SteadyStateO
         parts[part++] = now - last;
         last = now;
         mark = Math.round(((part + 1) * steps) / SAMPLES);
+        if (gc && part % perSegment === 0) {
+          const before = live;
+          collect();
+          kept?.push(((live - before) * n) / (i - segmentStart));
+          segmentStart = i;
+          last = heapUsed();
+        }
       }
     }
-    collect();
     let summed = 0;
     for (let p = 0; p < SAMPLES; p++) if (parts[p]! > 0) summed += parts[p]!;
-    return { typical: SAMPLES * median(parts), summed, kept: live - before };
+    return { typical: SAMPLES * median(parts), summed };
   };
 
   for (let i = 0; i < warmup; i++) step(at++);
   collect();
-  let previous = window(n).summed;
+  let previous = window(n, null).summed;
   for (let w = 0; w < MAX_SETTLE; w++) {
-    const g = window(n).summed;
+    const g = window(n, null).summed;
     const settled = Math.abs(g - previous) <= budget;
     previous = g;
     if (settled) break;
@@ -167,25 +181,27 @@ export function measureSteadyState(step: (i: number) => void, opts: SteadyStateO
     // alternate which length comes first, so that neither always runs right after the other
     let short: Window;
     let long: Window;
+    const kept: number[] = [];
     if (growth.length % 2 === 0) {
-      short = window(n);
-      long = window(2 * n);
+      short = window(n, kept);
+      long = window(2 * n, kept);
     } else {
-      long = window(2 * n);
-      short = window(n);
+      long = window(2 * n, kept);
+      short = window(n, kept);
     }
+    const keptRate = gc ? median(kept) : Number.NaN;
     growth.push(long.typical - short.typical);
-    retained.push(short.kept);
+    retained.push(keptRate);
     summed.push(short.summed);
     const grows = long.typical - short.typical > budget;
-    const keeps = gc !== undefined && short.kept > budget && long.kept > 2 * budget;
+    const keeps = keptRate > budget;
     const large = short.summed > LARGE * budget && long.summed > 2 * LARGE * budget;
     if (grows || keeps || large) leaking++;
   }
   return {
     leaks: leaking >= majority,
     growth: median(growth),
-    retained: gc ? median(retained) : Number.NaN,
+    retained: gc ? Math.round(median(retained)) : Number.NaN,
     windowGrowth: median(summed),
     pairs: growth.length,
     leakingPairs: leaking,

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 const model = syntheticPreset('llama-q4g32');
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-chat-'));
@@ -15,7 +18,7 @@ function chat(lines: string[], extra: string[] = []): string[] {
   const r = spawnSync(process.execPath, [cli, 'chat', '--model', model, '--max-tokens', '12', ...extra], {
     input: `${lines.join('\n')}\n`,
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: CLI_TIMEOUT_MS,
   });
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
@@ -44,7 +47,7 @@ describe.skipIf(!existsSync(cli))('mnemo chat', () => {
     const r = spawnSync(process.execPath, [cli, 'chat', '--model', model, '--max-tokens', '3'], {
       input: `/load ${join(tmp, 'missing.safetensors')}\n/frobnicate\nHi!\n`,
       encoding: 'utf8',
-      timeout: 60_000,
+      timeout: CLI_TIMEOUT_MS,
     });
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/^mnemo: .*missing\.safetensors/);

@@ -5,11 +5,14 @@ import { join } from 'node:path';
 import { compareWithReference, readReference, SYNTHETIC_PRESETS, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // These tests run the bundled single-file CLI, as users do (`pnpm build` makes it; turbo builds before testing).
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 
 function mnemo(args: string[], input?: string) {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', input, timeout: 120_000 });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', input, timeout: CLI_TIMEOUT_MS });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

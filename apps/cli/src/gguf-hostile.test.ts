@@ -20,6 +20,9 @@ import { decodeSafetensors } from '@mnemo/safetensors';
 import { syntheticGguf } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // Issue 10's hostile paths with GGUF models, through the bundled CLI: a FIFO or a device given as the model is refused
 // at once (never opened, never waited on), a symbolic link is followed, and a prompt cache made before one tensor byte
 // of the GGUF changed — where the old sampled fingerprint never looked — is refused with MODEL_MISMATCH.
@@ -36,7 +39,11 @@ interface Run {
   stderr: string;
 }
 function mnemo(args: string[]): Run {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000, input: '' });
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    encoding: 'utf8',
+    timeout: CLI_TIMEOUT_MS,
+    input: '',
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

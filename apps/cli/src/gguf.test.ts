@@ -7,6 +7,9 @@ import { type FakeHub, startFakeHub } from '@mnemo/hub/testing';
 import { syntheticGguf } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // `mnemo` with GGUF files: a local path, and a Hub file by quant tag through a loopback stand-in for the Hub; and the
 // founding promise through the CLI: `cache-prompt A` then `generate B --prompt-cache-file` equals `generate A+B`.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
@@ -16,7 +19,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'mnemo-cli-gguf-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function mnemo(args: string[], env?: NodeJS.ProcessEnv): string {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000, env });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: CLI_TIMEOUT_MS, env });
   if (r.status !== 0) throw new Error(`mnemo ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }

@@ -21,6 +21,9 @@ import { decodeSafetensors, encodeSafetensors } from '@mnemo/safetensors';
 import { promptCacheMetadataDigest, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // The audit's hostile paths and files, through the bundled CLI as users run it. Every run has a timeout: a FIFO or a
 // looping template used to hang or crash, here each must end quickly with one clear `mnemo:` line.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
@@ -38,7 +41,7 @@ interface Run {
 function mnemo(args: string[], opts: { input?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Run {
   const r = spawnSync(process.execPath, [cli, ...args], {
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: CLI_TIMEOUT_MS,
     input: opts.input ?? '',
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
     ...(opts.env ? { env: opts.env } : {}),
@@ -52,7 +55,7 @@ async function mnemoAsync(args: string[], env: NodeJS.ProcessEnv): Promise<Run> 
     const child = execFile(
       process.execPath,
       [cli, ...args],
-      { env, timeout: 60_000 },
+      { env, timeout: CLI_TIMEOUT_MS },
       (err, stdout, stderr) =>
         resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }),
     );

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { readReference, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // The founding promise on models whose layers differ: Gemma 2 (sliding window 8 on alternate layers, attention and
 // final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). `cache-prompt A` then
 // `generate B --prompt-cache-file` gives exactly the prompt ids, tokens and logprobs of `generate A+B`, for splits
@@ -14,7 +17,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'mnemo-pc-gemma-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function mnemo(args: string[]): string {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: CLI_TIMEOUT_MS });
   if (r.status !== 0) throw new Error(`mnemo ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }

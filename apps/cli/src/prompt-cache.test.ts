@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { readReference, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
+/** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
+const CLI_TIMEOUT_MS = 300_000;
+
 // The founding promise, through the CLI: `cache-prompt A` then `generate B --prompt-cache-file` gives exactly the
 // prompt ids, tokens and logprobs of `generate A+B` — for prefixes around the 256-row growth steps, several character
 // splits, raw and templated prompts, standard, quantized and rotating caches, and any prefill step size.
@@ -15,7 +18,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'mnemo-pc-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function mnemo(args: string[]): string {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: CLI_TIMEOUT_MS });
   if (r.status !== 0) throw new Error(`mnemo ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }
@@ -172,7 +175,7 @@ describe.skipIf(!existsSync(cli))(
   'a prompt cache file it cannot trust is refused, each reason with its own message',
   () => {
     const run = (args: string[]) =>
-      spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+      spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: CLI_TIMEOUT_MS });
     const good = join(tmp, 'trust.safetensors');
     const variant = (name: string, change: (b: Buffer) => Buffer) => {
       const p = join(tmp, name);

@@ -29,7 +29,12 @@ const weightsBlob = () => join(blobs(), sha256Hex(weights()));
 describe('resume after a dropped connection', () => {
   it('keeps the partial file, and a rerun resumes with Range: bytes=N-', async () => {
     hub.fault('model.safetensors', { dropAfterBytes: 1000, times: 1 });
-    const err = await downloadModel('acme/tiny', { ...opts(), retries: 0 }).catch((e) => e);
+    const err = await downloadModel('acme/tiny', {
+      ...opts(),
+      retries: 0,
+      // the connection drops once the client has written the 1000 bytes it was sent
+      onProgress: (p) => p.file === 'model.safetensors' && p.downloaded === 1000 && hub.dropHeld(),
+    }).catch((e) => e);
     expect(err).toBeInstanceOf(DownloadInterruptedError);
     expect(err.message).toMatch(
       /Download of "model\.safetensors" interrupted .* 1000 of \d+ bytes are kept in .*\.incomplete; run again to resume/,
@@ -61,7 +66,11 @@ describe('resume after a dropped connection', () => {
     const progress: number[] = [];
     const { dir } = await downloadModel('acme/tiny', {
       ...opts(),
-      onProgress: (p) => p.file === 'model.safetensors' && progress.push(p.downloaded),
+      onProgress: (p) => {
+        if (p.file !== 'model.safetensors') return;
+        progress.push(p.downloaded);
+        if (p.downloaded === 1500 || p.downloaded === 3000) hub.dropHeld();
+      },
     });
     const ranges = hub
       .contentRequests()

@@ -104,13 +104,13 @@ function build(headerText: string | Uint8Array, data: Uint8Array = baseData, n?:
 
 type Outcome = { ok: true; names: string[] } | { ok: false; code: SafetensorsErrorCode };
 
-/** Decodes `bytes`; success must be self-consistent, failure a SafetensorsError; bounded time and allocations. */
+/**
+ * Decodes `bytes`; success must be self-consistent, failure a SafetensorsError; no allocation larger than the input
+ * (so no work sized by a declared length). Time is not asserted: on a loaded machine any bound fails by chance.
+ */
 function check(bytes: Uint8Array, label: string): Outcome {
   allocs.max = 0;
-  const t0 = performance.now();
   const r = probeAllocations(() => decodeSafetensors(bytes));
-  const ms = performance.now() - t0;
-  expect(ms, `${label}: took ${ms} ms`).toBeLessThan(1000);
   expect(Math.max(r.max, allocs.max), `${label}: allocation`).toBeLessThanOrEqual(bytes.byteLength);
   if (r.error !== undefined) {
     if (!(r.error instanceof SafetensorsError))
@@ -455,15 +455,13 @@ describe('fuzzing the reader', () => {
     expect(accepted).toBeGreaterThan(0);
   });
 
-  it('refuses huge and off-by-one header lengths instantly, without allocating them', async () => {
+  it('refuses huge and off-by-one header lengths without allocating them', async () => {
     const lengths = [2n ** 63n, 2n ** 64n - 1n, 2n ** 40n, 2n ** 32n, BigInt(MAX_HEADER_SIZE) + 1n];
     for (const n of lengths) {
       const bytes = base.slice();
       new DataView(bytes.buffer).setBigUint64(0, n, true);
-      const t0 = performance.now();
       expect(check(bytes, `n=${n}`)).toEqual({ ok: false, code: 'HEADER_TOO_LARGE' });
       await checkFile(bytes, { ok: false, code: 'HEADER_TOO_LARGE' }, `n=${n}`);
-      expect(performance.now() - t0).toBeLessThan(200);
     }
     for (const delta of [-8, -1, 1, 8, base.byteLength - 8 - baseN, base.byteLength - 8 - baseN + 1]) {
       const bytes = base.slice();

@@ -60,6 +60,26 @@ describe('fake hub routes', () => {
     expect(new Uint8Array(await body.arrayBuffer())).toEqual(hub.file('acme/tiny', 'model.safetensors'));
   });
 
+  it('holds a dropAfterBytes connection after its bytes until dropHeld()', async () => {
+    hub.fault('config.json', { dropAfterBytes: 10, times: 1 });
+    try {
+      const res = await fetch(`${hub.url}/acme/tiny/resolve/main/config.json`);
+      const reader = res.body!.getReader();
+      let got = 0;
+      while (got < 10) {
+        const chunk = await reader.read();
+        expect(chunk.done).toBe(false);
+        got += chunk.value!.length;
+      }
+      expect(got).toBe(10);
+      expect(hub.dropHeld()).toBe(1);
+      await expect(reader.read()).rejects.toThrow();
+      expect(hub.dropHeld()).toBe(0);
+    } finally {
+      hub.clearFaults();
+    }
+  });
+
   it('gives Hub error codes', async () => {
     const entry = await fetch(`${hub.url}/acme/tiny/resolve/main/nope.json`);
     expect([entry.status, entry.headers.get('x-error-code')]).toEqual([404, 'EntryNotFound']);

@@ -51,7 +51,12 @@ export interface FakeHubOptions {
 }
 
 export interface FakeHubFault {
-  /** Send the headers for the full body, then this many body bytes, then destroy the socket. */
+  /**
+   * Send the headers for the full body, then this many body bytes, then hold the connection until
+   * {@link FakeHub.dropHeld} destroys it. Call that once the client has the bytes (from a progress callback, say):
+   * a client still reading when the connection drops loses what it had not read yet, so a drop after a delay would
+   * leave a test at the mercy of the machine's load.
+   */
   dropAfterBytes?: number;
   /** Send wrong bytes of the right length. */
   corrupt?: boolean;
@@ -99,6 +104,8 @@ export interface FakeHub {
   /** Injects a fault into content requests for `path` (any repo). */
   fault(path: string, fault: FakeHubFault): void;
   clearFaults(): void;
+  /** Destroys the connections held by a `dropAfterBytes` fault; returns how many. */
+  dropHeld(): number;
   resetRequests(): void;
   close(): Promise<void>;
 }
@@ -240,6 +247,8 @@ export async function startFakeHub(options: FakeHubOptions = {}): Promise<FakeHu
   const faults = new Map<string, FakeHubFault>();
   const requests: FakeHubRequest[] = [];
   const sockets = new Set<Socket>();
+  /** Responses of `dropAfterBytes` faults, waiting for dropHeld(). */
+  const held = new Set<ServerResponse>();
 
   const setRepo = (spec: FakeHubRepo): string => {
     const files = spec.files.map(store);
@@ -389,7 +398,9 @@ export async function startFakeHub(options: FakeHubOptions = {}): Promise<FakeHu
     if (fault?.dropAfterBytes !== undefined) {
       const part = body.subarray(0, fault.dropAfterBytes);
       rec.bytesSent = part.length;
-      res.write(part, () => setTimeout(() => res.socket?.destroy(), 20));
+      held.add(res);
+      res.on('close', () => held.delete(res));
+      res.write(part);
       return;
     }
     rec.bytesSent = body.length;
@@ -583,6 +594,12 @@ export async function startFakeHub(options: FakeHubOptions = {}): Promise<FakeHu
       faults.set(path, { ...fault });
     },
     clearFaults: () => faults.clear(),
+    dropHeld: () => {
+      const n = held.size;
+      for (const res of held) res.socket?.destroy();
+      held.clear();
+      return n;
+    },
     resetRequests: () => {
       requests.length = 0;
     },

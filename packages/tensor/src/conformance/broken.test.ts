@@ -2,11 +2,14 @@
  * The suite can fail: deliberately broken wrappers around the reference backend must fail the cases meant to catch
  * them, while still passing the tolerance-based checks (so only the invariance/validation checks see the defect).
  */
+import { getHeapStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import type { AttentionOptions, Backend, RopeOptions } from '../backend';
 import { createReferenceBackend } from '../reference/backend';
 import type { Tensor, Weight } from '../tensor';
+import { createWasmBackend } from '../wasm/backend';
 import { type ConformanceCase, conformanceCases } from './index';
+import { checkSteadyStateMemory } from './memory';
 
 /** Moves every finite nonzero value of `t` by one ulp, in place. */
 function nudge(b: Backend, t: Tensor): void {
@@ -227,5 +230,86 @@ describe('the conformance suite fails on broken backends', () => {
     const reference = await createReferenceBackend();
     const backend = Object.assign(Object.create(reference) as Backend, { name: 'intact' });
     for (const name of new Set(expectations.map((e) => e[1]))) await find(name).run(backend, reference);
+  });
+});
+
+/** `inner` with some ops replaced; every other method is `inner`'s own, bound to it. */
+function withOps(inner: Backend, ops: Partial<Backend>): Backend {
+  const b = Object.create(inner) as Backend;
+  for (
+    let p = Object.getPrototypeOf(inner);
+    p !== null && p !== Object.prototype;
+    p = Object.getPrototypeOf(p)
+  )
+    for (const key of Object.getOwnPropertyNames(p)) {
+      const v: unknown = Reflect.get(inner, key);
+      if (key !== 'constructor' && typeof v === 'function' && !Object.hasOwn(b, key))
+        Object.defineProperty(b, key, { value: v.bind(inner), writable: true });
+    }
+  return Object.assign(b, ops);
+}
+
+/** What a defect allocates, kept reachable so that the compiler cannot leave the allocation out. */
+const kept: { last: unknown; all: unknown[] } = { last: null, all: [] };
+
+describe('the steady-state memory check fails on backends that allocate a little per call', () => {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const heapUsed = () => getHeapStatistics().used_heap_size;
+  // Each wraps the single-threaded wasm backend, which passes the check (src/wasm/memory.test.ts), so the failure
+  // comes from the one defect: one small object per call of one op, the smallest leak there is.
+  const defects: [string, (inner: Backend) => Partial<Backend>][] = [
+    [
+      'one options object copy per rope call',
+      (inner) => ({
+        rope(x: Tensor, cos: Tensor, sin: Tensor, o: RopeOptions) {
+          kept.last = { ...o };
+          inner.rope(x, cos, sin, kept.last as RopeOptions);
+        },
+      }),
+    ],
+    [
+      'one typed-array view per read call',
+      (inner) => ({
+        read(t: Tensor, out?: Float32Array) {
+          const view = out?.subarray(0, t.size);
+          kept.last = view;
+          inner.read(t, view);
+          return out ?? inner.read(t);
+        },
+      }),
+    ],
+    [
+      'one small record per argmax call, kept in a list',
+      (inner) => ({
+        argmax(x: Tensor, row?: number) {
+          const i = inner.argmax(x, row);
+          kept.all.push({ i });
+          return i;
+        },
+      }),
+    ],
+  ];
+
+  for (const [what, ops] of defects)
+    it(`${what}: fails`, async () => {
+      const inner = await createWasmBackend({ threads: 1 });
+      try {
+        expect(() => checkSteadyStateMemory(withOps(inner, ops(inner)), { heapUsed, gc })).toThrow(
+          /an op allocates per call/,
+        );
+      } finally {
+        kept.last = null;
+        kept.all = [];
+        inner.dispose();
+      }
+    });
+
+  it('an intact wrapper passes (the failures come from the defects)', async () => {
+    const inner = await createWasmBackend({ threads: 1 });
+    try {
+      checkSteadyStateMemory(withOps(inner, {}), { heapUsed, gc });
+    } finally {
+      inner.dispose();
+    }
   });
 });

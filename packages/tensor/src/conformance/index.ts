@@ -18,7 +18,8 @@ import type { ConformanceCase, ConformanceGroup } from './types';
 import { validationCases } from './validation';
 
 export { ConformanceError } from './compare';
-export { checkSteadyStateMemory, type SteadyStateOptions } from './memory';
+export { checkSteadyStateMemory } from './memory';
+export { measureSteadyState, type SteadyStateOptions, type SteadyStateReport } from './steady-state';
 export {
   checkThreadInvariance,
   type ThreadedBackendFactory,

@@ -636,10 +636,15 @@ class WasmBackendImpl implements WasmBackend {
   write(dst: Tensor, src: ArrayBufferView): void {
     checkWrite(this.owner, dst, src);
     const sh = (dst.storage as WasmStorage).shards;
-    if (sh === null) {
-      this.copyIn(addr(dst), src);
-      return;
-    }
+    if (sh === null) this.copyIn(addr(dst), src);
+    else this.writeSharded(dst, src, sh);
+  }
+
+  /**
+   * {@link write} into a sharded storage. A method of its own: the closure below captures a variable, and V8 allocates
+   * the scope holding it on every call of the function that declares it, whichever path that call takes.
+   */
+  private writeSharded(dst: Tensor, src: ArrayBufferView, sh: Shards): void {
     const bytes = u8Of(src);
     this.eachPart(sh, dst.offset * DTYPE_BYTES[dst.dtype], bytes.byteLength, (inst, at, off, n) => {
       if (inst === 0) {

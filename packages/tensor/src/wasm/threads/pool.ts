@@ -191,7 +191,9 @@ export class WorkerPool {
       }
       throw e;
     }
-    return new WorkerPool(links, spin, input);
+    const pool = new WorkerPool(links, spin, input);
+    pool.warm();
+    return pool;
   }
 
   get size(): number {
@@ -212,21 +214,34 @@ export class WorkerPool {
    * Waits for worker `l`'s round to finish; throws what the worker threw. Spins up to the current budget of polls
    * before blocking: the budget doubles (up to `spin`) when spinning was enough and halves when it was not, so a
    * machine whose cores are busy with other work soon stops burning them.
+   *
+   * Kept small, with the blocking path in {@link block}, and run through both paths at start (see {@link warm}):
+   * code on the per-op path must not be deoptimized by the first branch it meets late (a worker slowed down by a
+   * loaded machine), since every deoptimization runs its callers unoptimized for a while.
    */
   wait(l: Link): void {
     if (!l.busy) return;
     const c = l.ctl;
     const g = l.gen;
-    let d = Atomics.load(c, P.DONE);
     const budget = this.budget;
+    let d = Atomics.load(c, P.DONE);
     let i = 0;
     while (d !== g && i < budget) {
       d = Atomics.load(c, P.DONE);
       i++;
     }
-    if (d === g) {
-      if (i > 0 && budget < this.spin) this.budget = Math.min(this.spin, 2 * budget);
-    } else this.budget = Math.max(Math.min(P.MIN_SPIN, this.spin), budget >> 1);
+    if (d !== g) this.block(l, d, budget);
+    else if (i > 0) this.budget = Math.min(this.spin, 2 * budget);
+    l.busy = false;
+    const status = c[P.STATUS]!;
+    if (status !== P.OK) throw l.error(status);
+  }
+
+  /** {@link wait}'s slow path: the round outlasted the spin budget (`d` is the last generation seen done). */
+  private block(l: Link, d: number, budget: number): void {
+    this.budget = Math.max(Math.min(P.MIN_SPIN, this.spin), budget >> 1);
+    const c = l.ctl;
+    const g = l.gen;
     while (d !== g) {
       if (Atomics.load(c, P.EXITED) !== 0) {
         l.busy = false;
@@ -235,9 +250,20 @@ export class WorkerPool {
       Atomics.wait(c, P.DONE, d, WAIT_SLICE_MS);
       d = Atomics.load(c, P.DONE);
     }
-    l.busy = false;
-    const status = c[P.STATUS]!;
-    if (status !== P.OK) throw l.error(status);
+  }
+
+  /**
+   * Runs a few empty rounds through every branch of {@link wait} (blocking, spinning, budget growth), so that the
+   * optimizing compiler sees them all before it compiles the per-op path.
+   */
+  private warm(): void {
+    for (let r = 0; r < 4; r++)
+      for (let j = 0; j < this.links.length; j++) {
+        const l = this.links[j]!;
+        this.budget = r < 2 ? 0 : r === 2 ? Math.min(P.MIN_SPIN, this.spin) : this.spin;
+        this.call(l, P.OP_STATS);
+      }
+    this.budget = this.spin;
   }
 
   call(l: Link, op: number): void {
@@ -248,9 +274,10 @@ export class WorkerPool {
   /** Waits for every posted round; rethrows the first failure after all have finished. */
   waitAll(): void {
     let first: unknown;
-    for (const l of this.links) {
+    // an index loop: a for-of would allocate an iterator per call whenever this runs unoptimized
+    for (let j = 0; j < this.links.length; j++) {
       try {
-        this.wait(l);
+        this.wait(this.links[j]!);
       } catch (e) {
         first ??= e;
       }

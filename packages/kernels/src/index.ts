@@ -9,8 +9,14 @@ export {
 } from './ggml';
 export {
   ACTIVATION_BLOCK,
+  attentionKvScratchBytes,
   attentionScratchBytes,
   type Kernels,
+  type KvAttention,
+  type KvFormat,
+  type KvLayout,
+  type KvPtrs,
+  type KvWrite,
   loadKernels,
   quantizedActivationBytes,
   type WeightDType,

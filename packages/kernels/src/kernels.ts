@@ -233,6 +233,203 @@ export interface Kernels {
     kvHead1: number,
     softcap?: number,
   ): void;
+  /**
+   * Causal GQA over KV-cache storage (see {@link KvAttention}): `q`, `out` f32 `[rows, nHeads·headDim]`; `k`, `v`
+   * `capacity` rows of `nKvHeads·headDim` values in `a.format`, position j in row `j` when `j < keep` or
+   * `j < capacity`, else `keep + (j − keep) mod (capacity − keep)`. Query row r (position p = startPos + r) sees
+   * positions `j <= p` with `p − j < window` (window 0 = all) or `j < keep`, keys in ascending position order;
+   * quantized and f16 rows are converted to f32 first (quantized: `fl(fl(scale·q) + bias)`), so the output is
+   * bitwise that of f32 storage holding those values. Only the query heads of kv heads `kvHead0 ..< kvHead1`
+   * (default all) are computed; every head's output is bitwise the same whatever the range.
+   */
+  attentionKv(
+    out: number,
+    q: number,
+    k: KvPtrs,
+    v: KvPtrs,
+    a: KvAttention,
+    kvHead0?: number,
+    kvHead1?: number,
+  ): void;
+  /**
+   * Writes `a.rows` f32 rows of `a.width` from `src` into KV storage `dst` (layout as in `attentionKv`), row r at
+   * the row of position `startPos + r`: f32 copied, f16 rounded to nearest even, quantized per group of the row
+   * (`scale = (max − min) / (2^bits − 1)` in f32, `bias = min`, codes `round_half_even((x − bias) / scale)` in f64,
+   * clamped; as `quantize` of `@mnemo/tensor`). Positions `>= keep` written may number at most `capacity − keep`.
+   */
+  writeKv(dst: KvPtrs, src: number, a: KvWrite): void;
+}
+
+/** Storage formats of KV rows: f32, f16, MLX affine 4-bit / 8-bit with f32 scales and biases. */
+export type KvFormat = 'f32' | 'f16' | 'q4' | 'q8';
+
+/** Where one side (keys or values) of KV storage lives: `data` rows (f32/f16, or packed u32 words), scales, biases. */
+export interface KvPtrs {
+  readonly data: number;
+  /** Quantized formats: f32 `[capacity, width / groupSize]`; ignored otherwise (pass 0). */
+  readonly scales: number;
+  readonly biases: number;
+}
+
+/** The layout of KV storage: rows, pinned rows, format and (quantized) group size. */
+export interface KvLayout {
+  readonly capacity: number;
+  /** Leading positions pinned in rows `0 .. keep − 1` (and always visible to attention). */
+  readonly keep: number;
+  readonly format: KvFormat;
+  /** Quantized formats: 32 or 64; ignored otherwise. */
+  readonly groupSize: number;
+}
+
+/** Shape and layout arguments of `attentionKv`. */
+export interface KvAttention extends KvLayout {
+  readonly rows: number;
+  readonly startPos: number;
+  readonly nHeads: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  readonly scale: number;
+  /** 0 = unlimited. */
+  readonly window: number;
+  /** > 0 replaces each scaled score s by `softcap · tanh(s / softcap)` before the softmax; 0 or absent = none. */
+  readonly softcap?: number;
+}
+
+/** Shape and layout arguments of `writeKv`. */
+export interface KvWrite extends KvLayout {
+  readonly rows: number;
+  readonly startPos: number;
+  /** Values per row. */
+  readonly width: number;
+}
+
+const KV_FORMAT_CODE: Readonly<Record<KvFormat, number>> = { f32: 0, f16: 1, q4: 4, q8: 8 };
+
+/** Argument names of one KV storage's parts in error messages (constants: no string is built per call). */
+export type KvNames = readonly [data: string, scales: string, biases: string];
+export const K_NAMES: KvNames = ['k', 'k scales', 'k biases'];
+export const V_NAMES: KvNames = ['v', 'v scales', 'v biases'];
+const DST_NAMES: KvNames = ['dst', 'dst scales', 'dst biases'];
+
+/** Validated sizes of KV storage: format code, bytes of its `data` and of its scales (= biases). Filled in place. */
+export interface KvBytes {
+  code: number;
+  dataBytes: number;
+  groupBytes: number;
+}
+
+/** Validated attentionKv sizes: those of the storage, of q/out and of the scratch the call needs. Filled in place. */
+export interface KvAttentionBytes extends KvBytes {
+  qBytes: number;
+  scratchBytes: number;
+}
+
+/** A fresh {@link KvAttentionBytes} to fill. */
+export function kvBytes(): KvAttentionBytes {
+  return { code: 0, dataBytes: 0, groupBytes: 0, qBytes: 0, scratchBytes: 0 };
+}
+
+/**
+ * Validates a KV layout for `capacity` rows of `width` values and fills `out` with its sizes; throws like the
+ * kernels. Allocates nothing unless it throws.
+ */
+export function kvLayoutBytes(fn: string, l: KvLayout, width: number, out: KvBytes): KvBytes {
+  if (typeof l !== 'object' || l === null) throw new TypeError(`${fn}: missing KV layout`);
+  const code =
+    typeof l.format === 'string' && Object.hasOwn(KV_FORMAT_CODE, l.format)
+      ? KV_FORMAT_CODE[l.format]
+      : undefined;
+  if (code === undefined)
+    throw new TypeError(`${fn}: format must be 'f32', 'f16', 'q4' or 'q8', got ${describe(l.format)}`);
+  checkInt(fn, 'capacity', l.capacity);
+  checkInt(fn, 'keep', l.keep, 0);
+  if (l.keep > l.capacity) throw new RangeError(`${fn}: keep (${l.keep}) exceeds capacity (${l.capacity})`);
+  // sizes by multiplications and shifts only: a division would store a heap number in `out`, and reading it back
+  // for a call would box a new one per call
+  out.code = code;
+  if (code < 4) {
+    out.dataBytes = l.capacity * width * (code === 0 ? 4 : 2);
+    out.groupBytes = 0;
+    return out;
+  }
+  if (l.groupSize !== 32 && l.groupSize !== 64)
+    throw new RangeError(`${fn}: groupSize must be 32 or 64, got ${describe(l.groupSize)}`);
+  if (width % l.groupSize !== 0)
+    throw new RangeError(`${fn}: row width (${width}) must be a multiple of groupSize (${l.groupSize})`);
+  out.dataBytes = l.capacity * ((width * code) >> 3);
+  out.groupBytes = l.capacity * (width >> (l.groupSize === 32 ? 5 : 6)) * 4;
+  return out;
+}
+
+/**
+ * Validates the arguments of `attentionKv` (`fn` names the kernel in errors), including that the storage still holds
+ * every position the queries see, and fills `out` with the byte sizes. Allocates nothing unless it throws.
+ */
+export function kvAttentionShape(
+  fn: string,
+  a: KvAttention,
+  kvHead0: number,
+  kvHead1: number,
+  out: KvAttentionBytes,
+): KvAttentionBytes {
+  if (typeof a !== 'object' || a === null) throw new TypeError(`${fn}: missing arguments`);
+  checkAttentionArgs(
+    fn,
+    a.rows,
+    a.startPos,
+    a.nHeads,
+    a.nKvHeads,
+    a.headDim,
+    a.scale,
+    a.window,
+    kvHead0,
+    kvHead1,
+  );
+  kvLayoutBytes(fn, a, a.nKvHeads * a.headDim, out);
+  if (out.code >= 4 && a.headDim % 8 !== 0)
+    throw new RangeError(`${fn}: quantized rows need headDim to be a multiple of 8, got ${a.headDim}`);
+  if (a.softcap !== undefined) checkSoftcap(fn, a.softcap, true);
+  const last = a.startPos + a.rows - 1;
+  const lo = Math.max(a.keep, a.window > 0 ? a.startPos - a.window + 1 : 0);
+  if (lo <= last && last - lo >= a.capacity - a.keep)
+    throw new RangeError(
+      `${fn}: ${a.capacity} rows (keep ${a.keep}) cannot hold positions ${lo}..${last}, which the queries see`,
+    );
+  out.qBytes = a.rows * a.nHeads * a.headDim * 4;
+  out.scratchBytes = kvScratchBytes(
+    a.rows,
+    a.startPos,
+    (kvHead1 - kvHead0) * (a.nHeads / a.nKvHeads),
+    a.headDim,
+    a.window,
+    a.keep,
+  );
+  return out;
+}
+
+/** Keys per tile of the value pass (`VT` in rust/src/attention.rs). */
+const VALUE_TILE = 16;
+
+/** Mirrors `scratch_bytes` in rust/src/attention.rs (in exact arithmetic: no u32 wrap-around). */
+function kvScratchBytes(
+  rows: number,
+  startPos: number,
+  heads: number,
+  headDim: number,
+  window: number,
+  keep: number,
+): number {
+  const last = startPos + rows;
+  const lmax = window > 0 ? Math.min(window + keep, last) : last;
+  const lines = Math.floor((lmax + 15) / 16);
+  const stride = 16 * (lines + 1 - (lines % 2));
+  const hdp = headDim + ((4 - (headDim % 4)) % 4);
+  return 4 * (4 + heads * (stride + hdp + 1) + hdp * (1 + VALUE_TILE)) + 16;
+}
+
+/** Scratch bytes `attentionKv` needs for the query heads of kv heads `kvHead0 ..< kvHead1` (default: all). */
+export function attentionKvScratchBytes(a: KvAttention, kvHead0 = 0, kvHead1: number = a.nKvHeads): number {
+  return kvAttentionShape('attentionKvScratchBytes', a, kvHead0, kvHead1, kvBytes()).scratchBytes;
 }
 
 /** The raw exports of `mnemo_kernels.wasm` (the shared build imports its memory instead of exporting it). */
@@ -390,6 +587,43 @@ export interface Exports {
     kv0: number,
     kv1: number,
   ): number;
+  mk_attention_kv(
+    out: number,
+    q: number,
+    kd: number,
+    ks: number,
+    kb: number,
+    vd: number,
+    vs: number,
+    vb: number,
+    rows: number,
+    start: number,
+    nh: number,
+    nkv: number,
+    hd: number,
+    window: number,
+    keep: number,
+    capacity: number,
+    fmt: number,
+    gs: number,
+    kv0: number,
+    kv1: number,
+    /** Its first two floats are the scale and the soft-cap (set by the caller). */
+    scratch: number,
+  ): void;
+  mk_kv_write(
+    dd: number,
+    ds: number,
+    db: number,
+    src: number,
+    rows: number,
+    start: number,
+    width: number,
+    keep: number,
+    cap: number,
+    fmt: number,
+    gs: number,
+  ): void;
 }
 
 const DTYPE_CODE: Readonly<Record<WeightDType, number>> = { f32: 0, f16: 1, bf16: 2 };
@@ -483,6 +717,29 @@ export function attentionShape(
   kvHead1: number = nKvHeads,
   out?: AttentionShape,
 ): AttentionShape {
+  checkAttentionArgs(fn, rows, startPos, nHeads, nKvHeads, headDim, scale, window, kvHead0, kvHead1);
+  const last = startPos + rows;
+  const heads = (kvHead1 - kvHead0) * (nHeads / nKvHeads);
+  const res = out ?? { qBytes: 0, kvBytes: 0, scratchBytes: 0 };
+  res.qBytes = rows * nHeads * headDim * 4;
+  res.kvBytes = last * nKvHeads * headDim * 4;
+  res.scratchBytes = kvScratchBytes(rows, startPos, heads, headDim, window, 0);
+  return res;
+}
+
+/** The shape checks of `attention` / `attentionHeads` / `attentionKv` (allocates nothing unless it throws). */
+function checkAttentionArgs(
+  fn: string,
+  rows: number,
+  startPos: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+  scale: number,
+  window: number,
+  kvHead0: number,
+  kvHead1: number,
+): void {
   checkInt(fn, 'rows', rows);
   checkInt(fn, 'startPos', startPos, 0);
   checkInt(fn, 'nHeads', nHeads);
@@ -502,17 +759,6 @@ export function attentionShape(
       `${fn}: kv head range [${kvHead0}, ${kvHead1}) must be non-empty and inside [0, ${nKvHeads})`,
     );
   }
-  // mirrors `scratch_bytes` in rust/src/attention.rs (computed here in exact arithmetic: no u32 wrap-around)
-  const last = startPos + rows;
-  const lmax = window > 0 ? Math.min(window, last) : last;
-  const lines = Math.ceil(lmax / 16);
-  const stride = 16 * (lines + 1 - (lines % 2));
-  const heads = (kvHead1 - kvHead0) * (nHeads / nKvHeads);
-  const res = out ?? { qBytes: 0, kvBytes: 0, scratchBytes: 0 };
-  res.qBytes = rows * nHeads * headDim * 4;
-  res.kvBytes = last * nKvHeads * headDim * 4;
-  res.scratchBytes = 4 * heads * (stride + Math.ceil(headDim / 4) * 4 + 1) + 16;
-  return res;
 }
 
 /**
@@ -581,6 +827,7 @@ export class WasmKernels implements Kernels {
   private buf: ArrayBuffer;
   private u8All: Uint8Array;
   private i32All: Int32Array;
+  private f32All: Float32Array;
   private scratchPtr = 0;
   private scratchBytes = 0;
 
@@ -591,6 +838,7 @@ export class WasmKernels implements Kernels {
     this.buf = this.memory.buffer;
     this.u8All = new Uint8Array(this.buf);
     this.i32All = new Int32Array(this.buf, 0, Math.floor(this.buf.byteLength / 4));
+    this.f32All = new Float32Array(this.buf, 0, Math.floor(this.buf.byteLength / 4));
   }
 
   // ---- memory -------------------------------------------------------------------------------------------------
@@ -1191,6 +1439,121 @@ export class WasmKernels implements Kernels {
     );
   }
 
+  attentionKv(
+    out: number,
+    q: number,
+    k: KvPtrs,
+    v: KvPtrs,
+    a: KvAttention,
+    kvHead0 = 0,
+    kvHead1: number = a?.nKvHeads,
+  ): void {
+    const kn = 'attentionKv';
+    const s = kvAttentionShape(kn, a, kvHead0, kvHead1, this.kvInfo);
+    this.range(kn, 'q', q, s.qBytes, 4);
+    this.range(kn, 'out', out, s.qBytes, 4);
+    this.kvRange(kn, K_NAMES, k, s);
+    this.kvRange(kn, V_NAMES, v, s);
+    this.disjoint(kn, 'out', out, s.qBytes, 'q', q, s.qBytes);
+    this.kvDisjoint(kn, 'out', out, s.qBytes, K_NAMES, k, s);
+    this.kvDisjoint(kn, 'out', out, s.qBytes, V_NAMES, v, s);
+    const scratch = this.scratch(s.scratchBytes);
+    const quant = s.code >= 4;
+    // the two float parameters go through the scratch: every argument of the call is then an integer, so calling it
+    // never boxes a number, even where V8 cannot inline the call (several kernels instances in one process)
+    this.refresh();
+    this.f32All[scratch >>> 2] = a.scale;
+    this.f32All[(scratch >>> 2) + 1] = a.softcap ?? 0;
+    this.x.mk_attention_kv(
+      out,
+      q,
+      k.data,
+      quant ? k.scales : 0,
+      quant ? k.biases : 0,
+      v.data,
+      quant ? v.scales : 0,
+      quant ? v.biases : 0,
+      a.rows,
+      a.startPos,
+      a.nHeads,
+      a.nKvHeads,
+      a.headDim,
+      a.window,
+      a.keep,
+      a.capacity,
+      s.code,
+      quant ? a.groupSize : 32,
+      kvHead0,
+      kvHead1,
+      scratch,
+    );
+  }
+
+  writeKv(dst: KvPtrs, src: number, a: KvWrite): void {
+    const kn = 'writeKv';
+    if (typeof a !== 'object' || a === null) throw new TypeError(`${kn}: missing arguments`);
+    const rows = this.int(kn, 'rows', a.rows, 0);
+    const start = this.int(kn, 'startPos', a.startPos, 0);
+    const width = this.int(kn, 'width', a.width);
+    const s = kvLayoutBytes(kn, a, width, this.kvInfo);
+    if (start + rows - Math.max(a.keep, start) > a.capacity - a.keep)
+      throw new RangeError(
+        `${kn}: ${rows} rows from position ${start} would land on each other in ${a.capacity} rows (keep ${a.keep})`,
+      );
+    const srcBytes = rows * width * 4;
+    this.kvRange(kn, DST_NAMES, dst, s);
+    if (rows === 0) {
+      this.ptr(kn, 'src', src);
+      return;
+    }
+    this.range(kn, 'src', src, srcBytes, 4);
+    this.kvDisjoint(kn, 'src', src, srcBytes, DST_NAMES, dst, s);
+    const quant = s.code >= 4;
+    this.x.mk_kv_write(
+      dst.data,
+      quant ? dst.scales : 0,
+      quant ? dst.biases : 0,
+      src,
+      rows,
+      start,
+      width,
+      a.keep,
+      a.capacity,
+      s.code,
+      quant ? a.groupSize : 32,
+    );
+  }
+
+  /** Sizes of the current attentionKv / writeKv call (filled in place: no allocation per call). */
+  private readonly kvInfo = kvBytes();
+
+  /** The parts of KV storage lie in live allocations (scales/biases only for quantized formats). */
+  private kvRange(kn: string, names: KvNames, p: KvPtrs, s: KvBytes): void {
+    if (typeof p !== 'object' || p === null)
+      throw new TypeError(`${kn}: ${names[0]} must be { data, scales, biases }`);
+    this.range(kn, names[0], p.data, s.dataBytes, s.code === 1 ? 2 : 4);
+    if (s.code >= 4) {
+      this.range(kn, names[1], p.scales, s.groupBytes, 4);
+      this.range(kn, names[2], p.biases, s.groupBytes, 4);
+    }
+  }
+
+  private kvDisjoint(
+    kn: string,
+    an: string,
+    a: number,
+    aBytes: number,
+    names: KvNames,
+    p: KvPtrs,
+    s: KvBytes,
+  ): void {
+    this.disjoint(kn, an, a, aBytes, names[0], p.data, s.dataBytes);
+    if (s.code >= 4) {
+      this.disjoint(kn, an, a, aBytes, names[1], p.scales, s.groupBytes);
+      this.disjoint(kn, an, a, aBytes, names[2], p.biases, s.groupBytes);
+    }
+  }
+
   // ---- validation ---------------------------------------------------------------------------------------------
 
   private refresh(): void {
@@ -1199,6 +1562,7 @@ export class WasmKernels implements Kernels {
       this.buf = b;
       this.u8All = new Uint8Array(b);
       this.i32All = new Int32Array(b, 0, Math.floor(b.byteLength / 4));
+      this.f32All = new Float32Array(b, 0, Math.floor(b.byteLength / 4));
     }
   }
 

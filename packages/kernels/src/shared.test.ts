@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attachKernels,
+  attentionKvScratchBytes,
   attentionScratchBytes,
   KERNELS_STACK_BYTES,
   type Kernels,
@@ -275,6 +276,50 @@ describe('attachKernels (same thread)', () => {
     const used = stackUse(shared, stack, stack + KERNELS_STACK_BYTES, fill);
     console.log(`shadow-stack use of an attached instance's attentionHeads: ${used} bytes`);
     expect(used).toBeLessThanOrEqual(MIN_KERNELS_STACK_BYTES / 4);
+  });
+
+  it('attentionKv: every head range bitwise like the calling instance, for each storage format and a wrapped ring', () => {
+    const nHeads = 8;
+    const nKvHeads = 4;
+    const headDim = 16;
+    const width = nKvHeads * headDim;
+    const capacity = 10;
+    for (const format of ['f32', 'f16', 'q4', 'q8'] as const) {
+      const layout = { capacity, keep: 2, format, groupSize: 32 };
+      const bytes = format === 'f32' ? 4 : format === 'f16' ? 2 : format === 'q4' ? 0.5 : 1;
+      const side = () => ({
+        data: shared.alloc(capacity * width * bytes),
+        scales: shared.alloc((capacity * width * 4) / 32),
+        biases: shared.alloc((capacity * width * 4) / 32),
+      });
+      const ks = side();
+      const vs = side();
+      const src = put(shared, Float32Array.from(randoms(30 * width, 61)));
+      for (const st of [ks, vs]) {
+        shared.writeKv(st, src, { ...layout, rows: 2, startPos: 0, width });
+        shared.writeKv(st, src + 2 * width * 4, { ...layout, rows: 8, startPos: 22, width });
+      }
+      const rows = 3;
+      const n = rows * nHeads * headDim;
+      const q = put(shared, Float32Array.from(randoms(n, 62)));
+      const a = { ...layout, rows, startPos: 27, nHeads, nKvHeads, headDim, scale: 0.25, window: 4 };
+      const full = shared.alloc(n * 4);
+      const out = shared.alloc(n * 4);
+      shared.attentionKv(full, q, ks, vs, a);
+      for (const [h0, h1] of [
+        [0, 1],
+        [1, 4],
+      ] as const) {
+        const need = attentionKvScratchBytes(a, h0, h1);
+        const scratch = shared.alloc(need);
+        view.attentionKv(out, q, ks, vs, a, h0, h1, scratch, need);
+        expect(() => view.attentionKv(out, q, ks, vs, a, h0, h1, scratch, need - 4)).toThrow(/less than/);
+        shared.free(scratch);
+      }
+      expectBitwise(shared.f32(out, n), shared.f32(full, n).slice(), `${format}: view head ranges`);
+      for (const p of [ks.data, ks.scales, ks.biases, vs.data, vs.scales, vs.biases, src, q, full, out])
+        shared.free(p);
+    }
   });
 
   it('rejects bad stacks with a clear RangeError', async () => {

@@ -12,7 +12,15 @@ import {
   decodeBase64,
   describe,
   type Exports,
+  K_NAMES,
   type Kernels,
+  type KvAttention,
+  type KvBytes,
+  type KvNames,
+  type KvPtrs,
+  kvAttentionShape,
+  kvBytes,
+  V_NAMES,
   WasmKernels,
 } from './kernels';
 
@@ -98,6 +106,22 @@ export interface KernelsView {
     scratch: number,
     scratchBytes: number,
     softcap?: number,
+  ): void;
+  /**
+   * `Kernels.attentionKv` (same arguments, same validation, bitwise the same output) for kv heads `kvHead0 ..<
+   * kvHead1`, with a caller-owned scratch region: `scratch` 16-byte aligned, `scratchBytes >=
+   * attentionKvScratchBytes(a, kvHead0, kvHead1)`, disjoint from every other argument.
+   */
+  attentionKv(
+    out: number,
+    q: number,
+    k: KvPtrs,
+    v: KvPtrs,
+    a: KvAttention,
+    kvHead0: number,
+    kvHead1: number,
+    scratch: number,
+    scratchBytes: number,
   ): void;
 }
 
@@ -217,6 +241,104 @@ class View implements KernelsView {
       scratch,
       softcap,
     );
+  }
+
+  /** Sizes of the current attentionKv call (filled in place: no allocation per call). */
+  private readonly kvInfo = kvBytes();
+  /** A float view of the memory (rebuilt when it grows), to write a call's float parameters. */
+  private buf: ArrayBufferLike | null = null;
+  private f32All = new Float32Array(0);
+
+  attentionKv(
+    out: number,
+    q: number,
+    k: KvPtrs,
+    v: KvPtrs,
+    a: KvAttention,
+    kvHead0: number,
+    kvHead1: number,
+    scratch: number,
+    scratchBytes: number,
+  ): void {
+    const kn = 'attentionKv';
+    const s = kvAttentionShape(kn, a, kvHead0, kvHead1, this.kvInfo);
+    checkInt(kn, 'scratchBytes', scratchBytes);
+    if (scratchBytes < s.scratchBytes) {
+      throw new RangeError(
+        `${kn}: scratchBytes (${scratchBytes}) is less than the ${s.scratchBytes} bytes needed`,
+      );
+    }
+    this.range(kn, 'q', q, s.qBytes, 4);
+    this.range(kn, 'out', out, s.qBytes, 4);
+    this.range(kn, 'scratch', scratch, scratchBytes, STACK_ALIGN);
+    this.kvRange(kn, K_NAMES, k, s);
+    this.kvRange(kn, V_NAMES, v, s);
+    checkDisjoint(kn, 'out', out, s.qBytes, 'q', q, s.qBytes);
+    checkDisjoint(kn, 'scratch', scratch, scratchBytes, 'out', out, s.qBytes);
+    checkDisjoint(kn, 'scratch', scratch, scratchBytes, 'q', q, s.qBytes);
+    this.kvDisjoint(kn, 'out', out, s.qBytes, K_NAMES, k, s);
+    this.kvDisjoint(kn, 'out', out, s.qBytes, V_NAMES, v, s);
+    this.kvDisjoint(kn, 'scratch', scratch, scratchBytes, K_NAMES, k, s);
+    this.kvDisjoint(kn, 'scratch', scratch, scratchBytes, V_NAMES, v, s);
+    const quant = s.code >= 4;
+    // the float parameters go through the scratch (see `Kernels.attentionKv`)
+    const b = this.memory.buffer;
+    if (b !== this.buf) {
+      this.buf = b;
+      this.f32All = new Float32Array(b, 0, Math.floor(b.byteLength / 4));
+    }
+    this.f32All[scratch >>> 2] = a.scale;
+    this.f32All[(scratch >>> 2) + 1] = a.softcap ?? 0;
+    this.x.__stack_pointer.value = this.stackTop; // also undoes a call that trapped halfway
+    this.x.mk_attention_kv(
+      out,
+      q,
+      k.data,
+      quant ? k.scales : 0,
+      quant ? k.biases : 0,
+      v.data,
+      quant ? v.scales : 0,
+      quant ? v.biases : 0,
+      a.rows,
+      a.startPos,
+      a.nHeads,
+      a.nKvHeads,
+      a.headDim,
+      a.window,
+      a.keep,
+      a.capacity,
+      s.code,
+      quant ? a.groupSize : 32,
+      kvHead0,
+      kvHead1,
+      scratch,
+    );
+  }
+
+  private kvRange(kn: string, names: KvNames, p: KvPtrs, s: KvBytes): void {
+    if (typeof p !== 'object' || p === null)
+      throw new TypeError(`${kn}: ${names[0]} must be { data, scales, biases }`);
+    this.range(kn, names[0], p.data, s.dataBytes, s.code === 1 ? 2 : 4);
+    if (s.code >= 4) {
+      this.range(kn, names[1], p.scales, s.groupBytes, 4);
+      this.range(kn, names[2], p.biases, s.groupBytes, 4);
+    }
+  }
+
+  private kvDisjoint(
+    kn: string,
+    an: string,
+    a: number,
+    aBytes: number,
+    names: KvNames,
+    p: KvPtrs,
+    s: KvBytes,
+  ): void {
+    checkDisjoint(kn, an, a, aBytes, names[0], p.data, s.dataBytes);
+    if (s.code >= 4) {
+      checkDisjoint(kn, an, a, aBytes, names[1], p.scales, s.groupBytes);
+      checkDisjoint(kn, an, a, aBytes, names[2], p.biases, s.groupBytes);
+    }
   }
 
   /** `[ptr, ptr + bytes)` lies in the heap: above `__heap_base` (instance 0's stack and data) and inside memory. */

@@ -7,8 +7,11 @@ import type { QuantizedTensor, Tensor, Weight } from './tensor';
  * backend whose major version differs. Additive changes (new optional ops) keep the version; anything else bumps it.
  *
  * - 1: the first interface.
- * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma), and GGML block
- *   weights (`uploadGgml`, {@link GgmlTensor}), which `matmul`, `embedding` and `free` take like any other weight.
+ * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma); GGML block
+ *   weights (`uploadGgml`, {@link GgmlTensor}), which `matmul`, `embedding` and `free` take like any other weight;
+ *   `attention` reads KV-cache storage as it is stored ({@link KvRows}: f32, f16 or MLX-affine 4/8-bit rows) and as a
+ *   ring ({@link AttentionOptions.keep}, rows mapped to positions by {@link kvRow}), and the new op `writeKv` writes
+ *   (converts, quantizes) new key/value rows into such storage.
  */
 export const BACKEND_API_VERSION = 2 as const;
 
@@ -18,6 +21,35 @@ export const BACKEND_API_VERSION = 2 as const;
  * `rope_traditional`). For a pair (a, b): a' = a·cos − b·sin, b' = a·sin + b·cos.
  */
 export type RopeLayout = 'half' | 'pair';
+
+/**
+ * One side (keys or values) of a KV cache as attention reads it and `writeKv` writes it: `C` rows ("capacity") of
+ * `width = nKvHeads * headDim` values, in one of three storage formats.
+ *
+ * - `Tensor` f32 `[C, width]`: the value is the stored float.
+ * - `Tensor` f16 `[C, width]`: the value is the half converted exactly to f32 (subnormals, ±inf and NaN included).
+ * - `QuantizedTensor` `[C, width]` with spec `{ bits: 4 | 8, groupSize: 32 | 64, scaleDtype: 'f32' }`: MLX affine
+ *   quantization along each row (see {@link QuantSpec}: `packed` u32 `[C, width * bits / 32]`, element k of a row at
+ *   bit `bits * k` of the row's little-endian bit stream; `scales`, `biases` f32 `[C, width / groupSize]`); groups
+ *   run along the whole row and may span kv heads. `headDim` must be a multiple of 8. The value of element k with code
+ *   q in group g is `fl(fl(scales[g] · q) + biases[g])`: an f32 product, rounded, then an f32 sum, rounded (no fused
+ *   multiply-add). Every backend computes exactly these values.
+ *
+ * Keys and values of one attention call have the same format (and spec) and the same `C`. A storage holds the rows of
+ * positions through the ring mapping {@link kvRow}; rows that hold no position a query may see are garbage (anything,
+ * NaN included) and never read.
+ */
+export type KvRows = Tensor | QuantizedTensor;
+
+/**
+ * Row of KV storage that holds absolute position `j`, for storage of `capacity` rows whose first `keep` rows are
+ * pinned: `j` itself when `j < keep` or `j < capacity` (an unwrapped cache is simply "row j = position j"), else
+ * `keep + (j - keep) mod (capacity - keep)`. A row therefore holds the latest position written to it: after positions
+ * up to `last` were written, position `j >= keep` is still held when `last - j < capacity - keep`.
+ */
+export function kvRow(j: number, capacity: number, keep = 0): number {
+  return j < keep ? j : keep + ((j - keep) % (capacity - keep));
+}
 
 export interface AttentionOptions {
   /** Absolute position of query row 0; query row r is at position `startPos + r`. */
@@ -37,6 +69,20 @@ export interface AttentionOptions {
    * is at most 1).
    */
   readonly softcap?: number;
+  /**
+   * Leading positions pinned in the storage and always visible (attention sinks, mlx-lm's `keep`): a query at p also
+   * sees every `j < keep` (j <= p) beyond its window, and these positions sit in rows `0 .. keep - 1` of the ring
+   * ({@link kvRow}). 0 or absent = none. At most the storage's row count.
+   */
+  readonly keep?: number;
+}
+
+/** Options of `writeKv`. */
+export interface WriteKvOptions {
+  /** Absolute position of source row 0; source row r is written at the row of position `startPos + r`. */
+  readonly startPos: number;
+  /** The storage's pinned leading rows (as {@link AttentionOptions.keep}); 0 or absent = none. */
+  readonly keep?: number;
 }
 
 export interface RopeOptions {
@@ -169,12 +215,45 @@ export interface Backend {
   /** Index of the largest element of row `row` (default 0) of f32 `[rows, n]`; the first on ties. */
   argmax(x: Tensor, row?: number): number;
   /**
-   * Causal grouped-query attention. `q`, `out` f32 `[rows, nHeads * headDim]`; `k`, `v` f32 `[capacity, nKvHeads * headDim]`,
-   * row j holding the key/value of absolute position j. Query row r (position p = startPos + r) attends to keys
-   * `max(0, p - window + 1) ..= p` and reads no other cache row. Query head h uses kv head `h / (nHeads / nKvHeads)`.
-   * Scores are `scale · (q·k)`, soft-capped when `opts.softcap` is set, then softmax-normalised over those keys.
+   * Causal grouped-query attention over KV storage ({@link KvRows}). `q`, `out` f32 `[rows, nHeads * headDim]`; `k`,
+   * `v` `[C, nKvHeads * headDim]` in one storage format, position j at row `kvRow(j, C, keep)`. Query head h uses kv
+   * head `h / (nHeads / nKvHeads)`.
+   *
+   * Query row r sits at position `p = startPos + r` and sees the positions
+   * `V(p) = { j : 0 <= j <= p and (window = 0 or p - j < window or j < keep) }`, in ascending order, with key and value
+   * `K_j`, `V_j` = the f32 values of row `kvRow(j, C, keep)` ({@link KvRows} defines them per format). Per head:
+   * `s_j = (q · K_j) · scale`, soft-capped to `softcap · tanh(s_j / softcap)` when `opts.softcap` is set,
+   * `w_j = exp(s_j - max s)`, `out = Σ w_j V_j / Σ w_j` (j over V(p)).
+   *
+   * - No other row is read: a row holding no position of any V(p) may hold anything (NaN, inf, another position).
+   * - The storage must still hold every position seen: with `last = startPos + rows - 1` and
+   *   `lo = max(keep, window > 0 ? startPos - window + 1 : 0)`, `keep <= C` and, when `lo <= last`,
+   *   `last - lo < C - keep` (else RangeError). The caller writes positions `0 .. last` (those seen) before the call.
+   * - Reduction order per query row is a fixed function of V(p), i.e. of absolute positions only: keys in ascending
+   *   position order whatever rows they sit in, never the row count of the call, chunking, the ring's rotation, `C`,
+   *   or other rows' contents. So a position's output is bitwise the same computed in a prefill, chunked, one row at a
+   *   time, after the ring wrapped, or with other garbage in unseen rows.
+   * - Storage-transparent: the output is bitwise what the same backend gives for f32 storage holding the values
+   *   `K_j`, `V_j` (a format only changes how values are stored, never the arithmetic on them).
+   * - `out` may not overlap `q` or any part of `k`/`v`.
    */
-  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void;
+  attention(out: Tensor, q: Tensor, k: KvRows, v: KvRows, opts: AttentionOptions): void;
+  /**
+   * Writes f32 rows into KV storage: source row r (`src` f32 `[rows, width]`) goes to row `kvRow(startPos + r, C,
+   * keep)` of `dst` ({@link KvRows}, `[C, width]`), converted to its format; other rows are untouched.
+   *
+   * - f32: copied bitwise. f16: rounded to nearest even (overflow to ±inf; NaN stays NaN, as `f32ToF16`).
+   * - Quantized (4/8 bits, groups 32/64, f32 scales): per group of the row, with the f32 values x_i: `min`, `max`
+   *   (first-to-last scan, comparisons `x < min` / `x > max`, so NaNs are skipped), `scale = fl32(fl32(max - min) /
+   *   (2^bits - 1))`, `bias = min`, and each code `q = scale == 0 ? 0 : clamp(roundHalfEven((x - bias) / scale), 0,
+   *   2^bits - 1)` with the subtraction and division done in float64 (as `quantize` of `@mnemo/tensor` with f32
+   *   scales); a NaN code is 0. The stored bytes are therefore bitwise identical on every backend.
+   * - Each row is converted on its own (a row's bytes never depend on the other rows of the call). The rows written
+   *   may not land on each other: `keep <= C`, and at most `C - keep` of the positions written may be `>= keep`
+   *   (RangeError otherwise).
+   * - `src` may not overlap any part of `dst`.
+   */
+  writeKv(dst: KvRows, src: Tensor, opts: WriteKvOptions): void;
 }
 
 /** Options {@link createBackend} passes on to a backend factory; a backend ignores what does not apply to it. */

@@ -4,8 +4,11 @@ export {
   type Backend,
   type BackendFactory,
   type BackendOptions,
+  type KvRows,
+  kvRow,
   type RopeLayout,
   type RopeOptions,
+  type WriteKvOptions,
 } from './backend';
 export {
   bf16BitsToNumber,

@@ -2,7 +2,7 @@
  * Argument checks of every Backend op, shared by the reference and WASM backends (and usable by native ones). Each
  * throws a TypeError or RangeError naming the op and the problem; none allocates unless it throws.
  */
-import type { AttentionOptions, RopeOptions } from './backend';
+import type { AttentionOptions, KvRows, RopeOptions, WriteKvOptions } from './backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from './dtype';
 import { GGML_BLOCK_TYPES, type GgmlBlockType, GgmlTensor, isGgmlBlockType } from './ggml';
 import {
@@ -364,20 +364,80 @@ export function checkArgmax(o: O, x: Tensor, row: number): void {
   checkInt(op, 'row', row, 0, x.shape[0]! - 1);
 }
 
+/** Storage formats of KV rows (see `KvRows`): the kernels' codes. */
+export const KV_F32 = 0;
+export const KV_F16 = 1;
+export const KV_Q4 = 4;
+export const KV_Q8 = 8;
+
+/**
+ * Checks KV storage `t` (`[C, width]` f32 / f16 / quantized 4|8-bit g32|64 with f32 scales) and returns its format code
+ * ({@link KV_F32}, {@link KV_F16}, {@link KV_Q4}, {@link KV_Q8}). Allocates nothing unless it throws.
+ */
+export function checkKvRows(
+  o: O,
+  op: string,
+  name: string,
+  t: KvRows,
+  cols: number,
+  headDim?: number,
+): number {
+  if (t instanceof QuantizedTensor) {
+    o.quantized(op, name, t);
+    const { bits, groupSize, scaleDtype } = t.spec;
+    if ((bits !== 4 && bits !== 8) || (groupSize !== 32 && groupSize !== 64) || scaleDtype !== 'f32')
+      throw new RangeError(
+        `${op}: ${name} ${t} is not a KV storage format (quantized rows are 4 or 8 bits, groups of 32 or 64, f32 scales)`,
+      );
+    if (t.shape[1] !== cols)
+      throw new RangeError(`${op}: ${name} ${t} must have nKvHeads * headDim = ${cols} columns`);
+    if (headDim !== undefined && headDim % 8 !== 0)
+      throw new RangeError(`${op}: quantized ${name} needs headDim to be a multiple of 8, got ${headDim}`);
+    return bits === 4 ? KV_Q4 : KV_Q8;
+  }
+  o.storage(op, name, t);
+  if (t.dtype !== 'f32' && t.dtype !== 'f16')
+    throw new TypeError(`${op}: ${name} must be f32, f16 or quantized KV rows, got ${t}`);
+  if (t.shape.length < 2) throw new RangeError(`${op}: ${name} must be a matrix [rows, n], got ${t}`);
+  if (width(t) !== cols)
+    throw new RangeError(`${op}: ${name} ${t} must have nKvHeads * headDim = ${cols} columns`);
+  return t.dtype === 'f32' ? KV_F32 : KV_F16;
+}
+
+/** Rows of KV storage. */
+export function kvCapacity(t: KvRows): number {
+  return t.shape[0]!;
+}
+
+/** Throws if `out` shares memory with any part of KV storage `t`. */
+export function checkNoOverlapKv(op: string, outName: string, out: Tensor, name: string, t: KvRows): void {
+  if (t instanceof QuantizedTensor) {
+    if (overlaps(out, t.packed) || overlaps(out, t.scales) || overlaps(out, t.biases))
+      throw new RangeError(`${op}: ${outName} must not overlap ${name}`);
+  } else checkNoOverlap(op, outName, out, name, t);
+}
+
+function sameKvFormat(a: KvRows, b: KvRows): boolean {
+  if (a instanceof QuantizedTensor)
+    return (
+      b instanceof QuantizedTensor && a.spec.bits === b.spec.bits && a.spec.groupSize === b.spec.groupSize
+    );
+  return !(b instanceof QuantizedTensor) && a.dtype === b.dtype;
+}
+
+/** Checks the arguments of `attention`; returns the storage format code (see {@link checkKvRows}). */
 export function checkAttention(
   o: O,
   out: Tensor,
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: KvRows,
+  v: KvRows,
   opts: AttentionOptions,
-): void {
+): number {
   const op = 'attention';
   o.checkLive(op);
   o.matrix(op, 'out', out, 'f32');
   o.matrix(op, 'q', q, 'f32');
-  o.matrix(op, 'k', k, 'f32');
-  o.matrix(op, 'v', v, 'f32');
   if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: missing options`);
   checkInt(op, 'nHeads', opts.nHeads, 1, MAX);
   checkInt(op, 'nKvHeads', opts.nKvHeads, 1, opts.nHeads);
@@ -388,21 +448,49 @@ export function checkAttention(
     throw new RangeError(`${op}: scale must be a finite number, got ${opts.scale}`);
   if (opts.window !== undefined) checkInt(op, 'window', opts.window, 0, MAX);
   if (opts.softcap !== undefined) checkSoftcapValue(op, opts.softcap, true);
+  const kvWidth = opts.nKvHeads * opts.headDim;
+  const format = checkKvRows(o, op, 'k', k, kvWidth, opts.headDim);
+  checkKvRows(o, op, 'v', v, kvWidth, opts.headDim);
+  if (!sameKvFormat(k, v)) throw new TypeError(`${op}: k ${k} and v ${v} must have the same storage format`);
   checkSameShape(op, 'out', out, 'q', q);
-  checkSameShape(op, 'k', k, 'v', v);
   if (width(q) !== opts.nHeads * opts.headDim)
     throw new RangeError(`${op}: q ${q} must have nHeads * headDim = ${opts.nHeads * opts.headDim} columns`);
-  if (width(k) !== opts.nKvHeads * opts.headDim)
-    throw new RangeError(
-      `${op}: k ${k} must have nKvHeads * headDim = ${opts.nKvHeads * opts.headDim} columns`,
-    );
-  const capacity = k.shape[0]!;
+  const capacity = kvCapacity(k);
+  if (kvCapacity(v) !== capacity) throw new RangeError(`${op}: k ${k} and v ${v} differ in rows`);
   checkInt(op, 'startPos', opts.startPos, 0, MAX);
-  if (opts.startPos + q.shape[0]! > capacity)
+  const keep = opts.keep ?? 0;
+  checkInt(op, 'keep', keep, 0, capacity);
+  const window = opts.window ?? 0;
+  const last = opts.startPos + q.shape[0]! - 1;
+  const lo = Math.max(keep, window > 0 ? opts.startPos - window + 1 : 0);
+  if (lo <= last && last - lo >= capacity - keep)
     throw new RangeError(
-      `${op}: positions ${opts.startPos}..${opts.startPos + q.shape[0]! - 1} exceed the cache capacity ${capacity}`,
+      `${op}: the cache's ${capacity} rows (keep ${keep}) cannot hold positions ${lo}..${last}, which queries at ${opts.startPos}..${last} see`,
     );
   checkNoOverlap(op, 'out', out, 'q', q);
-  checkNoOverlap(op, 'out', out, 'k', k);
-  checkNoOverlap(op, 'out', out, 'v', v);
+  checkNoOverlapKv(op, 'out', out, 'k', k);
+  checkNoOverlapKv(op, 'out', out, 'v', v);
+  return format;
+}
+
+/** Checks the arguments of `writeKv`; returns the storage format code (see {@link checkKvRows}). */
+export function checkWriteKv(o: O, dst: KvRows, src: Tensor, opts: WriteKvOptions): number {
+  const op = 'writeKv';
+  o.checkLive(op);
+  o.matrix(op, 'src', src, 'f32');
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: missing options`);
+  const w = width(src);
+  const format = checkKvRows(o, op, 'dst', dst, w);
+  const capacity = kvCapacity(dst);
+  checkInt(op, 'startPos', opts.startPos, 0, MAX);
+  const keep = opts.keep ?? 0;
+  checkInt(op, 'keep', keep, 0, capacity);
+  const rows = src.shape[0]!;
+  const ringed = opts.startPos + rows - Math.max(keep, opts.startPos);
+  if (rows > 0 && ringed > capacity - keep)
+    throw new RangeError(
+      `${op}: ${rows} rows from position ${opts.startPos} would land on each other in ${capacity} rows (keep ${keep})`,
+    );
+  checkNoOverlapKv(op, 'src', src, 'dst', dst);
+  return format;
 }

@@ -19,10 +19,10 @@ interface Config {
 }
 
 /**
- * Per-element tolerance of attention output, from a float64 evaluation: the score error (f32 dot products) moves the
+ * Per-element tolerance of attention output (rows of q from `startPos`; k, v with position j at row j), from a float64 evaluation: the score error (f32 dot products) moves the
  * softmax weights, plus exp and the two normalising/accumulating sums, all relative to Σ p_j |v_j|.
  */
-function attentionTolerance(
+export function attentionTolerance(
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
@@ -32,17 +32,21 @@ function attentionTolerance(
   const { nHeads, nKvHeads, headDim, startPos, scale } = o;
   const window = o.window ?? 0;
   const cap = o.softcap ?? 0;
+  const keep = o.keep ?? 0;
   const tol = new Float64Array(rows * nHeads * headDim);
   const group = nHeads / nKvHeads;
   for (let r = 0; r < rows; r++) {
     const p = startPos + r;
     const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
-    const n = p - lo + 1;
+    const seen: number[] = [];
+    for (let j = 0; j < Math.min(keep, lo); j++) seen.push(j);
+    for (let j = lo; j <= p; j++) seen.push(j);
+    const n = seen.length;
     for (let h = 0; h < nHeads; h++) {
       const kvh = Math.floor(h / group);
       const s: number[] = [];
       let scoreErr = 0;
-      for (let j = lo; j <= p; j++) {
+      for (const j of seen) {
         let dot = 0;
         let mag = 0;
         for (let d = 0; d < headDim; d++) {
@@ -68,8 +72,9 @@ function attentionTolerance(
       const rel = 4 * scoreErr + 2 * EXP_REL + 2 * (n + headDim + 4) * U + 2 * U * range;
       for (let d = 0; d < headDim; d++) {
         let mag = 0;
-        for (let j = lo; j <= p; j++)
-          mag += (e[j - lo]! / sum) * Math.abs(v[(j * nKvHeads + kvh) * headDim + d]!);
+        seen.forEach((j, i) => {
+          mag += (e[i]! / sum) * Math.abs(v[(j * nKvHeads + kvh) * headDim + d]!);
+        });
         tol[(r * nHeads + h) * headDim + d] = 2 * rel * mag + TINY;
       }
     }

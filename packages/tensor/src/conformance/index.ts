@@ -11,6 +11,7 @@ import { attentionCases } from './attention';
 import { ConformanceError } from './compare';
 import { ggmlCases } from './ggml';
 import { invarianceCases } from './invariance';
+import { kvCases } from './kv';
 import { memoryCases } from './memory';
 import { opsCases } from './ops';
 import { quantizedCases } from './quantized';
@@ -18,7 +19,7 @@ import type { ConformanceCase, ConformanceGroup } from './types';
 import { validationCases } from './validation';
 
 export { ConformanceError } from './compare';
-export { checkSteadyStateMemory } from './memory';
+export { checkSteadyStateKvMemory, checkSteadyStateMemory } from './memory';
 export { measureSteadyState, type SteadyStateOptions, type SteadyStateReport } from './steady-state';
 export {
   checkThreadInvariance,
@@ -44,7 +45,7 @@ function withLeakCheck(c: ConformanceCase): ConformanceCase {
   };
 }
 
-/** All conformance cases, in a stable order: memory, validation, ops, quantized and GGML ops, attention, invariance. */
+/** All conformance cases, in a stable order: memory, validation, ops, quantized and GGML ops, attention, KV storage, invariance. */
 export function conformanceCases(): ConformanceCase[] {
   return [
     ...memoryCases(),
@@ -53,6 +54,7 @@ export function conformanceCases(): ConformanceCase[] {
     ...quantizedCases(),
     ...ggmlCases(),
     ...attentionCases(),
+    ...kvCases(),
     ...invarianceCases(),
   ].map(withLeakCheck);
 }

@@ -1,8 +1,8 @@
 /** Memory conformance: round trips, views, and the steady-state allocation check of a decode-like loop. */
-import type { AttentionOptions, Backend, RopeOptions } from '../backend';
+import type { AttentionOptions, Backend, KvRows, RopeOptions, WriteKvOptions } from '../backend';
 import { ropeTable } from '../convert';
 import { DTYPE_BYTES, DTYPES } from '../dtype';
-import type { Tensor } from '../tensor';
+import { QuantizedTensor, type Tensor, type Weight } from '../tensor';
 import { ConformanceError, expectBitwise, expectBytes, expectEqual, scoped } from './compare';
 import { invFreq } from './ops';
 import { floats, Rng } from './random';
@@ -201,6 +201,82 @@ export function describeLeak(r: SteadyStateReport): string {
     `decode steps (budget ${r.budget} bytes per ${n} steps): a median ${r.growth} bytes more over ${2 * n} steps ` +
     `than over ${n}; over ${n} steps it grew by ${r.windowGrowth} bytes in all${kept}; an op allocates per call`
   );
+}
+
+/**
+ * The steady-state check of KV-cache storage (Backend API v2): a decode-like step writes one key and one value row
+ * (`writeKv`) into ring storage of every format (f32, f16, 4-bit and 8-bit, 10 rows with 2 pinned, wrapped after a few
+ * steps) and runs attention over each (window 8, the pinned positions visible); throws a {@link ConformanceError}
+ * when the JS heap grows with the number of steps, measured as {@link checkSteadyStateMemory} does (see
+ * {@link measureSteadyState}). Returns the measured growth per `iterations` steps.
+ */
+export function checkSteadyStateKvMemory(backend: Backend, opts: SteadyStateOptions): number {
+  const b = backend;
+  const rng = new Rng(2600);
+  const nHeads = 4;
+  const nKvHeads = 2;
+  const headDim = 16;
+  const kvWidth = nKvHeads * headDim;
+  const ringRows = 10;
+  const made: Weight[] = [];
+  try {
+    const q = b.upload('f32', [1, nHeads * headDim], floats(rng, nHeads * headDim));
+    made.push(q);
+    const out = b.alloc('f32', [1, nHeads * headDim]);
+    made.push(out);
+    const row = b.upload('f32', [1, kvWidth], floats(rng, kvWidth));
+    made.push(row);
+    const rings: KvRows[] = [];
+    for (const spec of ['f32', 'f16', { bits: 4, groupSize: 32 }, { bits: 8, groupSize: 32 }] as const)
+      for (let side = 0; side < 2; side++) {
+        let t: KvRows;
+        if (spec === 'f32' || spec === 'f16') t = b.alloc(spec, [ringRows, kvWidth]);
+        else
+          t = new QuantizedTensor(
+            { ...spec, scaleDtype: 'f32' },
+            [ringRows, kvWidth],
+            b.alloc('u32', [ringRows, (kvWidth * spec.bits) / 32]),
+            b.alloc('f32', [ringRows, kvWidth / 32]),
+            b.alloc('f32', [ringRows, kvWidth / 32]),
+          );
+        rings.push(t);
+        made.push(t);
+      }
+    const writeOpts: { -readonly [K in keyof WriteKvOptions]: WriteKvOptions[K] } = { startPos: 0, keep: 2 };
+    const attOpts: { -readonly [K in keyof AttentionOptions]: AttentionOptions[K] } = {
+      startPos: 0,
+      nHeads,
+      nKvHeads,
+      headDim,
+      scale: null as unknown as number, // a boxed field, as in checkSteadyStateMemory
+      window: 8,
+      keep: 2,
+    };
+    attOpts.scale = 1 / Math.sqrt(headDim);
+    let checksum = 0;
+    const result = new Float32Array(nHeads * headDim);
+    const step = (i: number) => {
+      writeOpts.startPos = i;
+      attOpts.startPos = i;
+      for (let r = 0; r < rings.length; r += 2) {
+        b.writeKv(rings[r]!, row, writeOpts);
+        b.writeKv(rings[r + 1]!, row, writeOpts);
+        b.attention(out, q, rings[r]!, rings[r + 1]!, attOpts);
+      }
+      b.read(out, result);
+      checksum += result[0]!;
+    };
+    const r = measureSteadyState(step, opts);
+    if (!Number.isFinite(checksum))
+      throw new ConformanceError('steady-state KV memory: attention gave non-finite output');
+    if (r.leaks)
+      throw new ConformanceError(
+        `${describeLeak(r)} (writeKv and attention over ring storage of every format)`,
+      );
+    return r.growth;
+  } finally {
+    for (const t of made) b.free(t);
+  }
 }
 
 export function memoryCases(): ConformanceCase[] {

@@ -3,7 +3,7 @@
  * features, placing weight rows on other threads or instances) must give exactly the results of its single-threaded
  * self. {@link checkThreadInvariance} takes a factory of backends by thread count and compares every thread count with
  * the first: matmul for each dense dtype and several quantized formats (one row and many, odd output sizes, with and
- * without bias), attention (split by kv heads), embedding (dense and quantized tables, ids from every part of the table), a weight uploaded and then
+ * without bias), attention (split by kv heads; f32 caches and every KV storage format as a wrapped ring), embedding (dense and quantized tables, ids from every part of the table), a weight uploaded and then
  * used as an activation, and a short decoder-like forward pass (prefill then decode, tied embedding as the head).
  */
 import type { AttentionOptions, Backend, RopeOptions } from '../backend';
@@ -13,6 +13,7 @@ import type { GgmlBlockType } from '../ggml';
 import type { Tensor, Weight } from '../tensor';
 import { ConformanceError, expectBitwise, type Scope, scoped } from './compare';
 import { randomGgml } from './ggml';
+import { allocKv, KV_KINDS } from './kv';
 import { invFreq } from './ops';
 import { randomQuantized } from './quantized';
 import { encode, floats, ids, Rng, wideFloats } from './random';
@@ -312,6 +313,34 @@ function attentions(s: Scope, out: Results): void {
     b.attention(o, q, k, v, opts);
     out.set(
       `attention h${nHeads}/${nKvHeads} d${headDim} rows ${rows} at ${startPos} window ${window} softcap ${softcap}`,
+      b.read(o),
+    );
+  }
+  // every KV storage format, as a wrapped ring with pinned rows (large enough to be split across the threads)
+  const nHeads = 8;
+  const nKvHeads = 4;
+  const headDim = 64;
+  const width = nKvHeads * headDim;
+  const rows = 24;
+  const window = 200;
+  const keep = 4;
+  const capacity = keep + window + rows - 1;
+  const startPos = 900;
+  const q = activation(s, [rows, nHeads * headDim], floats(rng, rows * nHeads * headDim, 1));
+  const src = activation(s, [capacity, width], floats(rng, capacity * width, 1));
+  for (const kind of KV_KINDS) {
+    const k = allocKv(s, kind, capacity, width);
+    const v = allocKv(s, kind, capacity, width);
+    for (const t of [k, v]) {
+      b.writeKv(t, b.view(src, [keep, width]), { startPos: 0, keep });
+      const n = capacity - keep;
+      b.writeKv(t, b.view(src, [n, width], keep * width), { startPos: startPos + rows - n, keep });
+    }
+    const o = activation(s, [rows, nHeads * headDim], new Float32Array(rows * nHeads * headDim));
+    const opts: AttentionOptions = { startPos, nHeads, nKvHeads, headDim, scale: 0.125, window, keep };
+    b.attention(o, q, k, v, opts);
+    out.set(
+      `attention over ${kind} ring storage, rows ${rows} at ${startPos}, window ${window} keep ${keep}`,
       b.read(o),
     );
   }

@@ -2,11 +2,20 @@
  * The JS reference backend (`js`): plain loops over typed arrays, accumulating in float64 and storing f32. It is the
  * oracle of the conformance suite, so it favours being obviously right over being fast.
  */
-import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
+import {
+  type AttentionOptions,
+  BACKEND_API_VERSION,
+  type Backend,
+  type KvRows,
+  kvRow,
+  type RopeOptions,
+  type WriteKvOptions,
+} from '../backend';
+import { f32Bits, f32BitsToF16Bits } from '../convert';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
 import { type GgmlBlockType, GgmlTensor } from '../ggml';
 import { Owner, width } from '../owner';
-import { packedRowWords } from '../quant';
+import { packedRowWords, quantize } from '../quant';
 import { QuantizedTensor, Tensor, type Weight } from '../tensor';
 import {
   checkAdd,
@@ -32,8 +41,9 @@ import {
   checkUploadQuantized,
   checkView,
   checkWrite,
+  checkWriteKv,
 } from '../validate';
-import { f32Of, floatAt, newStorage, type RefStorage, weightRow } from './storage';
+import { f32Of, floatAt, kvReader, newStorage, type RefStorage, weightRow } from './storage';
 
 function bytesOf(data: ArrayBufferView): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -299,45 +309,79 @@ class ReferenceBackend implements Backend {
     return best;
   }
 
-  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void {
+  attention(out: Tensor, q: Tensor, k: KvRows, v: KvRows, opts: AttentionOptions): void {
     checkAttention(this.owner, out, q, k, v, opts);
     const rows = q.shape[0]!;
     const { startPos, nHeads, nKvHeads, headDim, scale } = opts;
     const window = opts.window ?? 0;
     const cap = opts.softcap ?? 0;
+    const keep = opts.keep ?? 0;
+    const capacity = k.shape[0]!;
     const group = nHeads / nKvHeads;
     const qs = f32Of(q);
-    const ks = f32Of(k);
-    const vs = f32Of(v);
     const os = f32Of(out);
     const qWidth = nHeads * headDim;
     const kvWidth = nKvHeads * headDim;
+    const keys = kvReader(k, kvWidth);
+    const values = kvReader(v, kvWidth);
+    const seen: number[] = []; // the rows of V(p), positions ascending
     const weights = new Float64Array(startPos + rows);
+    const kRow = new Float64Array(headDim);
     for (let r = 0; r < rows; r++) {
       const p = startPos + r;
       const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
+      seen.length = 0;
+      for (let j = 0; j < Math.min(keep, lo); j++) seen.push(kvRow(j, capacity, keep));
+      for (let j = lo; j <= p; j++) seen.push(kvRow(j, capacity, keep));
       for (let h = 0; h < nHeads; h++) {
         const kvh = Math.floor(h / group);
         const qBase = q.offset + r * qWidth + h * headDim;
         let max = -Infinity;
-        for (let j = lo; j <= p; j++) {
+        for (let i = 0; i < seen.length; i++) {
+          keys(seen[i]!, kvh * headDim, headDim, kRow);
           let dot = 0;
-          for (let d = 0; d < headDim; d++)
-            dot += qs[qBase + d]! * ks[k.offset + j * kvWidth + kvh * headDim + d]!;
+          for (let d = 0; d < headDim; d++) dot += qs[qBase + d]! * kRow[d]!;
           const sc = dot * scale;
-          weights[j] = cap > 0 ? cap * Math.tanh(sc / cap) : sc;
-          max = Math.max(max, weights[j]!);
+          weights[i] = cap > 0 ? cap * Math.tanh(sc / cap) : sc;
+          max = Math.max(max, weights[i]!);
         }
         let sum = 0;
-        for (let j = lo; j <= p; j++) {
-          weights[j] = Math.exp(weights[j]! - max);
-          sum += weights[j]!;
+        for (let i = 0; i < seen.length; i++) {
+          weights[i] = Math.exp(weights[i]! - max);
+          sum += weights[i]!;
         }
-        for (let d = 0; d < headDim; d++) {
-          let acc = 0;
-          for (let j = lo; j <= p; j++) acc += weights[j]! * vs[v.offset + j * kvWidth + kvh * headDim + d]!;
-          os[out.offset + r * qWidth + h * headDim + d] = acc / sum;
+        const acc = new Float64Array(headDim);
+        for (let i = 0; i < seen.length; i++) {
+          values(seen[i]!, kvh * headDim, headDim, kRow);
+          for (let d = 0; d < headDim; d++) acc[d] = acc[d]! + weights[i]! * kRow[d]!;
         }
+        for (let d = 0; d < headDim; d++) os[out.offset + r * qWidth + h * headDim + d] = acc[d]! / sum;
+      }
+    }
+  }
+
+  writeKv(dst: KvRows, src: Tensor, opts: WriteKvOptions): void {
+    checkWriteKv(this.owner, dst, src, opts);
+    const rows = src.shape[0]!;
+    const w = width(src);
+    const capacity = dst.shape[0]!;
+    const keep = opts.keep ?? 0;
+    const xs = f32Of(src);
+    for (let r = 0; r < rows; r++) {
+      const row = kvRow(opts.startPos + r, capacity, keep);
+      const x = xs.subarray(src.offset + r * w, src.offset + (r + 1) * w);
+      if (dst instanceof QuantizedTensor) {
+        const qd = quantize(dst.spec, 1, w, x);
+        const words = packedRowWords(dst.spec, w);
+        const groups = w / dst.spec.groupSize;
+        (dst.packed.storage as RefStorage).u32.set(qd.packed, dst.packed.offset + row * words);
+        f32Of(dst.scales).set(qd.scales, dst.scales.offset + row * groups);
+        f32Of(dst.biases).set(qd.biases, dst.biases.offset + row * groups);
+      } else if (dst.dtype === 'f32') {
+        f32Of(dst).set(x, dst.offset + row * w);
+      } else {
+        const u16 = (dst.storage as RefStorage).u16;
+        for (let i = 0; i < w; i++) u16[dst.offset + row * w + i] = f32BitsToF16Bits(f32Bits(x[i]!));
       }
     }
   }

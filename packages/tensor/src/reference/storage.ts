@@ -78,3 +78,43 @@ export function weightRow(w: Weight, row: number, out: Float64Array): void {
     out[k] = scale * q + bias;
   }
 }
+
+/**
+ * A reader of KV storage rows (see `KvRows`): `read(row, col, n, out)` puts the f32 values of elements `col ..
+ * col + n - 1` of row `row` into `out` — f32 as stored, f16 converted exactly, quantized `fl(fl(scale·q) + bias)`.
+ */
+export function kvReader(
+  t: Tensor | QuantizedTensor,
+  width: number,
+): (row: number, col: number, n: number, out: Float64Array) => void {
+  if (!(t instanceof QuantizedTensor)) {
+    if (t.dtype === 'f32') {
+      const a = f32Of(t);
+      return (row, col, n, out) => {
+        const base = t.offset + row * width + col;
+        for (let i = 0; i < n; i++) out[i] = a[base + i]!;
+      };
+    }
+    const u16 = store(t).u16;
+    return (row, col, n, out) => {
+      const base = t.offset + row * width + col;
+      for (let i = 0; i < n; i++) out[i] = f16BitsToNumber(u16[base + i]!);
+    };
+  }
+  const { bits, groupSize } = t.spec;
+  const words = (width * bits) / 32;
+  const groups = width / groupSize;
+  const packed = store(t.packed).u32;
+  const scales = f32Of(t.scales);
+  const biases = f32Of(t.biases);
+  const f = Math.fround;
+  return (row, col, n, out) => {
+    const base = t.packed.offset + row * words;
+    for (let i = 0; i < n; i++) {
+      const k = col + i;
+      const g = row * groups + Math.floor(k / groupSize);
+      const q = quantAt(packed, base, bits, k);
+      out[i] = f(f(scales[t.scales.offset + g]! * q) + biases[t.biases.offset + g]!);
+    }
+  };
+}

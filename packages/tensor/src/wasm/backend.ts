@@ -17,13 +17,24 @@
  */
 import {
   ACTIVATION_BLOCK,
-  attentionScratchBytes,
+  attentionKvScratchBytes,
+  type KvAttention,
+  type KvFormat,
+  type KvPtrs,
+  type KvWrite,
   loadKernels,
   loadSharedKernels,
   MIN_KERNELS_STACK_BYTES,
   quantizedActivationBytes,
 } from '@mnemo/kernels';
-import { type AttentionOptions, BACKEND_API_VERSION, type Backend, type RopeOptions } from '../backend';
+import {
+  type AttentionOptions,
+  BACKEND_API_VERSION,
+  type Backend,
+  type KvRows,
+  type RopeOptions,
+  type WriteKvOptions,
+} from '../backend';
 import { DTYPE_BYTES, type DType, isDType, type QuantSpec } from '../dtype';
 import { GGML_BLOCK_TYPES, type GgmlBlockType, GgmlTensor } from '../ggml';
 import { Owner, type StorageBase, width } from '../owner';
@@ -53,6 +64,7 @@ import {
   checkUploadQuantized,
   checkView,
   checkWrite,
+  checkWriteKv,
 } from '../validate';
 import type { Kernels, WeightDType } from './kernels';
 import { envInt8Activations, envShardMinBytes, hardwareThreads, resolveThreads } from './threads/options';
@@ -1275,71 +1287,111 @@ class WasmBackendImpl implements WasmBackend {
     return this.k.argmax(addr(x) + row * n * 4, n);
   }
 
-  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void {
-    checkAttention(this.owner, out, q, k, v, opts);
+  attention(out: Tensor, q: Tensor, k: KvRows, v: KvRows, opts: AttentionOptions): void {
+    const code = checkAttention(this.owner, out, q, k, v, opts);
     this.plain('attention', out);
     this.plain('attention', q);
-    this.plain('attention', k);
-    this.plain('attention', v);
+    this.plainKv('attention', k);
+    this.plainKv('attention', v);
     const rows = q.shape[0]!;
     if (rows === 0) return;
-    const parts = this.attentionParts(rows, opts);
+    const a = this.kvArgs;
+    a.rows = rows;
+    a.startPos = opts.startPos;
+    a.nHeads = opts.nHeads;
+    a.nKvHeads = opts.nKvHeads;
+    a.headDim = opts.headDim;
+    a.scale = opts.scale;
+    a.window = opts.window ?? 0;
+    a.keep = opts.keep ?? 0;
+    a.capacity = k.shape[0]!;
+    a.format = KV_FORMATS[code]!;
+    a.groupSize = k instanceof QuantizedTensor ? k.spec.groupSize : 32;
+    a.softcap = opts.softcap ?? 0;
+    kvPtrs(this.kPtrs, k);
+    kvPtrs(this.vPtrs, v);
+    const parts = this.attentionParts(a);
     if (parts > 1) {
-      this.attentionSplit(out, q, k, v, rows, opts, parts);
+      this.attentionSplit(addr(out), addr(q), a, code, parts);
       return;
     }
-    this.k.attention(
-      addr(out),
-      addr(q),
-      addr(k),
-      addr(v),
-      rows,
-      opts.startPos,
-      opts.nHeads,
-      opts.nKvHeads,
-      opts.headDim,
-      opts.scale,
-      opts.window ?? 0,
-      opts.softcap ?? 0,
-    );
+    this.k.attentionKv(addr(out), addr(q), this.kPtrs, this.vPtrs, a);
   }
+
+  writeKv(dst: KvRows, src: Tensor, opts: WriteKvOptions): void {
+    const code = checkWriteKv(this.owner, dst, src, opts);
+    this.plainKv('writeKv', dst);
+    this.plain('writeKv', src);
+    const a = this.writeArgs;
+    a.rows = src.shape[0]!;
+    a.startPos = opts.startPos;
+    a.width = width(src);
+    a.keep = opts.keep ?? 0;
+    a.capacity = dst.shape[0]!;
+    a.format = KV_FORMATS[code]!;
+    a.groupSize = dst instanceof QuantizedTensor ? dst.spec.groupSize : 32;
+    if (a.rows === 0 || a.width === 0) return;
+    kvPtrs(this.kPtrs, dst);
+    this.k.writeKv(this.kPtrs, addr(src), a);
+  }
+
+  /** Every part of KV storage whole in instance 0. */
+  private plainKv(op: string, t: KvRows): void {
+    if (t instanceof QuantizedTensor) {
+      this.plain(op, t.packed);
+      this.plain(op, t.scales);
+      this.plain(op, t.biases);
+    } else this.plain(op, t);
+  }
+
+  /** Arguments of the current attention / writeKv call, filled in place (no allocation per call). */
+  private readonly kvArgs: Mutable<Required<KvAttention>> = {
+    rows: 0,
+    startPos: 0,
+    nHeads: 1,
+    nKvHeads: 1,
+    headDim: 1,
+    scale: 1,
+    window: 0,
+    keep: 0,
+    capacity: 1,
+    format: 'f32',
+    groupSize: 32,
+    softcap: 0,
+  };
+  private readonly writeArgs: Mutable<KvWrite> = {
+    rows: 0,
+    startPos: 0,
+    width: 1,
+    keep: 0,
+    capacity: 1,
+    format: 'f32',
+    groupSize: 32,
+  };
+  private readonly kPtrs: Mutable<KvPtrs> = { data: 0, scales: 0, biases: 0 };
+  private readonly vPtrs: Mutable<KvPtrs> = { data: 0, scales: 0, biases: 0 };
 
   /**
    * Into how many kv-head ranges an attention is split across the threads: 1 (the calling thread alone) unless the
    * workers are running, instance 0's memory is shared and the work is worth a round (about 2^17 multiply-adds). Each
    * head's output is computed by the same code whatever the range, so this only changes the speed.
    */
-  private attentionParts(rows: number, opts: AttentionOptions): number {
-    if (this.pool === null || !this.sharedMemory || opts.nKvHeads < 2 || this.k.attentionHeads === undefined)
-      return 1;
-    const last = opts.startPos + rows;
-    const keys = opts.window ? Math.min(opts.window, last) : last;
-    if (rows * keys * opts.nHeads * opts.headDim < ATTENTION_SPLIT_MIN_WORK) return 1;
-    return Math.min(this.instances, opts.nKvHeads);
+  private attentionParts(a: KvAttention): number {
+    if (this.pool === null || !this.sharedMemory || a.nKvHeads < 2) return 1;
+    const last = a.startPos + a.rows;
+    const keys = a.window ? Math.min(a.window + a.keep, last) : last;
+    if (a.rows * keys * a.nHeads * a.headDim < ATTENTION_SPLIT_MIN_WORK) return 1;
+    return Math.min(this.instances, a.nKvHeads);
   }
 
   /** Attention with kv heads split into `parts` ranges: workers compute theirs in place in instance 0's memory. */
-  private attentionSplit(
-    out: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    rows: number,
-    opts: AttentionOptions,
-    parts: number,
-  ): void {
+  private attentionSplit(po: number, pq: number, a: KvAttention, code: number, parts: number): void {
     const pool = this.pool!;
-    const { startPos, nHeads, nKvHeads, headDim, scale } = opts;
-    const window = opts.window ?? 0;
-    const softcap = opts.softcap ?? 0;
-    const po = addr(out);
-    const pq = addr(q);
-    const pk = addr(k);
-    const pv = addr(v);
+    const nKvHeads = a.nKvHeads;
     for (let i = 1; i < parts; i++) {
       const kv0 = Math.floor((i * nKvHeads) / parts);
       const kv1 = Math.floor(((i + 1) * nKvHeads) / parts);
-      const bytes = attentionScratchBytes(rows, startPos, nHeads, nKvHeads, headDim, window, kv0, kv1);
+      const bytes = attentionKvScratchBytes(a, kv0, kv1);
       if (bytes > this.attnCap[i]!) {
         const capacity = Math.max(bytes, 2 * this.attnCap[i]!, 4096);
         const ptr = this.allocBytes('attention', capacity);
@@ -1348,47 +1400,69 @@ class WasmBackendImpl implements WasmBackend {
         this.attnCap[i] = capacity;
       }
       const l = this.link(i);
-      const a = l.u32;
-      a[P.ARG] = po;
-      a[P.ARG + 1] = pq;
-      a[P.ARG + 2] = pk;
-      a[P.ARG + 3] = pv;
-      a[P.ARG + 4] = rows;
-      a[P.ARG + 5] = startPos;
-      a[P.ARG + 6] = nHeads;
-      a[P.ARG + 7] = nKvHeads;
-      a[P.ARG + 8] = headDim;
-      l.f32[P.ARG + 9] = scale;
-      a[P.ARG + 10] = window;
-      a[P.ARG + 11] = kv0;
-      a[P.ARG + 12] = kv1;
-      a[P.ARG + 13] = this.attnPtr[i]!;
-      a[P.ARG + 14] = this.attnCap[i]!;
-      l.f32[P.ARG + 15] = softcap;
+      const u = l.u32;
+      const A = P.ARG;
+      u[A] = po;
+      u[A + 1] = pq;
+      u[A + 2] = this.kPtrs.data;
+      u[A + 3] = this.kPtrs.scales;
+      u[A + 4] = this.kPtrs.biases;
+      u[A + 5] = this.vPtrs.data;
+      u[A + 6] = this.vPtrs.scales;
+      u[A + 7] = this.vPtrs.biases;
+      u[A + 8] = a.rows;
+      u[A + 9] = a.startPos;
+      u[A + 10] = a.nHeads;
+      u[A + 11] = nKvHeads;
+      u[A + 12] = a.headDim;
+      l.f32[A + 13] = a.scale;
+      u[A + 14] = a.window;
+      u[A + 15] = a.keep;
+      u[A + 16] = a.capacity;
+      u[A + 17] = code;
+      u[A + 18] = a.groupSize;
+      u[A + 19] = kv0;
+      u[A + 20] = kv1;
+      u[A + 21] = this.attnPtr[i]!;
+      u[A + 22] = this.attnCap[i]!;
+      l.f32[A + 23] = a.softcap ?? 0;
       pool.post(l, P.OP_ATTENTION);
     }
     let failure: unknown;
     try {
-      this.k.attentionHeads!(
-        po,
-        pq,
-        pk,
-        pv,
-        rows,
-        startPos,
-        nHeads,
-        nKvHeads,
-        headDim,
-        scale,
-        window,
-        0,
-        Math.floor(nKvHeads / parts),
-        softcap,
-      );
+      this.k.attentionKv(po, pq, this.kPtrs, this.vPtrs, a, 0, Math.floor(nKvHeads / parts));
     } catch (e) {
       failure = e;
     }
     joinWorkers(pool, failure);
+  }
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** KV storage formats by the code `checkAttention` / `checkWriteKv` return. */
+const KV_FORMATS: readonly (KvFormat | undefined)[] = [
+  'f32',
+  'f16',
+  undefined,
+  undefined,
+  'q4',
+  undefined,
+  undefined,
+  undefined,
+  'q8',
+];
+
+/** Fills `p` with the addresses of KV storage `t`'s parts. */
+function kvPtrs(p: Mutable<KvPtrs>, t: KvRows): void {
+  if (t instanceof QuantizedTensor) {
+    p.data = addr(t.packed);
+    p.scales = addr(t.scales);
+    p.biases = addr(t.biases);
+  } else {
+    p.data = addr(t);
+    p.scales = 0;
+    p.biases = 0;
   }
 }
 

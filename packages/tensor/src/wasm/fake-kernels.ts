@@ -4,8 +4,11 @@
  * plumbing (pointers, views, staging, memory growth) be tested without the Rust build. With `growOnAlloc`, every
  * allocation grows the memory, detaching every view the backend holds.
  */
-import { bf16BitsToNumber, f16BitsToNumber } from '../convert';
+import type { KvPtrs } from '@mnemo/kernels';
+import { bf16BitsToNumber, f16BitsToNumber, f32Bits, f32BitsToF16Bits } from '../convert';
+import type { QuantSpec } from '../dtype';
 import { dequantizeGgmlRow, type GgmlBlockType, ggmlRowBytes } from '../ggml';
+import { quantize } from '../quant';
 import type { Kernels, WeightDType } from './kernels';
 
 const f = Math.fround;
@@ -247,43 +250,97 @@ export function createFakeKernels(opts: { growOnAlloc?: boolean } = {}): Kernels
     copy(dst, src, bytes) {
       heap().u8.copyWithin(dst, src, src + bytes);
     },
-    attention(out, q, k, v, rows, startPos, nHeads, nKvHeads, headDim, scale, window, softcap = 0) {
+    attentionKv(out, q, k, v, a, kvHead0 = 0, kvHead1 = a.nKvHeads) {
       const h = heap();
+      const { rows, startPos, nHeads, nKvHeads, headDim, scale, window, keep, capacity } = a;
+      const softcap = a.softcap ?? 0;
       const group = nHeads / nKvHeads;
       const qw = nHeads * headDim;
       const kw = nKvHeads * headDim;
-      const w = new Float32Array(startPos + rows);
+      // every row read is converted once per call (f32 values, exactly as the format defines them)
+      const rowsOf = (p: KvPtrs) => {
+        const cache = new Map<number, Float32Array>();
+        return (row: number): Float32Array => {
+          let r = cache.get(row);
+          if (r !== undefined) return r;
+          r = new Float32Array(kw);
+          for (let i = 0; i < kw; i++) {
+            if (a.format === 'f32') r[i] = h.f32[(p.data >>> 2) + row * kw + i]!;
+            else if (a.format === 'f16') r[i] = f16BitsToNumber(h.u16[(p.data >>> 1) + row * kw + i]!);
+            else {
+              const bits = a.format === 'q4' ? 4 : 8;
+              const g = row * (kw / a.groupSize) + Math.floor(i / a.groupSize);
+              const code = quantAt(p.data, (kw * bits) / 32, row, bits, i);
+              r[i] = f(f(h.f32[(p.scales >>> 2) + g]! * code) + h.f32[(p.biases >>> 2) + g]!);
+            }
+          }
+          cache.set(row, r);
+          return r;
+        };
+      };
+      const keyRow = rowsOf(k);
+      const valueRow = rowsOf(v);
+      const value = (which: 'k' | 'v', row: number, i: number): number =>
+        (which === 'k' ? keyRow : valueRow)(row)[i]!;
+      const rowOf = (j: number) => (j < keep || j < capacity ? j : keep + ((j - keep) % (capacity - keep)));
       for (let r = 0; r < rows; r++) {
         const p = startPos + r;
         const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
-        for (let hd = 0; hd < nHeads; hd++) {
+        const seen: number[] = [];
+        for (let j = 0; j < Math.min(keep, lo); j++) seen.push(rowOf(j));
+        for (let j = lo; j <= p; j++) seen.push(rowOf(j));
+        const w = new Float32Array(seen.length);
+        for (let hd = kvHead0 * group; hd < kvHead1 * group; hd++) {
           const kvh = Math.floor(hd / group);
           let max = -Infinity;
-          for (let j = lo; j <= p; j++) {
+          seen.forEach((row, i) => {
             let dot = 0;
             for (let d = 0; d < headDim; d++)
               dot = f(
-                dot +
-                  f(
-                    h.f32[(q >>> 2) + r * qw + hd * headDim + d]! *
-                      h.f32[(k >>> 2) + j * kw + kvh * headDim + d]!,
-                  ),
+                dot + f(h.f32[(q >>> 2) + r * qw + hd * headDim + d]! * value('k', row, kvh * headDim + d)),
               );
             const sc = f(dot * scale);
-            w[j] = softcap > 0 ? f(softcap * f(Math.tanh(f(sc / softcap)))) : sc;
-            max = Math.max(max, w[j]!);
-          }
+            w[i] = softcap > 0 ? f(softcap * f(Math.tanh(f(sc / softcap)))) : sc;
+            max = Math.max(max, w[i]!);
+          });
           let sum = 0;
-          for (let j = lo; j <= p; j++) {
-            w[j] = expf(f(w[j]! - max));
-            sum = f(sum + w[j]!);
+          for (let i = 0; i < seen.length; i++) {
+            w[i] = expf(f(w[i]! - max));
+            sum = f(sum + w[i]!);
           }
           for (let d = 0; d < headDim; d++) {
             let acc = 0;
-            for (let j = lo; j <= p; j++)
-              acc = f(acc + f(w[j]! * h.f32[(v >>> 2) + j * kw + kvh * headDim + d]!));
+            seen.forEach((row, i) => {
+              acc = f(acc + f(w[i]! * value('v', row, kvh * headDim + d)));
+            });
             h.f32[(out >>> 2) + r * qw + hd * headDim + d] = f(acc / sum);
           }
+        }
+      }
+    },
+    writeKv(dst, src, a) {
+      const h = heap();
+      const { rows, startPos, width, keep, capacity } = a;
+      const rowOf = (j: number) => (j < keep || j < capacity ? j : keep + ((j - keep) % (capacity - keep)));
+      for (let r = 0; r < rows; r++) {
+        const row = rowOf(startPos + r);
+        const x = h.f32.subarray((src >>> 2) + r * width, (src >>> 2) + (r + 1) * width);
+        if (a.format === 'f32') h.f32.set(x, (dst.data >>> 2) + row * width);
+        else if (a.format === 'f16')
+          for (let i = 0; i < width; i++)
+            h.u16[(dst.data >>> 1) + row * width + i] = f32BitsToF16Bits(f32Bits(x[i]!));
+        else {
+          const spec = {
+            bits: a.format === 'q4' ? 4 : 8,
+            groupSize: a.groupSize,
+            scaleDtype: 'f32',
+          } as const;
+          const qd = quantize(spec as QuantSpec, 1, width, Float32Array.from(x));
+          const words = (width * spec.bits) / 32;
+          const groups = width / a.groupSize;
+          h.u32.set(qd.packed, (dst.data >>> 2) + row * words);
+          h.f32.set(qd.scales as Float32Array, (dst.scales >>> 2) + row * groups);
+          h.f32.set(qd.biases as Float32Array, (dst.biases >>> 2) + row * groups);
         }
       }
     },

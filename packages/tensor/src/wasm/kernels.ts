@@ -32,11 +32,11 @@ export type Kernels = Pick<
   | 'softmax'
   | 'argmax'
   | 'copy'
-  | 'attention'
+  | 'attentionKv'
+  | 'writeKv'
 > &
-  // the opt-in int8-activation path (a kernels double may leave it out; the backend then refuses int8Activations),
-  // and head-range attention (used only when threads share instance 0's memory)
-  Partial<Pick<FullKernels, 'quantizeActivations' | 'matmulQ8a' | 'attentionHeads'>> &
+  // the opt-in int8-activation path (a kernels double may leave it out; the backend then refuses int8Activations)
+  Partial<Pick<FullKernels, 'quantizeActivations' | 'matmulQ8a'>> &
   // GGML block weights (a kernels double may leave them out; the backend then refuses uploadGgml)
   Partial<Pick<FullKernels, 'ggmlMatmul' | 'ggmlMatmulQ8a' | 'ggmlEmbedding'>> & {
     readonly memory: KernelMemory;

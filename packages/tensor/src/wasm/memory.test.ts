@@ -1,6 +1,6 @@
 import { getHeapStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
-import { checkSteadyStateMemory } from '../conformance/memory';
+import { checkSteadyStateKvMemory, checkSteadyStateMemory } from '../conformance/memory';
 import { createReferenceBackend } from '../reference/backend';
 import { createWasmBackend } from './backend';
 
@@ -28,10 +28,25 @@ describe('steady-state memory', () => {
     }
   });
 
+  it('so do writeKv and attention over KV storage of every format (rings), with one thread and with two', async () => {
+    for (const threads of [1, 2]) {
+      const b = await createWasmBackend({ threads, shardMinBytes: 0 });
+      try {
+        checkSteadyStateKvMemory(b, { heapUsed, gc });
+        expect(b.memoryInUse()).toBe(0);
+      } finally {
+        b.dispose();
+      }
+    }
+  });
+
   it('the same check fails on the reference backend, which allocates scratch arrays per op', async () => {
     const b = await createReferenceBackend();
     // about 1 KB per step: shorter windows are plenty (and this backend is slow)
     expect(() => checkSteadyStateMemory(b, { heapUsed, gc, iterations: 250, warmup: 500 })).toThrow(
+      /an op allocates per call/,
+    );
+    expect(() => checkSteadyStateKvMemory(b, { heapUsed, gc, iterations: 250, warmup: 500 })).toThrow(
       /an op allocates per call/,
     );
   });

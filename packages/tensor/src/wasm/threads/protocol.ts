@@ -26,7 +26,7 @@ export const RESULT = 6;
 export const READY = 7;
 /** First Uint32 argument slot; op arguments are `ARG + i`. */
 export const ARG = 8;
-export const MAX_ARGS = 16;
+export const MAX_ARGS = 24;
 /** Float64 result slots (indices into the Float64Array view). */
 export const F64_RESULT = 4;
 /** Byte offset and length (in UTF-16 units) of the error message area. */
@@ -75,10 +75,12 @@ export const OP_STATS = 11;
  */
 export const OP_MATMUL_Q8A = 12;
 /**
- * Attention of the query heads of kv heads `[ARG11, ARG12)`, computed in place in instance 0's shared memory by the
- * worker's attached kernels: out ARG0, q ARG1, k ARG2, v ARG3 (instance-0 addresses), rows ARG4, start position
- * ARG5, heads ARG6, kv heads ARG7, head size ARG8, scale ARG9 (f32 bits), window ARG10, scratch ARG13 and its bytes
- * ARG14 (in instance 0, this worker's own), soft-cap ARG15 (f32 bits, 0 = none). Nothing is staged.
+ * Attention (`attentionKv`) of the query heads of kv heads `[ARG19, ARG20)`, computed in place in instance 0's shared
+ * memory by the worker's attached kernels: out ARG0, q ARG1, keys data/scales/biases ARG2..4, values data/scales/
+ * biases ARG5..7 (instance-0 addresses), rows ARG8, start position ARG9, heads ARG10, kv heads ARG11, head size ARG12,
+ * scale ARG13 (f32 bits), window ARG14, keep ARG15, storage rows ARG16, format code ARG17 (0 f32, 1 f16, 4 q4, 8 q8),
+ * group size ARG18, scratch ARG21 and its bytes ARG22 (in instance 0, this worker's own), soft-cap ARG23 (f32
+ * bits, 0 = none). Nothing is staged.
  */
 export const OP_ATTENTION = 13;
 

@@ -9,12 +9,50 @@
  */
 
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { attachKernels, type KernelsView, loadKernels, quantizedActivationBytes } from '@mnemo/kernels';
+import {
+  attachKernels,
+  type KernelsView,
+  type KvAttention,
+  type KvFormat,
+  type KvPtrs,
+  loadKernels,
+  quantizedActivationBytes,
+} from '@mnemo/kernels';
 import type { WeightDType } from '../kernels';
 import { kernelsProbe } from './probe';
 import * as P from './protocol';
 
 const DTYPES: readonly WeightDType[] = P.DTYPE_CODES;
+const KV_FORMATS: readonly (KvFormat | undefined)[] = [
+  'f32',
+  'f16',
+  undefined,
+  undefined,
+  'q4',
+  undefined,
+  undefined,
+  undefined,
+  'q8',
+];
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+/** Arguments of the current attention round, filled in place. */
+const kp: Mutable<KvPtrs> = { data: 0, scales: 0, biases: 0 };
+const vp: Mutable<KvPtrs> = { data: 0, scales: 0, biases: 0 };
+const att: Mutable<KvAttention> = {
+  rows: 0,
+  startPos: 0,
+  nHeads: 1,
+  nKvHeads: 1,
+  headDim: 1,
+  scale: 1,
+  window: 0,
+  keep: 0,
+  capacity: 1,
+  format: 'f32',
+  groupSize: 32,
+  softcap: 0,
+};
 
 const init = workerData as P.WorkerInit;
 const ctl = new Int32Array(init.ctl);
@@ -256,23 +294,36 @@ async function main(): Promise<void> {
       }
       case P.OP_ATTENTION: {
         if (view === null) throw new Error('worker: OP_ATTENTION without a shared instance-0 memory');
-        view.attentionHeads(
+        kp.data = u32[a + 2]!;
+        kp.scales = u32[a + 3]!;
+        kp.biases = u32[a + 4]!;
+        vp.data = u32[a + 5]!;
+        vp.scales = u32[a + 6]!;
+        vp.biases = u32[a + 7]!;
+        att.rows = u32[a + 8]!;
+        att.startPos = u32[a + 9]!;
+        att.nHeads = u32[a + 10]!;
+        att.nKvHeads = u32[a + 11]!;
+        att.headDim = u32[a + 12]!;
+        att.scale = f32[a + 13]!;
+        att.window = u32[a + 14]!;
+        att.keep = u32[a + 15]!;
+        att.capacity = u32[a + 16]!;
+        const format = KV_FORMATS[u32[a + 17]!];
+        if (format === undefined) throw new RangeError(`worker: bad KV format code ${u32[a + 17]}`);
+        att.format = format;
+        att.groupSize = u32[a + 18]!;
+        att.softcap = f32[a + 23]!;
+        view.attentionKv(
           u32[a]!,
           u32[a + 1]!,
-          u32[a + 2]!,
-          u32[a + 3]!,
-          u32[a + 4]!,
-          u32[a + 5]!,
-          u32[a + 6]!,
-          u32[a + 7]!,
-          u32[a + 8]!,
-          f32[a + 9]!,
-          u32[a + 10]!,
-          u32[a + 11]!,
-          u32[a + 12]!,
-          u32[a + 13]!,
-          u32[a + 14]!,
-          f32[a + 15]!,
+          kp,
+          vp,
+          att,
+          u32[a + 19]!,
+          u32[a + 20]!,
+          u32[a + 21]!,
+          u32[a + 22]!,
         );
         return;
       }

@@ -1,14 +1,20 @@
-import type { Backend, Tensor } from '@mnemo/tensor';
+import type { Backend, KvRows, Tensor } from '@mnemo/tensor';
+import type { KvStorage } from './storage';
 
 /**
- * What attention reads after a cache update: key/value tensors f32 `[capacity, nKvHeads * headDim]` whose row j holds
- * absolute position j (for a ring buffer, see `RotatingKVCache`), and the position of the first row just added.
+ * What attention reads after a cache update: the cache's storage as it is stored (Backend API v2 `KvRows`: f32, f16 or
+ * 4/8-bit rows, position j at row `kvRow(j, rows, keep)`), the position of the first row just added, and which
+ * positions the storage holds for a query: `window` (0 = every earlier position; for a ring, its most recent
+ * `maxSize - keep`) and `keep` (pinned leading positions, always visible). Pass `window`/`keep` to `attention`
+ * (combined with a layer's own sliding window: see `attentionWindow`).
  */
 export interface CacheView {
-  readonly keys: Tensor;
-  readonly values: Tensor;
+  readonly keys: KvRows;
+  readonly values: KvRows;
   /** Absolute position of the first row passed to `updateAndFetch`. */
   readonly startPos: number;
+  readonly window: number;
+  readonly keep: number;
 }
 
 /** Shape of one layer's cache: rows are `nKvHeads * headDim` wide. */
@@ -23,40 +29,44 @@ export type CacheKind = 'standard' | 'rotating' | 'quantized';
 /**
  * A per-layer KV cache: the only way models touch cached keys and values. Models call `updateAndFetch` once per
  * layer per forward step with the new rows (keys already rotated) and hand the returned view to `backend.attention`.
+ * Rows are written into the cache's storage by the backend (`writeKv`): never copied to the host per token.
  */
 export interface KVCache {
   readonly kind: CacheKind;
   readonly shape: CacheShape;
+  /** How the rows are stored. */
+  readonly storage: KvStorage;
   /** Number of tokens seen: the absolute position of the next row. */
   readonly offset: number;
   /**
    * Appends `k`, `v` (f32 `[rows, nKvHeads * headDim]`, positions `offset .. offset + rows - 1`) and returns the view
-   * attention reads. Allocation (capacity growth) happens here, never in attention. The returned object may be the
-   * same one every call (refilled in place): use it before the next update.
+   * attention reads. Allocation (capacity growth) happens here, never in attention, and not at all in steady-state
+   * decoding. The returned object may be the same one every call (refilled in place): use it before the next update.
    */
   updateAndFetch(k: Tensor, v: Tensor): CacheView;
-  /** Whether `trim` can drop tokens (a rotating cache that has wrapped cannot). */
+  /** Whether `trim` can drop at least one token. */
   readonly isTrimmable: boolean;
-  /** Drops the last `n` tokens; returns how many were dropped. */
+  /** The most tokens `trim` can drop now (0 when it cannot trim). */
+  trimmable(): number;
+  /** Drops the last `n` tokens; returns how many were dropped (0, changing nothing, when it cannot drop `n`). */
   trim(n: number): number;
   /** Releases the cache's backend memory. */
   free(): void;
-
-  // ---- additions (kv-cache v1) ----------------------------------------------------------------------------------
+  /** A new, empty cache of the same kind, shape and parameters on the same backend. */
+  makeEmpty(): KVCache;
   /**
    * The most rows the next `updateAndFetch` may take while keeping results independent of how the prompt is split
    * into forward steps (`Infinity` when there is no limit). A larger step still works, but its logits may differ from
    * those of another split: split prefill chunks at this limit (see `maxStepRows` for a list of caches).
-   * - standard: always `Infinity`;
-   * - rotating: `maxSize - offset` until the window is full, then 1 (every query sees exactly `maxSize` rows);
+   * - standard, rotating: always `Infinity`;
    * - quantized: `start + 1 - offset` until the cache converts, then `Infinity`.
    */
   maxRowsNextStep(): number;
   /**
-   * The cache's content (used rows only, never spare capacity) in its storage dtype, copied to the host. Without
-   * `buffers` every array is freshly allocated. With `buffers` the arrays are views on `buffers`' reusable slots (no
-   * allocation once the slots are large enough): they are only valid until the next export with the same buffers,
-   * which overwrites them.
+   * The cache's content (the positions it holds, never spare capacity) in its storage format, copied to the host.
+   * Without `buffers` every array is freshly allocated. With `buffers` the arrays are views on `buffers`' reusable
+   * slots (no allocation once the slots are large enough): they are only valid until the next export with the same
+   * buffers, which overwrites them.
    */
   exportState(buffers?: StateBuffers): LayerState;
 }
@@ -82,6 +92,11 @@ export class StateBuffers {
     return new Uint32Array(this.#buffer(name, length * 4), 0, length);
   }
 
+  /** A Uint16Array of exactly `length` elements backed by slot `name` (contents unspecified). */
+  u16(name: string, length: number): Uint16Array {
+    return new Uint16Array(this.#buffer(name, length * 2), 0, length);
+  }
+
   /** Bytes currently held by all slots. */
   get byteLength(): number {
     let n = 0;
@@ -96,7 +111,7 @@ export class StateBuffers {
 
   #buffer(name: string, bytes: number): ArrayBuffer {
     if (!Number.isSafeInteger(bytes) || bytes < 0)
-      throw new RangeError(`StateBuffers: bad length ${bytes / 4} for slot '${name}'`);
+      throw new RangeError(`StateBuffers: bad length ${bytes} bytes for slot '${name}'`);
     let b = this.#slots.get(name);
     if (b === undefined || b.byteLength < bytes) {
       this.#slots.delete(name);
@@ -121,10 +136,17 @@ export interface DenseRows {
   readonly data: Float32Array;
 }
 
+/** f16 rows `[rows, nKvHeads * headDim]` as stored (bit patterns), row-major. */
+export interface HalfRows {
+  readonly format: 'f16';
+  readonly rows: number;
+  readonly data: Uint16Array;
+}
+
 /**
  * MLX-affine-quantized rows `[rows, nKvHeads * headDim]`, quantized along each row in groups of `groupSize`:
  * `packed` uint32 `[rows, width * bits / 32]` (element k at bit `bits * k` of the row's little-endian bit stream),
- * `scales` and `biases` f32 `[rows, width / groupSize]`; the value is `scale * q + bias`.
+ * `scales` and `biases` f32 `[rows, width / groupSize]`; the value attention reads is `fl(fl(scale * q) + bias)`.
  */
 export interface QuantizedRows {
   readonly format: 'quantized';
@@ -136,7 +158,7 @@ export interface QuantizedRows {
   readonly biases: Float32Array;
 }
 
-export type RowData = DenseRows | QuantizedRows;
+export type RowData = DenseRows | HalfRows | QuantizedRows;
 
 /** Bit widths of a quantized KV cache. */
 export type KvBits = 4 | 8;
@@ -147,9 +169,9 @@ export interface StandardState {
   readonly kind: 'standard';
   readonly shape: CacheShape;
   readonly offset: number;
-  /** `offset` rows: row j is position j. */
-  readonly keys: DenseRows;
-  readonly values: DenseRows;
+  /** `offset` rows (f32 or f16, as the cache stores them): row j is position j. */
+  readonly keys: DenseRows | HalfRows;
+  readonly values: DenseRows | HalfRows;
 }
 
 export interface RotatingState {
@@ -159,11 +181,11 @@ export interface RotatingState {
   readonly maxSize: number;
   readonly keep: number;
   /**
-   * `min(offset, maxSize)` rows in time order: positions `0 .. keep - 1`, then the most recent positions
-   * `offset - (rows - keep) .. offset - 1` (when `offset <= maxSize`, simply positions `0 .. offset - 1`).
+   * `min(offset, maxSize)` rows in time order (in the cache's storage format): positions `0 .. keep - 1`, then the
+   * most recent positions `offset - (rows - keep) .. offset - 1` (when `offset <= maxSize`, simply `0 .. offset - 1`).
    */
-  readonly keys: DenseRows;
-  readonly values: DenseRows;
+  readonly keys: RowData;
+  readonly values: RowData;
 }
 
 export interface QuantizedState {
@@ -175,8 +197,8 @@ export interface QuantizedState {
   /** The cache converts to quantized storage at the first update that finds `offset > start`. */
   readonly start: number;
   /** `offset` rows: exact f32 rows before conversion, quantized rows after it. */
-  readonly keys: RowData;
-  readonly values: RowData;
+  readonly keys: DenseRows | QuantizedRows;
+  readonly values: DenseRows | QuantizedRows;
 }
 
 /** One layer's exported cache: what `exportState` returns and `importState` takes. */

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeSafetensors, encodeSafetensors, type NamedTensorInput } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
+import { syntheticDir } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CacheKindOptions, makeCaches } from './caches';
 import type { KVCache } from './contract';
@@ -143,21 +144,30 @@ describe('reading a hostile prompt-cache file', () => {
     expect((await failure(loadPromptCache(fifo, { backend }))).code).toBe('IO');
   });
 
-  /** Saves a quantized cache, then rewrites its `cache` entry with `edit` (re-signing the metadata). */
-  async function quantizedWith(edit: (layer: Record<string, unknown>) => void): Promise<string> {
+  /**
+   * Rewrites the `cache` entry of the file `from` with `edit` (re-signing the metadata) into a new file: `edit` gets
+   * each layer's parameters (format v2: its meta-state; v1: the layer entry itself).
+   */
+  async function rewritten(from: string, edit: (params: Record<string, unknown>) => void): Promise<string> {
     const path = join(dir, `q-${Math.random().toString(16).slice(2)}.safetensors`);
-    const caches = filled(8, { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 2 });
-    await save(path, caches, 8);
-    for (const c of caches) c.free();
-    const decoded = decodeSafetensors(await readFile(path));
+    const decoded = decodeSafetensors(await readFile(from));
     const tensors: NamedTensorInput[] = [...decoded.tensors.values()].map((t) => ({ ...t }));
     const m = { ...decoded.metadata };
     const c = JSON.parse(m.cache!) as { layers: Record<string, unknown>[] };
-    for (const l of c.layers) edit(l);
+    for (const l of c.layers) edit((l.meta ?? l) as Record<string, unknown>);
     m.cache = JSON.stringify(c);
     m.metadata_checksum = metadataDigest(m, 'metadata_checksum');
     await writeFile(path, encodeSafetensors(tensors, m));
     return path;
+  }
+
+  /** Saves a quantized cache (format v2), then rewrites its layers' meta-state with `edit`. */
+  async function quantizedWith(edit: (meta: Record<string, unknown>) => void): Promise<string> {
+    const path = join(dir, `q-${Math.random().toString(16).slice(2)}.safetensors`);
+    const caches = filled(8, { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 2 });
+    await save(path, caches, 8);
+    for (const c of caches) c.free();
+    return rewritten(path, edit);
   }
 
   it('refuses a quantized cache whose "quantized" flag contradicts offset and start (start 1e15)', async () => {
@@ -191,6 +201,24 @@ describe('reading a hostile prompt-cache file', () => {
     for (const c of caches) c.free();
   });
 
+  it('the format-v1 reader refuses the same contradictions', async () => {
+    // fixtures/prompt-cache-v1: 41 tokens in exact rows of a 4-bit cache converting after 100
+    const v1 = join(syntheticDir, '..', 'prompt-cache-v1', 'quantized-4bit-g32-start100.safetensors');
+    expect((await inspectPromptCache(v1)).valid).toBe(true);
+    const flagged = await rewritten(v1, (l) => {
+      l.quantized = true;
+    });
+    const e = await failure(loadPromptCache(flagged, { backend }));
+    expect(e.code).toBe('CORRUPT');
+    expect(e.message).toMatch(/"quantized": true contradicts offset 41 and start 100/);
+    const early = await rewritten(v1, (l) => {
+      l.start = 5;
+    });
+    expect((await failure(loadPromptCache(early, { backend }))).message).toMatch(
+      /"quantized": false contradicts offset 41 and start 5/,
+    );
+  });
+
   it('refuses a cache holding more tokens than the model can (expect.maxTokens)', async () => {
     const path = join(dir, 'long.safetensors');
     const caches = filled(40);
@@ -199,9 +227,10 @@ describe('reading a hostile prompt-cache file', () => {
     const expectation = {
       modelFingerprint: sha('model'),
       tokenizerFingerprint: sha('tokenizer'),
-      nLayers: 2,
-      nKvHeads: H,
-      headDim: D,
+      layers: [
+        { nKvHeads: H, headDim: D },
+        { nKvHeads: H, headDim: D },
+      ],
     };
     const e = await failure(loadPromptCache(path, { backend, expect: { ...expectation, maxTokens: 32 } }));
     expect(e.code).toBe('SHAPE_MISMATCH');

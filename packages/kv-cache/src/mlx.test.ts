@@ -5,10 +5,10 @@ import { decodeSafetensors, encodeSafetensors, type NamedTensorInput } from '@mn
 import type { Backend } from '@mnemo/tensor';
 import { randomF32 } from '@mnemo/test-utils';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { importState, type MakeCachesOptions, makeCaches } from './caches';
+import { type CacheKindOptions, importState, makeCaches, makeLayerCaches } from './caches';
 import type { KVCache } from './contract';
 import { PromptCacheError, type PromptCacheErrorCode } from './errors';
-import { f32ToStorage, storageToF32 } from './floats';
+import { f32ToStorage, rowsToF32, storageToF32 } from './floats';
 import { exportMlxPromptCache, importMlxPromptCache } from './mlx';
 import { bitsEqual, makeBackend, statesEqual, testBackends } from './testing';
 
@@ -44,6 +44,11 @@ function representable(n: number, seed: number, dtype: 'f16' | 'bf16' | 'f32'): 
   return storageToF32(dtype, new Uint8Array(s.buffer, s.byteOffset, s.byteLength));
 }
 
+/** `n` layers of one cache shape. */
+function layersOf(n: number, nKvHeads: number, headDim: number) {
+  return Array.from({ length: n }, () => ({ nKvHeads, headDim }));
+}
+
 describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', (name) => {
   let backend: Backend;
   beforeEach(async () => {
@@ -54,10 +59,14 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
   function filled(
     nLayers: number,
     n: number,
-    opts: Partial<MakeCachesOptions>,
+    opts: CacheKindOptions,
     dtype: 'f16' | 'bf16' | 'f32' = 'f32',
+    windows: number[] = Array(nLayers).fill(0),
   ): KVCache[] {
-    const caches = makeCaches(nLayers, { backend, nKvHeads: H, headDim: D, ...opts });
+    const caches = makeLayerCaches(
+      windows.map((window) => ({ window, nKvHeads: H, headDim: D })),
+      { backend, ...opts },
+    );
     caches.forEach((c, L) => {
       let step = 0;
       while (c.offset < n) {
@@ -129,7 +138,7 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
     expect(m.tensors.get('0.1.2')!.dtype).toBe('BF16');
   });
 
-  const cases: [string, Partial<MakeCachesOptions>, number][] = [
+  const cases: [string, CacheKindOptions, number][] = [
     ['standard', {}, 300],
     ['rotating (wrapped)', { maxKvSize: 20, keep: 4 }, 57],
     ['rotating (within the window)', { maxKvSize: 64, keep: 4 }, 30],
@@ -143,9 +152,7 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
     await exportMlxPromptCache(path, caches, { dtype: 'f32', metadata: { model: 'm' } });
     const got = await importMlxPromptCache(path, {
       backend,
-      nLayers: 3,
-      nKvHeads: H,
-      headDim: D,
+      layers: layersOf(3, H, D),
       quantizedKvStart: opts.quantizedKvStart ?? 0,
     });
     expect(got.tokenCount).toBe(n);
@@ -160,7 +167,7 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
       const path = tmpPath();
       const caches = filled(2, n, opts, dtype);
       await exportMlxPromptCache(path, caches, { dtype });
-      const got = await importMlxPromptCache(path, { backend, nLayers: 2, nKvHeads: H, headDim: D });
+      const got = await importMlxPromptCache(path, { backend, layers: layersOf(2, H, D) });
       for (const [L, c] of got.caches.entries())
         expect(statesEqual(c.exportState(), caches[L]!.exportState())).toBe(true);
     }
@@ -170,7 +177,7 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
     const path = tmpPath();
     const caches = filled(1, 5, { kvBits: 8, quantizedKvStart: 10 });
     await exportMlxPromptCache(path, caches, { dtype: 'f32' });
-    const got = await importMlxPromptCache(path, { backend, nLayers: 1, nKvHeads: H, headDim: D });
+    const got = await importMlxPromptCache(path, { backend, layers: layersOf(1, H, D) });
     expect(got.classes).toEqual(['KVCache']);
     const a = got.caches[0]!.exportState();
     const b = caches[0]!.exportState();
@@ -216,7 +223,7 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
       8,
       ring,
     );
-    const got = await importMlxPromptCache(path, { backend, nLayers: 1, nKvHeads: H, headDim: D });
+    const got = await importMlxPromptCache(path, { backend, layers: layersOf(1, H, D) });
     const s = got.caches[0]!.exportState();
     if (s.kind !== 'rotating' || s.keys.format !== 'f32') throw new Error('rotating expected');
     expect(s.offset).toBe(13);
@@ -237,32 +244,73 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
       9,
       buffer,
     );
-    const got = await importMlxPromptCache(path, { backend, nLayers: 1, nKvHeads: H, headDim: D });
+    const got = await importMlxPromptCache(path, { backend, layers: layersOf(1, H, D) });
     const s = got.caches[0]!.exportState();
     if (s.keys.format !== 'f32') throw new Error('dense expected');
     expect(s.keys.rows).toBe(6);
     expect(bitsEqual(s.keys.data, rowsOf([0, 7, 8, 9, 10, 11], all))).toBe(true);
     // It continues as a rotating cache that has wrapped.
-    expect(got.caches[0]!.isTrimmable).toBe(false);
+    expect(got.caches[0]!.trimmable()).toBe(0);
     const copy = importState(backend, s);
     expect(copy.offset).toBe(12);
+  });
+
+  it('writes and reads mixed layers as mlx-lm saves Gemma 3: RotatingKVCache on sliding layers, KVCache on global ones', async () => {
+    // 5 sliding layers of window 8, then a global one (the Gemma 3 pattern), 30 tokens: every ring has wrapped
+    const windows = [8, 8, 8, 8, 8, 0];
+    const caches = filled(6, 30, {}, 'f32', windows);
+    const path = tmpPath();
+    await exportMlxPromptCache(path, caches, { dtype: 'f32' });
+    const f = decodeSafetensors(await readFile(path));
+    expect([0, 1, 2, 3, 4, 5].map((L) => f.metadata[`2.${L}`])).toEqual([
+      ...Array(5).fill('RotatingKVCache'),
+      'KVCache',
+    ]);
+    // mlx-lm's meta_state of a RotatingKVCache: (keep, max_size, offset, _idx)
+    expect([0, 1, 2, 3].map((i) => f.metadata[`0.0.${i}`])).toEqual(['0', '8', '30', '8']);
+    expect(f.metadata['0.5']).toBe('');
+    expect(f.tensors.get('0.0')!.shape).toEqual([1, H, 8, D]);
+    expect(f.tensors.get('5.1')!.shape).toEqual([1, H, 30, D]);
+    const got = await importMlxPromptCache(path, { backend, layers: layersOf(6, H, D) });
+    expect(got.caches.map((c) => c.kind)).toEqual([...Array(5).fill('rotating'), 'standard']);
+    for (const [L, c] of got.caches.entries())
+      expect(statesEqual(c.exportState(), caches[L]!.exportState())).toBe(true);
+    for (const c of [...caches, ...got.caches]) c.free();
+  });
+
+  it('exports f16 and quantized rings as the float values attention reads, so an f32 round trip keeps them', async () => {
+    for (const opts of [{ kvDtype: 'f16' }, { kvBits: 4, kvGroupSize: 32 }] as const) {
+      const caches = filled(2, 20, opts, 'f32', [6, 0]);
+      const path = tmpPath();
+      await exportMlxPromptCache(path, caches, { dtype: 'f32' });
+      const f = decodeSafetensors(await readFile(path));
+      expect(f.metadata['2.0']).toBe('RotatingKVCache');
+      const got = await importMlxPromptCache(path, { backend, layers: layersOf(2, H, D) });
+      const a = got.caches[0]!.exportState();
+      const b = caches[0]!.exportState();
+      if (a.keys.format !== 'f32') throw new Error('f32 rows expected');
+      expect(bitsEqual(a.keys.data, rowsToF32(b.keys, W))).toBe(true);
+      if (a.values.format !== 'f32') throw new Error('f32 rows expected');
+      expect(bitsEqual(a.values.data, rowsToF32(b.values, W))).toBe(true);
+      for (const c of [...caches, ...got.caches]) c.free();
+    }
   });
 
   it('refuses files that do not fit the model, naming the mismatch', async () => {
     const path = tmpPath();
     await exportMlxPromptCache(path, filled(2, 4, {}), { dtype: 'f16' });
     await refusal(
-      importMlxPromptCache(path, { backend, nLayers: 3, nKvHeads: H, headDim: D }),
+      importMlxPromptCache(path, { backend, layers: layersOf(3, H, D) }),
       'SHAPE_MISMATCH',
       /2 layers, the model has 3/,
     );
     await refusal(
-      importMlxPromptCache(path, { backend, nLayers: 2, nKvHeads: 4, headDim: D }),
+      importMlxPromptCache(path, { backend, layers: layersOf(2, 4, D) }),
       'SHAPE_MISMATCH',
       /'0\.0' \(layer 0 keys\) has 2 kv heads, the model 4/,
     );
     await refusal(
-      importMlxPromptCache(path, { backend, nLayers: 2, nKvHeads: H, headDim: 64 }),
+      importMlxPromptCache(path, { backend, layers: layersOf(2, H, 64) }),
       'SHAPE_MISMATCH',
       /last dimension 32, the model needs 64/,
     );
@@ -278,13 +326,13 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
       ),
     );
     await refusal(
-      importMlxPromptCache(batch, { backend, nLayers: 1, nKvHeads: H, headDim: D }),
+      importMlxPromptCache(batch, { backend, layers: layersOf(1, H, D) }),
       'SHAPE_MISMATCH',
       /batch size 2/,
     );
     const chunked = await handMade('ChunkedKVCache', { '0.0.0': '4', '0.0.1': '0' }, 1, new Float32Array(W));
     await refusal(
-      importMlxPromptCache(chunked, { backend, nLayers: 1, nKvHeads: H, headDim: D }),
+      importMlxPromptCache(chunked, { backend, layers: layersOf(1, H, D) }),
       'UNSUPPORTED',
       /ChunkedKVCache/,
     );
@@ -295,14 +343,14 @@ describe.each(await testBackends())('mlx-lm prompt-cache interop (%s backend)', 
       new Float32Array(W),
     );
     await refusal(
-      importMlxPromptCache(q2, { backend, nLayers: 1, nKvHeads: H, headDim: D }),
+      importMlxPromptCache(q2, { backend, layers: layersOf(1, H, D) }),
       'UNSUPPORTED',
       /2-bit group-64/,
     );
     const notMlx = tmpPath();
     await writeFile(notMlx, encodeSafetensors([], { format: 'pt' }));
     await refusal(
-      importMlxPromptCache(notMlx, { backend, nLayers: 1, nKvHeads: H, headDim: D }),
+      importMlxPromptCache(notMlx, { backend, layers: layersOf(1, H, D) }),
       'UNKNOWN_FORMAT',
       /not an mlx-lm prompt cache/,
     );

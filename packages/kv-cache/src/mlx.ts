@@ -16,9 +16,9 @@ import {
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { freeCaches, importState } from './caches';
-import type { DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
+import type { CacheShape, DenseRows, KVCache, LayerState, QuantizedRows, RowData } from './contract';
 import { PromptCacheError } from './errors';
-import { f32ToStorage, storageToF32 } from './floats';
+import { f32ToStorage, rowsToF32, storageToF32 } from './floats';
 
 export type MlxDType = 'f16' | 'bf16' | 'f32';
 
@@ -31,9 +31,8 @@ export interface ExportMlxOptions {
 
 export interface ImportMlxOptions {
   readonly backend: Backend;
-  readonly nLayers: number;
-  readonly nKvHeads: number;
-  readonly headDim: number;
+  /** The model's layers: their count and each one's cache shape (kv heads, head size). */
+  readonly layers: readonly CacheShape[];
   /** `start` of imported quantized caches (mlx files do not record it; default 0). */
   readonly quantizedKvStart?: number;
 }
@@ -101,10 +100,18 @@ function mlxMetaState(L: number, s: LayerState): Record<string, string> {
   return { [`0.${L}`]: '' };
 }
 
-function exportRows(name: string, d: RowData, H: number, D: number, dtype: MlxDType): NamedTensorInput[] {
+function exportRows(
+  name: string,
+  d: RowData,
+  H: number,
+  D: number,
+  dtype: MlxDType,
+  asFloats: boolean,
+): NamedTensorInput[] {
   const T = d.rows;
-  if (d.format === 'f32') {
-    const hm = toHeadMajor(d.data, T, H, D, new Float32Array(d.data.length));
+  if (d.format !== 'quantized' || asFloats) {
+    const f = rowsToF32(d, H * D);
+    const hm = toHeadMajor(f, T, H, D, new Float32Array(f.length));
     return [{ name, dtype: ST_DTYPE[dtype], shape: [1, H, T, D], data: f32ToStorage(dtype, hm) }];
   }
   const words = (D * d.bits) / 32;
@@ -131,9 +138,11 @@ function exportRows(name: string, d: RowData, H: number, D: number, dtype: MlxDT
 
 /**
  * Writes `caches` in mlx-lm's `save_prompt_cache` layout (atomically), so `mlx_lm.models.cache.load_prompt_cache`
- * can read it. Standard caches (and quantized caches not yet converted) become `KVCache`, rotating caches
- * `RotatingKVCache` (rows in time order), converted quantized caches `QuantizedKVCache` (needs `headDim` to be a
- * multiple of the group size, since mlx quantizes each head's vector).
+ * can read it; layers of different kinds mix freely (as mlx-lm saves Gemma 3: `RotatingKVCache` on sliding layers,
+ * `KVCache` on global ones). Standard caches (f32 or f16 rows, and quantized caches not yet converted) become
+ * `KVCache`, rotating caches `RotatingKVCache` (rows in time order; quantized rows as the float values attention
+ * reads, since mlx-lm has no quantized rotating cache), converted quantized caches `QuantizedKVCache` (needs
+ * `headDim` to be a multiple of the group size, since mlx quantizes each head's vector).
  */
 export async function exportMlxPromptCache(
   path: string,
@@ -152,13 +161,14 @@ export async function exportMlxPromptCache(
     if (c.offset !== offset) throw bad(`layer ${L} holds ${c.offset} tokens, layer 0 ${offset}`);
     const s = c.exportState();
     const { nKvHeads: H, headDim: D } = s.shape;
-    if (s.keys.format === 'quantized' && D % s.keys.groupSize !== 0)
+    const asFloats = s.kind === 'rotating';
+    if (s.keys.format === 'quantized' && !asFloats && D % s.keys.groupSize !== 0)
       throw bad(
         `layer ${L}: head size ${D} is not a multiple of the group size ${s.keys.groupSize}; mlx quantizes per head`,
       );
     tensors.push(
-      ...exportRows(`${L}.0`, s.keys, H, D, opts.dtype),
-      ...exportRows(`${L}.1`, s.values, H, D, opts.dtype),
+      ...exportRows(`${L}.0`, s.keys, H, D, opts.dtype, asFloats),
+      ...exportRows(`${L}.1`, s.values, H, D, opts.dtype, asFloats),
     );
     Object.assign(metadata, mlxMetaState(L, s));
     metadata[`2.${L}`] = mlxClass(s);
@@ -185,8 +195,9 @@ export async function exportMlxPromptCache(
 interface Ctx {
   readonly path: string;
   readonly file: SafetensorsFile;
-  readonly H: number;
-  readonly D: number;
+  /** Shape of the layer being read. */
+  H: number;
+  D: number;
   readonly used: Set<string>;
 }
 
@@ -371,9 +382,11 @@ async function importLayer(
 }
 
 /**
- * Reads a file written by mlx-lm's `save_prompt_cache` (or {@link exportMlxPromptCache}) into caches for a model of
- * `nLayers` layers of `nKvHeads x headDim`, checking every shape and naming any mismatch. mlx files carry no token
- * ids: compare `tokenCount` with the prompt you mean to continue.
+ * Reads a file written by mlx-lm's `save_prompt_cache` (or {@link exportMlxPromptCache}) into caches for a model whose
+ * layers have the cache shapes `layers` (kv heads, head size), checking every shape and naming any mismatch. Each
+ * layer keeps its class: `KVCache` → standard (f32 rows), `RotatingKVCache` → rotating (its `max_size`, `keep`, rows
+ * put back in time order), `QuantizedKVCache` → quantized. mlx files carry no token ids: compare `tokenCount` with
+ * the prompt you mean to continue.
  */
 export async function importMlxPromptCache(
   path: string,
@@ -394,18 +407,21 @@ export async function importMlxPromptCache(
       throw new PromptCacheError('UNKNOWN_FORMAT', "not an mlx-lm prompt cache: no '2.0' class-name entry", {
         file: path,
       });
-    if (classes.length !== opts.nLayers)
+    if (classes.length !== opts.layers.length)
       throw new PromptCacheError(
         'SHAPE_MISMATCH',
-        `the file holds ${classes.length} layers, the model has ${opts.nLayers}`,
+        `the file holds ${classes.length} layers, the model has ${opts.layers.length}`,
         {
           file: path,
         },
       );
-    const ctx: Ctx = { path, file, H: opts.nKvHeads, D: opts.headDim, used: new Set() };
+    const ctx: Ctx = { path, file, H: 0, D: 0, used: new Set() };
     const states: LayerState[] = [];
-    for (let L = 0; L < classes.length; L++)
+    for (let L = 0; L < classes.length; L++) {
+      ctx.H = opts.layers[L]!.nKvHeads;
+      ctx.D = opts.layers[L]!.headDim;
       states.push(await importLayer(ctx, L, classes[L]!, m, opts.quantizedKvStart ?? 0));
+    }
     for (const name of file.tensors.keys())
       if (!ctx.used.has(name))
         throw new PromptCacheError('CORRUPT', `unexpected tensor '${name}'`, { file: path });

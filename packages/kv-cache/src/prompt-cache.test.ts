@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeSafetensors, encodeSafetensors, type NamedTensorInput } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
+import { syntheticDir } from '@mnemo/test-utils';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type MakeCachesOptions, makeCaches } from './caches';
+import { type CacheKindOptions, makeLayerCaches } from './caches';
 import type { KVCache } from './contract';
 import { metadataDigest } from './digest';
 import { PromptCacheError, type PromptCacheErrorCode } from './errors';
@@ -16,8 +17,9 @@ import {
   type PromptCacheExpectation,
   type PromptCacheMeta,
   savePromptCache,
+  summarizeCache,
 } from './prompt-cache';
-import { bitsEqual, makeBackend, randomRows, statesEqual, testBackends } from './testing';
+import { makeBackend, randomRows, statesEqual, testBackends } from './testing';
 
 const H = 2;
 const D = 16;
@@ -29,9 +31,7 @@ const TOKENIZER = sha('tokenizer A');
 const EXPECT: PromptCacheExpectation = {
   modelFingerprint: MODEL,
   tokenizerFingerprint: TOKENIZER,
-  nLayers: N_LAYERS,
-  nKvHeads: H,
-  headDim: D,
+  layers: Array.from({ length: N_LAYERS }, () => ({ nKvHeads: H, headDim: D })),
 };
 
 let dir: string;
@@ -92,15 +92,19 @@ async function rewrite(
   await writeFile(path, encodeSafetensors(tensors, metadata));
 }
 
-describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) => {
+describe.each(await testBackends())('prompt-cache file v2 (%s backend)', (name) => {
   let backend: Backend;
   beforeEach(async () => {
     backend = await makeBackend(name);
   });
   afterEach(() => backend.dispose());
 
-  function filled(n: number, opts: Partial<MakeCachesOptions> = {}, seed = 1): KVCache[] {
-    const caches = makeCaches(N_LAYERS, { backend, nKvHeads: H, headDim: D, ...opts });
+  /** Caches of `n` tokens; `windows` gives each layer's sliding window (0 = global). */
+  function filled(n: number, opts: CacheKindOptions = {}, seed = 1, windows = [0, 0]): KVCache[] {
+    const caches = makeLayerCaches(
+      windows.map((window) => ({ window, nKvHeads: H, headDim: D })),
+      { backend, ...opts },
+    );
     caches.forEach((c, L) => {
       let done = 0;
       let step = 0;
@@ -118,34 +122,38 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
     return caches;
   }
 
-  async function saved(n: number, opts: Partial<MakeCachesOptions> = {}): Promise<string> {
+  async function saved(n: number, opts: CacheKindOptions = {}, windows = [0, 0]): Promise<string> {
     const path = tmpPath();
-    const caches = filled(n, opts);
+    const caches = filled(n, opts, 1, windows);
     await savePromptCache(path, caches, meta(n));
     for (const c of caches) c.free();
     return path;
   }
 
-  const kinds: [string, Partial<MakeCachesOptions>, number][] = [
-    ['standard, 257 tokens', {}, 257],
-    ['standard, 0 tokens', {}, 0],
-    ['rotating within the window', { maxKvSize: 64, keep: 4 }, 50],
-    ['rotating after wrapping', { maxKvSize: 32, keep: 4 }, 100],
-    ['quantized q8g32 before conversion', { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 20 }, 15],
-    ['quantized q4g32 after conversion', { kvBits: 4, kvGroupSize: 32, quantizedKvStart: 5 }, 77],
+  const kinds: [string, CacheKindOptions, number, number[]][] = [
+    ['standard, 257 tokens', {}, 257, [0, 0]],
+    ['standard, 0 tokens', {}, 0, [0, 0]],
+    ['standard f16', { kvDtype: 'f16' }, 70, [0, 0]],
+    ['rotating within the window', { maxKvSize: 64, keep: 4 }, 50, [0, 0]],
+    ['rotating after wrapping', { maxKvSize: 32, keep: 4 }, 100, [0, 0]],
+    ['quantized q8g32 before conversion', { kvBits: 8, kvGroupSize: 32, quantizedKvStart: 20 }, 15, [0, 0]],
+    ['quantized q4g32 after conversion', { kvBits: 4, kvGroupSize: 32, quantizedKvStart: 5 }, 77, [0, 0]],
+    ['mixed: a window-8 ring and a standard layer', {}, 40, [8, 0]],
+    ['mixed, 4-bit: a q4 ring and a quantized layer', { kvBits: 4, kvGroupSize: 32 }, 40, [8, 0]],
+    ['mixed, f16: two rings and no global layer', { kvDtype: 'f16' }, 30, [5, 12]],
   ];
 
-  it.each(kinds)('round-trips %s bitwise, with its metadata', async (_label, opts, n) => {
+  it.each(kinds)('round-trips %s bitwise, with its metadata', async (_label, opts, n, windows) => {
     const path = tmpPath();
-    const caches = filled(n, opts);
+    const caches = filled(n, opts, 1, windows);
     await savePromptCache(path, caches, meta(n));
     const { caches: loaded, meta: info } = await loadPromptCache(path, { backend, expect: EXPECT });
     expect(loaded.length).toBe(N_LAYERS);
     loaded.forEach((c, L) => {
-      expect(c.kind).toBe(caches[L]!.kind);
-      expect(c.offset).toBe(n);
+      expect([c.kind, c.storage, c.offset]).toEqual([caches[L]!.kind, caches[L]!.storage, n]);
       expect(statesEqual(c.exportState(), caches[L]!.exportState())).toBe(true);
     });
+    expect(info.formatVersion).toBe('2');
     expect(info.tokens).toEqual(tokensOf(n));
     expect(info.prompt).toBe(meta(n).prompt);
     expect(info.modelConfig).toEqual({ model_type: 'llama', num_hidden_layers: N_LAYERS });
@@ -153,19 +161,32 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
     expect(info.createdAt).toBe('2026-11-27T12:00:00.000Z');
     expect(info.modelFingerprint).toBe(MODEL);
     expect(info.cache.nLayers).toBe(N_LAYERS);
+    info.cache.layers.forEach((d, L) => {
+      expect(d.kind).toBe(caches[L]!.kind);
+      expect([d.nKvHeads, d.headDim, d.offset]).toEqual([H, D, n]);
+    });
     // Loaded caches continue exactly like the originals.
-    if (n > 0)
-      for (const [i, c] of loaded.entries()) {
-        const k = randomRows(backend, 1, W, 4242);
-        const a = c.updateAndFetch(k.t, k.t);
-        const b = caches[i]!.updateAndFetch(k.t, k.t);
-        expect(a.startPos).toBe(b.startPos);
-        const rows = a.startPos + 1;
-        const read = (t: typeof a.keys) => backend.read(backend.view(t, [rows, W], 0));
-        expect(bitsEqual(read(a.keys), read(b.keys))).toBe(true);
-        expect(bitsEqual(read(a.values), read(b.values))).toBe(true);
+    for (const [i, c] of loaded.entries()) {
+      for (const m of [3, 1]) {
+        const k = randomRows(backend, m, W, 4242 + m);
+        c.updateAndFetch(k.t, k.t);
+        caches[i]!.updateAndFetch(k.t, k.t);
       }
+      expect(statesEqual(c.exportState(), caches[i]!.exportState())).toBe(true);
+    }
     for (const c of [...caches, ...loaded]) c.free();
+  });
+
+  it('a ring layer stores at most its window of rows', async () => {
+    const path = await saved(300, {}, [16, 0]);
+    const info = (await inspectPromptCache(path)).info!;
+    expect(info.cache.layers.map((l) => l.rows)).toEqual([16, 300]);
+    expect(info.cache.layers[0]!.meta).toEqual({ maxSize: 16, keep: 0, storage: 'f32' });
+    const file = decodeSafetensors(await readFile(path));
+    expect(file.tensors.get('layers.0.keys')!.shape).toEqual([16, H, D]);
+    expect(summarizeCache(info.cache)).toBe(
+      '1 × rotating (maxSize 16, keep 0, f32; 2 kv heads × 16) + 1 × standard (f32; 2 kv heads × 16)',
+    );
   });
 
   it('stores only the used rows: a 1-token file is tiny and size grows linearly with tokens', async () => {
@@ -270,9 +291,9 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
   it('refuses another format or format version', async () => {
     const path = await saved(3);
     await rewrite(path, (_t, m) => {
-      m.format_version = '2';
+      m.format_version = '3';
     });
-    await expectRefusal(loadPromptCache(path, { backend }), 'UNKNOWN_VERSION', /format_version "2"/);
+    await expectRefusal(loadPromptCache(path, { backend }), 'UNKNOWN_VERSION', /format_version "3"/);
     expect((await inspectPromptCache(path)).error?.code).toBe('UNKNOWN_VERSION');
     await rewrite(path, (_t, m) => {
       m.format = 'llama.cpp-session';
@@ -349,18 +370,19 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
       'TOKENIZER_MISMATCH',
       /another tokenizer/,
     );
+    const shape = { nKvHeads: H, headDim: D };
     await expectRefusal(
-      loadPromptCache(path, { backend, expect: { ...EXPECT, nLayers: 3 } }),
+      loadPromptCache(path, { backend, expect: { ...EXPECT, layers: [shape, shape, shape] } }),
       'SHAPE_MISMATCH',
       /2 layers, the model 3/,
     );
     await expectRefusal(
-      loadPromptCache(path, { backend, expect: { ...EXPECT, nKvHeads: 4 } }),
+      loadPromptCache(path, { backend, expect: { ...EXPECT, layers: [shape, { nKvHeads: 4, headDim: D }] } }),
       'SHAPE_MISMATCH',
-      /kv heads/,
+      /layer 1 of the cache has 2 kv heads, the model 4/,
     );
     await expectRefusal(
-      loadPromptCache(path, { backend, expect: { ...EXPECT, headDim: 8 } }),
+      loadPromptCache(path, { backend, expect: { ...EXPECT, layers: [{ nKvHeads: H, headDim: 8 }, shape] } }),
       'SHAPE_MISMATCH',
       /head size/,
     );
@@ -441,23 +463,142 @@ describe.each(await testBackends())('prompt-cache file v1 (%s backend)', (name) 
     expect(caches[0]!.offset).toBe(4);
   });
 
+  it('refuses layer descriptions it cannot trust or hold', async () => {
+    const edit = async (change: (layer: Record<string, unknown>) => void) => {
+      const p = await saved(6, { maxKvSize: 4, keep: 1 });
+      await rewrite(p, (_t, m) => {
+        const c = JSON.parse(m.cache!);
+        change(c.layers[1]);
+        m.cache = JSON.stringify(c);
+      });
+      return loadPromptCache(p, { backend });
+    };
+    await expectRefusal(
+      edit((l) => (l.kind = 'paged')),
+      'UNSUPPORTED',
+      /cache kind "paged"/,
+    );
+    await expectRefusal(
+      edit((l) => ((l.meta as Record<string, unknown>).storage = 'q3g32')),
+      'UNSUPPORTED',
+      /storage/,
+    );
+    await expectRefusal(
+      edit((l) => ((l.meta as Record<string, unknown>).keep = 9)),
+      'CORRUPT',
+      /maxSize\/keep/,
+    );
+    await expectRefusal(
+      edit((l) => ((l.meta as Record<string, unknown>).extra = 1)),
+      'CORRUPT',
+      /unknown meta-state/,
+    );
+    await expectRefusal(
+      edit((l) => delete (l.meta as Record<string, unknown>).keep),
+      'CORRUPT',
+      /'keep' is missing/,
+    );
+    await expectRefusal(
+      edit((l) => (l.meta = [])),
+      'CORRUPT',
+      /meta must be an object/,
+    );
+    await expectRefusal(
+      edit((l) => (l.rows = 5)),
+      'SHAPE_MISMATCH',
+      /says 5 rows for offset 6, expected 4/,
+    );
+    await expectRefusal(
+      edit((l) => (l.headDim = 8)),
+      'SHAPE_MISMATCH',
+      /layers\.1\.keys' is F32 \[4, 2, 16\]/,
+    );
+    await expectRefusal(
+      edit((l) => (l.nKvHeads = 0)),
+      'CORRUPT',
+      /positive integers/,
+    );
+  });
+
   it('inspects a file without a backend', async () => {
     const path = await saved(12, { maxKvSize: 8, keep: 2 });
     const info = await inspectPromptCache(path);
     expect(info.valid).toBe(true);
     expect(info.error).toBeUndefined();
     expect(info.info?.tokens.length).toBe(12);
-    expect(info.info?.cache.kind).toBe('rotating');
     expect(info.info?.cache.layers[0]).toEqual({
       kind: 'rotating',
+      nKvHeads: H,
+      headDim: D,
       offset: 12,
       rows: 8,
-      maxSize: 8,
-      keep: 2,
+      meta: { maxSize: 8, keep: 2, storage: 'f32' },
     });
     expect(info.metadata.format).toBe('mnemo-prompt-cache');
     const missing = await inspectPromptCache(join(dir, 'missing.safetensors'));
     expect(missing.valid).toBe(false);
     expect(missing.error?.code).toBe('IO');
+  });
+});
+
+// Files written by format v1 (fixtures/prompt-cache-v1, made by the v1 code on the synthetic llama-f32: 2 layers of
+// 2 kv heads × 16) still load, each layer translated to the v2 kind and parameters.
+const V1_DIR = join(syntheticDir, '..', 'prompt-cache-v1');
+
+describe.each(await testBackends())('prompt-cache files of format v1 (%s backend)', (name) => {
+  let backend: Backend;
+  beforeEach(async () => {
+    backend = await makeBackend(name);
+  });
+  afterEach(() => backend.dispose());
+  const v1Expect = { layers: [0, 1].map(() => ({ nKvHeads: 2, headDim: 16 })) };
+
+  it.each([
+    ['standard', 'standard', 41, { storage: 'f32' }, 'f32'],
+    ['quantized-8bit-g32', 'quantized', 41, { bits: 8, groupSize: 32, start: 0, quantized: true }, 'q8g32'],
+    [
+      'quantized-4bit-g32-start100',
+      'quantized',
+      41,
+      { bits: 4, groupSize: 32, start: 100, quantized: false },
+      'f32',
+    ],
+    ['rotating-32-wrapped', 'rotating', 32, { maxSize: 32, keep: 4, storage: 'f32' }, 'f32'],
+    ['rotating-64', 'rotating', 41, { maxSize: 64, keep: 4, storage: 'f32' }, 'f32'],
+  ] as const)('%s.safetensors loads as %s caches', async (file, kind, rows, metaState, storage) => {
+    const path = join(V1_DIR, `${file}.safetensors`);
+    const inspected = await inspectPromptCache(path);
+    expect(inspected.valid, inspected.error?.message).toBe(true);
+    expect(inspected.info!.formatVersion).toBe('1');
+    const { caches, meta: info } = await loadPromptCache(path, { backend });
+    expect(info.tokens.length).toBe(41);
+    expect(info.cache.layers.map((l) => [l.kind, l.rows, l.meta])).toEqual([
+      [kind, rows, metaState],
+      [kind, rows, metaState],
+    ]);
+    expect(caches.map((c) => [c.kind, c.storage, c.offset])).toEqual([
+      [kind, storage, 41],
+      [kind, storage, 41],
+    ]);
+    // the rows are those of the file, bit for bit
+    const f = decodeSafetensors(await readFile(path));
+    const s = caches[1]!.exportState();
+    const keys = s.keys.format === 'quantized' ? s.keys.packed : s.keys.data;
+    const stored = f.tensors.get(s.keys.format === 'quantized' ? 'layers.1.keys.packed' : 'layers.1.keys')!;
+    expect(
+      Buffer.compare(
+        Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength),
+        Buffer.from(stored.data as Uint8Array),
+      ),
+    ).toBe(0);
+    for (const c of caches) c.free();
+    // and the expectation is checked as for v2 files
+    await expectRefusal(
+      loadPromptCache(path, {
+        backend,
+        expect: { ...v1Expect, modelFingerprint: MODEL, tokenizerFingerprint: TOKENIZER },
+      }),
+      'MODEL_MISMATCH',
+    );
   });
 });

@@ -1,13 +1,14 @@
 /**
- * The mnemo prompt-cache file, format v1 (specified in docs/prompt-cache-format.md): a safetensors file holding the
- * used rows of every layer, with the model and tokenizer fingerprints, the cached token ids and checksums in its
- * metadata. Loading validates everything and refuses, with a PromptCacheError, anything it cannot trust.
+ * The mnemo prompt-cache file, format v2 (specified in docs/prompt-cache-format.md): a safetensors file holding the
+ * rows every layer's cache holds, with the model and tokenizer fingerprints, the cached token ids, the numerics and
+ * checksums in its metadata. Each layer records its own kind, shape and parameters (its meta-state); what its tensors
+ * are and mean belongs to the kind's codec (`codecFor`). Loading validates everything and refuses, with a
+ * PromptCacheError, anything it cannot trust. Files of format v1 (one kind for every layer) still load.
  */
 
 import { createHash } from 'node:crypto';
 import {
   type LazyTensorInput,
-  type NamedTensorInput,
   openSafetensors,
   SafetensorsError,
   type SafetensorsFile,
@@ -16,25 +17,22 @@ import {
 } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { version as packageVersion } from '../package.json';
-import { freeCaches, importState } from './caches';
-import {
-  type CacheKind,
-  type DenseRows,
-  type KVCache,
-  type LayerState,
-  type QuantizedRows,
-  type RowData,
-  StateBuffers,
-} from './contract';
+import { codecFor, freeCaches } from './caches';
+import { type CacheCodec, type MetaState, type ParsedLayer, UnsupportedCacheError } from './codec';
+import { type CacheKind, type CacheShape, type KVCache, type LayerState, StateBuffers } from './contract';
 import { isSha256Hex, metadataDigest } from './digest';
 import { PromptCacheError } from './errors';
+import { CacheStateError } from './state-check';
 
 export const PROMPT_CACHE_FORMAT = 'mnemo-prompt-cache';
-export const PROMPT_CACHE_FORMAT_VERSION = '1';
+/** The version this package writes. */
+export const PROMPT_CACHE_FORMAT_VERSION = '2';
+/** Versions this package reads. */
+export const PROMPT_CACHE_READABLE_VERSIONS: readonly string[] = ['1', '2'];
 /** Version of this package, written as `mnemo_version` unless the caller gives one. */
 export const MNEMO_VERSION: string = packageVersion;
 
-/** Metadata keys every v1 file has. */
+/** Metadata keys every file (v1 and v2) has. */
 export const PROMPT_CACHE_KEYS = [
   'format',
   'format_version',
@@ -80,34 +78,38 @@ export interface PromptCacheMeta {
   readonly createdAt?: Date;
 }
 
-/** One layer as the `cache` entry describes it. */
-export type LayerDescription =
-  | { readonly kind: 'standard'; readonly offset: number; readonly rows: number }
-  | {
-      readonly kind: 'rotating';
-      readonly offset: number;
-      readonly rows: number;
-      readonly maxSize: number;
-      readonly keep: number;
-    }
-  | {
-      readonly kind: 'quantized';
-      readonly offset: number;
-      readonly rows: number;
-      readonly bits: 4 | 8;
-      readonly groupSize: 32 | 64;
-      readonly start: number;
-      /** true: rows are stored quantized (packed/scales/biases); false: exact f32 rows (not yet converted). */
-      readonly quantized: boolean;
-    };
+/** One layer as the `cache` entry describes it (v2; a v1 file's layers are translated to this). */
+export interface LayerDescription {
+  readonly kind: CacheKind;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  /** Tokens the layer has seen (the number of token ids). */
+  readonly offset: number;
+  /** Rows its tensors hold. */
+  readonly rows: number;
+  /** The kind's parameters (its codec's meta-state), e.g. `{ maxSize, keep, storage }`. */
+  readonly meta: MetaState;
+}
 
 /** The `cache` metadata entry. */
 export interface CacheDescription {
-  readonly kind: CacheKind;
   readonly nLayers: number;
-  readonly nKvHeads: number;
-  readonly headDim: number;
   readonly layers: readonly LayerDescription[];
+}
+
+/** A short human-readable summary of a cache description, e.g. `5 × rotating (maxSize 16, keep 0, f32) + 1 × standard (f32)`. */
+export function summarizeCache(c: CacheDescription): string {
+  const parts: [string, number][] = [];
+  for (const l of c.layers) {
+    const params = Object.entries(l.meta)
+      .map(([k, v]) => (k === 'storage' ? String(v) : `${k} ${String(v)}`))
+      .join(', ');
+    const name = `${l.kind} (${params}; ${l.nKvHeads} kv heads × ${l.headDim})`;
+    const last = parts[parts.length - 1];
+    if (last && last[0] === name) last[1]++;
+    else parts.push([name, 1]);
+  }
+  return parts.map(([name, n]) => `${n} × ${name}`).join(' + ');
 }
 
 /** A file's metadata, parsed and validated. */
@@ -138,9 +140,8 @@ export interface PromptCacheExpectation {
   readonly numerics?: string;
   /** Most tokens the model can hold (its context length): a file holding more is refused (`SHAPE_MISMATCH`). */
   readonly maxTokens?: number;
-  readonly nLayers: number;
-  readonly nKvHeads: number;
-  readonly headDim: number;
+  /** The model's layers: their count and each one's cache shape. */
+  readonly layers: readonly CacheShape[];
 }
 
 export interface LoadPromptCacheOptions {
@@ -171,39 +172,34 @@ export interface PromptCacheInspection {
 
 // ---- names and layout -----------------------------------------------------------------------------------------
 
-/** Tensor names of layer `layer`'s keys or values: one dense tensor, or packed/scales/biases. */
+/** File name of tensor `name` (a codec's name, e.g. `keys.packed`) of layer `layer`. */
+export function layerTensorName(layer: number, name: string): string {
+  return `layers.${layer}.${name}`;
+}
+
+/** Tensor names of layer `layer`'s keys or values in a v1 file: one dense tensor, or packed/scales/biases. */
 export function layerTensorNames(layer: number, side: 'keys' | 'values', quantized: boolean): string[] {
   const base = `layers.${layer}.${side}`;
   return quantized ? [`${base}.packed`, `${base}.scales`, `${base}.biases`] : [base];
 }
 
-function rowsHeld(d: LayerDescription): number {
-  return d.kind === 'rotating' ? Math.min(d.offset, d.maxSize) : d.offset;
+function codecOf(kind: string): CacheCodec {
+  const c = codecFor(kind);
+  if (c === undefined) throw new CacheStateError(`unknown cache kind '${kind}'`);
+  return c;
 }
 
 function describe(state: LayerState): LayerDescription {
-  switch (state.kind) {
-    case 'standard':
-      return { kind: 'standard', offset: state.offset, rows: state.keys.rows };
-    case 'rotating':
-      return {
-        kind: 'rotating',
-        offset: state.offset,
-        rows: state.keys.rows,
-        maxSize: state.maxSize,
-        keep: state.keep,
-      };
-    case 'quantized':
-      return {
-        kind: 'quantized',
-        offset: state.offset,
-        rows: state.keys.rows,
-        bits: state.bits,
-        groupSize: state.groupSize,
-        start: state.start,
-        quantized: state.keys.format === 'quantized',
-      };
-  }
+  const codec = codecOf(state.kind);
+  const t = codec.state(state);
+  return {
+    kind: state.kind,
+    nKvHeads: state.shape.nKvHeads,
+    headDim: state.shape.headDim,
+    offset: state.offset,
+    rows: t.length > 0 ? t[0]!.shape[0]! : 0,
+    meta: codec.metaState(state),
+  };
 }
 
 function bytesOf(a: ArrayBufferView): Uint8Array {
@@ -235,14 +231,8 @@ export async function savePromptCache(
     throw bad('tokenizerFingerprint must be a sha256 digest (64 lowercase hex digits)');
   if (!Array.isArray(meta.tokens) || !meta.tokens.every((t) => Number.isSafeInteger(t) && t >= 0))
     throw bad('tokens must be an array of non-negative integer token ids');
-  const first = caches[0]!;
-  const { nKvHeads, headDim } = first.shape;
   caches.forEach((c, i) => {
-    if (c.kind !== first.kind) throw bad(`layer ${i} is a ${c.kind} cache, layer 0 a ${first.kind} cache`);
-    if (c.shape.nKvHeads !== nKvHeads || c.shape.headDim !== headDim)
-      throw bad(
-        `layer ${i} has shape ${c.shape.nKvHeads}x${c.shape.headDim}, layer 0 ${nKvHeads}x${headDim} (kv heads x head size)`,
-      );
+    if (codecFor(c?.kind) === undefined) throw bad(`layer ${i} is not a cache this format can hold`);
     if (c.offset !== meta.tokens.length)
       throw bad(`layer ${i} holds ${c.offset} tokens but ${meta.tokens.length} token ids were given`);
   });
@@ -272,12 +262,12 @@ export async function savePromptCache(
   caches.forEach((c, L) => {
     const s = c.exportState(buffers);
     layers.push(describe(s));
-    for (const side of ['keys', 'values'] as const)
-      for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) {
-        hash.update(bytesOf(t.data));
-        const { name, dtype, shape } = t; // not `t` itself: its data views a buffer that may be replaced
-        specs.push({ name, dtype, shape, data: () => layerData(L, name) });
-      }
+    for (const t of codecOf(s.kind).state(s)) {
+      hash.update(bytesOf(t.data));
+      const name = layerTensorName(L, t.name);
+      const { dtype, shape } = t; // not `t` itself: its data views a buffer that may be replaced
+      specs.push({ name, dtype, shape, data: () => layerData(L, name) });
+    }
   });
   let changed: PromptCacheError | undefined;
   let held: { layer: number; data: Map<string, ArrayBufferView> } | undefined;
@@ -292,19 +282,12 @@ export async function savePromptCache(
         throw changed;
       }
       const data = new Map<string, ArrayBufferView>();
-      for (const side of ['keys', 'values'] as const)
-        for (const t of layerTensors(L, side, s[side], nKvHeads, headDim)) data.set(t.name, t.data);
+      for (const t of codecOf(s.kind).state(s)) data.set(layerTensorName(L, t.name), t.data);
       held = { layer: L, data };
     }
     return held.data.get(name)!;
   };
-  const description: CacheDescription = {
-    kind: first.kind,
-    nLayers: caches.length,
-    nKvHeads,
-    headDim,
-    layers,
-  };
+  const description: CacheDescription = { nLayers: caches.length, layers };
   const metadata: Record<string, string> = {
     format: PROMPT_CACHE_FORMAT,
     format_version: PROMPT_CACHE_FORMAT_VERSION,
@@ -338,21 +321,6 @@ export async function savePromptCache(
   }
 }
 
-function layerTensors(L: number, side: 'keys' | 'values', data: RowData, nKvHeads: number, headDim: number) {
-  const out: NamedTensorInput[] = [];
-  if (data.format === 'f32') {
-    const [name] = layerTensorNames(L, side, false);
-    out.push({ name: name!, dtype: 'F32', shape: [data.rows, nKvHeads, headDim], data: data.data });
-  } else {
-    const width = nKvHeads * headDim;
-    const [p, s, b] = layerTensorNames(L, side, true);
-    out.push({ name: p!, dtype: 'U32', shape: [data.rows, (width * data.bits) / 32], data: data.packed });
-    out.push({ name: s!, dtype: 'F32', shape: [data.rows, width / data.groupSize], data: data.scales });
-    out.push({ name: b!, dtype: 'F32', shape: [data.rows, width / data.groupSize], data: data.biases });
-  }
-  return out;
-}
-
 // ---- load -----------------------------------------------------------------------------------------------------
 
 /**
@@ -370,7 +338,7 @@ export async function loadPromptCache(
   try {
     const info = await readPromptCache(path, opts.expect, (L, state) => {
       try {
-        caches[L] = importState(opts.backend, state);
+        caches[L] = codecOf(state.kind).fromState(opts.backend, state);
       } catch (err) {
         if (err instanceof PromptCacheError) throw err;
         throw new PromptCacheError('CORRUPT', `cannot rebuild layer ${L}: ${(err as Error).message}`, {
@@ -491,10 +459,10 @@ function parseMetadata(path: string, m: Readonly<Record<string, string>>): Promp
       { file: path },
     );
   }
-  if (m.format_version !== PROMPT_CACHE_FORMAT_VERSION)
+  if (typeof m.format_version !== 'string' || !PROMPT_CACHE_READABLE_VERSIONS.includes(m.format_version))
     throw new PromptCacheError(
       'UNKNOWN_VERSION',
-      `prompt-cache format_version ${JSON.stringify(m.format_version)} is not supported (this reader knows "${PROMPT_CACHE_FORMAT_VERSION}")`,
+      `prompt-cache format_version ${JSON.stringify(m.format_version)} is not supported (this reader knows ${PROMPT_CACHE_READABLE_VERSIONS.map((v) => `"${v}"`).join(' and ')})`,
       { file: path },
     );
   for (const k of PROMPT_CACHE_KEYS)
@@ -508,7 +476,11 @@ function parseMetadata(path: string, m: Readonly<Record<string, string>>): Promp
   const tokens = parseJsonEntry(path, m, 'tokens');
   if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && t >= 0))
     throw corrupt("'tokens' is not an array of token ids");
-  const cache = parseCacheDescription(path, parseJsonEntry(path, m, 'cache'));
+  const cacheJson = parseJsonEntry(path, m, 'cache');
+  const cache =
+    m.format_version === '1'
+      ? parseCacheDescriptionV1(path, cacheJson)
+      : parseCacheDescription(path, cacheJson);
   return {
     format: m.format,
     formatVersion: m.format_version,
@@ -543,7 +515,64 @@ function isCount(x: unknown, min = 0): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= min;
 }
 
+const MAX_LAYERS = 1 << 16;
+
+/** The v2 `cache` entry: `{ nLayers, layers: [{ kind, nKvHeads, headDim, offset, rows, meta }] }`. */
 function parseCacheDescription(path: string, c: unknown): CacheDescription {
+  const corrupt = (msg: string) =>
+    new PromptCacheError('CORRUPT', `metadata 'cache': ${msg}`, { file: path });
+  if (!isObj(c)) throw corrupt('not an object');
+  for (const k of Object.keys(c))
+    if (k !== 'nLayers' && k !== 'layers') throw corrupt(`unknown entry '${k}'`);
+  const { nLayers, layers } = c;
+  if (!isCount(nLayers, 1) || nLayers > MAX_LAYERS)
+    throw corrupt(`nLayers must be an integer in [1, ${MAX_LAYERS}]`);
+  if (!Array.isArray(layers)) throw corrupt('layers is not an array');
+  if (layers.length !== nLayers)
+    throw new PromptCacheError(
+      'SHAPE_MISMATCH',
+      `'cache' announces ${nLayers} layers but describes ${layers.length}`,
+      { file: path },
+    );
+  const out = layers.map((l: unknown, i): LayerDescription => {
+    if (!isObj(l)) throw corrupt(`layer ${i} is not an object`);
+    for (const k of Object.keys(l))
+      if (!['kind', 'nKvHeads', 'headDim', 'offset', 'rows', 'meta'].includes(k))
+        throw corrupt(`layer ${i}: unknown entry '${k}'`);
+    if (typeof l.kind !== 'string') throw corrupt(`layer ${i}: kind is not a string`);
+    if (codecFor(l.kind) === undefined)
+      throw new PromptCacheError(
+        'UNSUPPORTED',
+        `layer ${i}: cache kind ${JSON.stringify(l.kind)} is not supported`,
+        {
+          file: path,
+        },
+      );
+    if (!isCount(l.nKvHeads, 1) || !isCount(l.headDim, 1))
+      throw corrupt(`layer ${i}: nKvHeads and headDim must be positive integers`);
+    if (!isCount(l.offset) || !isCount(l.rows)) throw corrupt(`layer ${i}: offset and rows must be integers`);
+    if (
+      !isObj(l.meta) ||
+      !Object.values(l.meta).every((v) => ['string', 'number', 'boolean'].includes(typeof v))
+    )
+      throw corrupt(`layer ${i}: meta must be an object of strings, numbers and booleans`);
+    return {
+      kind: l.kind as CacheKind,
+      nKvHeads: l.nKvHeads,
+      headDim: l.headDim,
+      offset: l.offset,
+      rows: l.rows,
+      meta: l.meta as MetaState,
+    };
+  });
+  return { nLayers, layers: out };
+}
+
+/**
+ * The v1 `cache` entry (`{ kind, nLayers, nKvHeads, headDim, layers: [{ kind, offset, rows, ...params }] }`, one kind
+ * and shape for every layer, f32 rows), translated to the v2 description (its tensors have the same names and layout).
+ */
+function parseCacheDescriptionV1(path: string, c: unknown): CacheDescription {
   const corrupt = (msg: string) =>
     new PromptCacheError('CORRUPT', `metadata 'cache': ${msg}`, { file: path });
   if (!isObj(c)) throw corrupt('not an object');
@@ -553,66 +582,57 @@ function parseCacheDescription(path: string, c: unknown): CacheDescription {
       file: path,
     });
   }
-  if (!isCount(nLayers, 1) || !isCount(nKvHeads, 1) || !isCount(headDim, 1))
+  if (!isCount(nLayers, 1) || !isCount(nKvHeads, 1) || !isCount(headDim, 1) || nLayers > MAX_LAYERS)
     throw corrupt('nLayers, nKvHeads and headDim must be positive integers');
   if (!Array.isArray(layers)) throw corrupt('layers is not an array');
   if (layers.length !== nLayers)
     throw new PromptCacheError(
       'SHAPE_MISMATCH',
       `'cache' announces ${nLayers} layers but describes ${layers.length}`,
-      {
-        file: path,
-      },
+      { file: path },
     );
-  const width = nKvHeads * headDim;
-  const out: LayerDescription[] = layers.map((l: unknown, i): LayerDescription => {
+  const out = layers.map((l: unknown, i): LayerDescription => {
     if (!isObj(l)) throw corrupt(`layer ${i} is not an object`);
     if (l.kind !== kind) throw corrupt(`layer ${i} is '${String(l.kind)}', the cache '${kind}'`);
     if (!isCount(l.offset) || !isCount(l.rows)) throw corrupt(`layer ${i}: offset and rows must be integers`);
-    let d: LayerDescription;
-    if (kind === 'standard') d = { kind, offset: l.offset, rows: l.rows };
-    else if (kind === 'rotating') {
-      if (!isCount(l.maxSize, 1) || !isCount(l.keep) || l.keep >= l.maxSize)
-        throw corrupt(`layer ${i}: bad maxSize/keep`);
-      d = { kind, offset: l.offset, rows: l.rows, maxSize: l.maxSize, keep: l.keep };
-    } else {
-      if ((l.bits !== 4 && l.bits !== 8) || (l.groupSize !== 32 && l.groupSize !== 64))
-        throw new PromptCacheError(
-          'UNSUPPORTED',
-          `layer ${i}: quantization bits ${String(l.bits)} group ${String(l.groupSize)} is not supported`,
-          { file: path },
-        );
-      if (!isCount(l.start) || typeof l.quantized !== 'boolean')
-        throw corrupt(`layer ${i}: bad start/quantized`);
-      // A quantized cache converts its rows on the first update that finds offset > start (so it holds at most
-      // start + 1 exact rows) and never goes back to offset <= start.
-      if (l.quantized ? l.offset <= l.start : l.offset > l.start + 1)
-        throw corrupt(
-          `layer ${i}: "quantized": ${l.quantized} contradicts offset ${String(l.offset)} and start ${l.start} (quantized rows need offset > start, exact ones offset <= start + 1)`,
-        );
-      if (width % l.groupSize !== 0)
-        throw corrupt(`layer ${i}: row width ${width} is not a multiple of ${l.groupSize}`);
-      d = {
-        kind,
-        offset: l.offset,
-        rows: l.rows,
-        bits: l.bits,
-        groupSize: l.groupSize,
-        start: l.start,
-        quantized: l.quantized,
-      };
+    const meta: MetaState =
+      kind === 'standard'
+        ? { storage: 'f32' }
+        : kind === 'rotating'
+          ? { maxSize: l.maxSize as number, keep: l.keep as number, storage: 'f32' }
+          : {
+              bits: l.bits as number,
+              groupSize: l.groupSize as number,
+              start: l.start as number,
+              quantized: l.quantized as boolean,
+            };
+    return { kind, nKvHeads, headDim, offset: l.offset, rows: l.rows, meta };
+  });
+  return { nLayers, layers: out };
+}
+
+/** Each layer's meta-state checked by its codec: the tensors it implies (throws PromptCacheError). */
+function parseLayers(path: string, c: CacheDescription): ParsedLayer[] {
+  return c.layers.map((d, L) => {
+    let parsed: ParsedLayer;
+    try {
+      parsed = codecOf(d.kind).parse(d.meta, { nKvHeads: d.nKvHeads, headDim: d.headDim }, d.offset);
+    } catch (err) {
+      if (!(err instanceof CacheStateError)) throw err;
+      throw new PromptCacheError(
+        err instanceof UnsupportedCacheError ? 'UNSUPPORTED' : 'CORRUPT',
+        `metadata 'cache': layer ${L}: ${err.message}`,
+        { file: path },
+      );
     }
-    if (d.rows !== rowsHeld(d))
+    if (d.rows !== parsed.rows)
       throw new PromptCacheError(
         'SHAPE_MISMATCH',
-        `layer ${i} says ${d.rows} rows for offset ${d.offset}, expected ${rowsHeld(d)}`,
-        {
-          file: path,
-        },
+        `layer ${L} says ${d.rows} rows for offset ${d.offset}, expected ${parsed.rows}`,
+        { file: path },
       );
-    return d;
+    return parsed;
   });
-  return { kind, nLayers, nKvHeads, headDim, layers: out };
 }
 
 function checkExpectation(path: string, info: PromptCacheInfo, e: PromptCacheExpectation): void {
@@ -641,39 +661,30 @@ function checkExpectation(path: string, info: PromptCacheInfo, e: PromptCacheExp
       { file: path },
     );
   const c = info.cache;
-  for (const [what, got, want] of [
-    ['layers', c.nLayers, e.nLayers],
-    ['kv heads', c.nKvHeads, e.nKvHeads],
-    ['head size', c.headDim, e.headDim],
-  ] as const) {
-    if (got !== want)
-      throw new PromptCacheError('SHAPE_MISMATCH', `the cache has ${got} ${what}, the model ${want}`, {
+  if (c.nLayers !== e.layers.length)
+    throw new PromptCacheError(
+      'SHAPE_MISMATCH',
+      `the cache has ${c.nLayers} layers, the model ${e.layers.length}`,
+      {
         file: path,
-      });
-  }
-}
-
-interface ExpectedTensor {
-  readonly name: string;
-  readonly dtype: 'F32' | 'U32';
-  readonly shape: readonly number[];
-}
-
-function expectedTensors(c: CacheDescription): ExpectedTensor[] {
-  const out: ExpectedTensor[] = [];
-  const width = c.nKvHeads * c.headDim;
+      },
+    );
   c.layers.forEach((d, L) => {
-    const quantized = d.kind === 'quantized' && d.quantized;
-    for (const side of ['keys', 'values'] as const) {
-      const names = layerTensorNames(L, side, quantized);
-      if (d.kind === 'quantized' && d.quantized) {
-        out.push({ name: names[0]!, dtype: 'U32', shape: [d.rows, (width * d.bits) / 32] });
-        out.push({ name: names[1]!, dtype: 'F32', shape: [d.rows, width / d.groupSize] });
-        out.push({ name: names[2]!, dtype: 'F32', shape: [d.rows, width / d.groupSize] });
-      } else out.push({ name: names[0]!, dtype: 'F32', shape: [d.rows, c.nKvHeads, c.headDim] });
+    const want = e.layers[L]!;
+    for (const [what, got, need] of [
+      ['kv heads', d.nKvHeads, want.nKvHeads],
+      ['head size', d.headDim, want.headDim],
+    ] as const) {
+      if (got !== need)
+        throw new PromptCacheError(
+          'SHAPE_MISMATCH',
+          `layer ${L} of the cache has ${got} ${what}, the model ${need}`,
+          {
+            file: path,
+          },
+        );
     }
   });
-  return out;
 }
 
 /**
@@ -695,26 +706,33 @@ async function readStates(
         { file: path },
       );
   });
-  const expected = expectedTensors(c);
-  const wanted = new Set(expected.map((t) => t.name));
+  const parsed = parseLayers(path, c);
+  // every tensor the layers imply, by file name: its layer, its name within the layer, dtype and shape
+  const expected = new Map<
+    string,
+    { layer: number; name: string; dtype: string; shape: readonly number[] }
+  >();
+  const missing = c.layers.map(() => 0);
+  parsed.forEach((p, L) => {
+    for (const t of p.tensors) {
+      expected.set(layerTensorName(L, t.name), { layer: L, name: t.name, dtype: t.dtype, shape: t.shape });
+      missing[L]!++;
+    }
+  });
   for (const name of file.tensors.keys())
-    if (!wanted.has(name))
+    if (!expected.has(name))
       throw new PromptCacheError(
         'SHAPE_MISMATCH',
         `unexpected tensor '${name}' (the metadata describes ${c.nLayers} layers)`,
-        {
-          file: path,
-        },
+        { file: path },
       );
-  for (const t of expected) {
-    const got: TensorInfo | undefined = file.tensors.get(t.name);
+  for (const [name, t] of expected) {
+    const got: TensorInfo | undefined = file.tensors.get(name);
     if (!got)
       throw new PromptCacheError(
         'SHAPE_MISMATCH',
-        `tensor '${t.name}' is missing (the metadata describes ${c.nLayers} layers)`,
-        {
-          file: path,
-        },
+        `tensor '${name}' is missing (the metadata describes ${c.nLayers} layers)`,
+        { file: path },
       );
     if (
       got.dtype !== t.dtype ||
@@ -723,7 +741,7 @@ async function readStates(
     )
       throw new PromptCacheError(
         'SHAPE_MISMATCH',
-        `tensor '${t.name}' is ${got.dtype} [${got.shape.join(', ')}], the metadata implies ${t.dtype} [${t.shape.join(', ')}]`,
+        `tensor '${name}' is ${got.dtype} [${got.shape.join(', ')}], the metadata implies ${t.dtype} [${t.shape.join(', ')}]`,
         { file: path },
       );
   }
@@ -733,99 +751,34 @@ async function readStates(
   // rebuilds the cache in the backend meanwhile); the checksum is compared once everything has been read, and the
   // caller discards what it rebuilt when it fails.
   const byOffset = [...file.tensors.values()].sort((a, b) => a.byteOffset - b.byteOffset);
-  const layerOf = new Map<string, number>();
-  const missing = c.layers.map(() => 0);
-  c.layers.forEach((d, L) => {
-    const quantized = d.kind === 'quantized' && d.quantized;
-    for (const side of ['keys', 'values'] as const)
-      for (const n of layerTensorNames(L, side, quantized)) {
-        layerOf.set(n, L);
-        missing[L]!++;
-      }
-  });
-  const data = new Map<string, Uint8Array>();
+  const data = c.layers.map(() => new Map<string, Uint8Array>());
   const hash = createHash('sha256');
   for (const t of byOffset) {
     const b = await file.read(t.name);
     hash.update(b);
-    data.set(t.name, b);
-    const L = layerOf.get(t.name)!;
-    if (--missing[L]! === 0) {
-      const state = layerState(c, L, data);
-      for (const side of ['keys', 'values'] as const)
-        for (const n of layerTensorNames(
-          L,
-          side,
-          c.layers[L]!.kind === 'quantized' && c.layers[L]!.quantized,
-        ))
-          data.delete(n);
-      onLayer(L, state);
+    const e = expected.get(t.name)!;
+    data[e.layer]!.set(e.name, b);
+    if (--missing[e.layer]! === 0) {
+      let state: LayerState;
+      try {
+        state = parsed[e.layer]!.state(data[e.layer]!);
+      } catch (err) {
+        if (!(err instanceof CacheStateError)) throw err;
+        throw new PromptCacheError('CORRUPT', `layer ${e.layer}: ${err.message}`, { file: path });
+      }
+      data[e.layer]!.clear();
+      onLayer(e.layer, state);
     }
   }
+  // layers without tensors (none in the kinds of this version, but a codec may define one)
+  missing.forEach((n, L) => {
+    if (n === 0 && parsed[L]!.tensors.length === 0) onLayer(L, parsed[L]!.state(new Map()));
+  });
   const sum = hash.digest('hex');
   if (sum !== info.checksum)
     throw new PromptCacheError(
       'CHECKSUM',
       `tensor data checksum mismatch: the file says ${info.checksum}, the data hashes to ${sum}`,
-      {
-        file: path,
-      },
+      { file: path },
     );
-}
-
-/** The state of layer `L` from its tensors' bytes (`data`, by tensor name). */
-function layerState(c: CacheDescription, L: number, data: ReadonlyMap<string, Uint8Array>): LayerState {
-  const f32 = (name: string) => {
-    const b = data.get(name)!;
-    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-  };
-  const u32 = (name: string) => {
-    const b = data.get(name)!;
-    return new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-  };
-  const shape = { nKvHeads: c.nKvHeads, headDim: c.headDim };
-  const d = c.layers[L]!;
-  {
-    const dense = (side: 'keys' | 'values'): DenseRows => ({
-      format: 'f32',
-      rows: d.rows,
-      data: f32(layerTensorNames(L, side, false)[0]!),
-    });
-    if (d.kind === 'standard')
-      return { kind: 'standard', shape, offset: d.offset, keys: dense('keys'), values: dense('values') };
-    if (d.kind === 'rotating')
-      return {
-        kind: 'rotating',
-        shape,
-        offset: d.offset,
-        maxSize: d.maxSize,
-        keep: d.keep,
-        keys: dense('keys'),
-        values: dense('values'),
-      };
-    const quantized = (side: 'keys' | 'values'): QuantizedRows => {
-      const [p, s, b] = layerTensorNames(L, side, true);
-      return {
-        format: 'quantized',
-        rows: d.rows,
-        bits: d.bits,
-        groupSize: d.groupSize,
-        packed: u32(p!),
-        scales: f32(s!),
-        biases: f32(b!),
-      };
-    };
-    const rows = d.quantized ? quantized : dense;
-    const { bits, groupSize, start } = d;
-    return {
-      kind: 'quantized',
-      shape,
-      offset: d.offset,
-      bits,
-      groupSize,
-      start,
-      keys: rows('keys'),
-      values: rows('values'),
-    };
-  }
 }

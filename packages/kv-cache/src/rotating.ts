@@ -1,30 +1,43 @@
 import type { Backend, Tensor } from '@mnemo/tensor';
-import { checkShape, checkTrimCount, checkUpdate, RowBuffer, ViewSlot } from './buffer';
+import { checkShape, checkTrimCount, checkUpdate, roundUpToStep, ViewSlot } from './buffer';
+import {
+  type CacheCodec,
+  checkMetaKeys,
+  isCount,
+  type ParsedLayer,
+  parseStorage,
+  rowData,
+  rowSpecs,
+  rowTensors,
+  storageOfRows,
+} from './codec';
 import type { CacheOptions, CacheShape, CacheView, KVCache, RotatingState, StateBuffers } from './contract';
-import { checkDenseRows, checkStateHeader } from './state-check';
+import { CacheStateError, checkRows, checkStateHeader } from './state-check';
+import { checkStorageShape, KvSide, type KvStorage, type Run } from './storage';
 
 export interface RotatingCacheOptions extends CacheOptions {
-  /** Most positions held: the first `keep` ones plus the `maxSize - keep` most recent. */
+  /** Most positions a query sees: the first `keep` ones plus the `maxSize - keep` most recent (itself included). */
   readonly maxSize: number;
-  /** Leading positions never evicted (attention sinks). Default 0; `makeCaches` uses 4, as mlx-lm does. */
+  /** Leading positions never evicted (attention sinks). Default 0; `makeCaches` uses 4 for `maxKvSize`, as mlx-lm. */
   readonly keep?: number;
+  /** Storage of the rows (default `f32`): `f16`, or `q4g32`/`q4g64`/`q8g32`/`q8g64` quantized by the backend. */
+  readonly storage?: KvStorage;
 }
 
 /**
- * A bounded cache: positions `0 .. keep - 1` plus the `maxSize - keep` most recent positions.
+ * A bounded cache: a query at position p sees positions `0 .. keep - 1` and the `maxSize - keep` most recent
+ * positions up to p (a sliding window of `maxSize` when `keep` is 0), in any split of the prompt into steps.
  *
- * While `offset + rows <= maxSize` it behaves exactly like `StandardKVCache` (row j = position j). Storage is a ring:
- * position q lives in slot `q` for `q < keep`, else in slot `keep + (q - keep) % (maxSize - keep)`, a function of the
- * position only. Once a step would pass `maxSize`, attention reads a temporally ordered copy held in a scratch pair:
- * the `keep` rows, then the most recent rows in time order (at most `maxSize - 1` rows in all), then the new rows,
- * with `startPos` = the index of the first new row. Keys were rotated with their absolute positions when they were
- * computed, so row order only has to be temporal for the causal mask. That copy costs O(maxSize) rows per step after
- * wrapping (v1).
+ * Storage is a ring the backend's attention reads in place (Backend API v2: position j at row `kvRow(j, capacity,
+ * keep)`); new rows are written into their ring rows by the backend, so nothing is copied per step once it has wrapped.
+ * The ring has `maxSize` rows in steady-state decoding; a step of n > 1 rows that finds it full needs room for the
+ * `maxSize - 1` earlier positions its first query sees plus its own n rows, so the capacity grows (once, to at most
+ * `maxSize + n - 1` rows) and stays there. Because every query sees exactly its positions, whatever the split,
+ * `maxRowsNextStep()` is `Infinity`: prefill chunks of any size give the same bits as decoding one row at a time.
  *
- * A one-row step after wrapping therefore sees exactly `maxSize` rows (the `keep` sinks and the `maxSize - keep` most
- * recent positions, itself included); a multi-row step sees more for its later rows, as in mlx-lm, so results then
- * depend on the split: `maxRowsNextStep()` says where to split. Once a position has been evicted the cache cannot be
- * trimmed (`isTrimmable` is false and `trim` returns 0): fail closed, never corrupt.
+ * `trim(n)` works while the rows it would have to give back are still held: everything before the first eviction,
+ * and afterwards `capacity - maxSize` tokens (the spare rows a multi-row step left). Otherwise it refuses (returns 0):
+ * fail closed, never corrupt.
  */
 export class RotatingKVCache implements KVCache {
   /** Returned by every `updateAndFetch`, refilled in place: decoding allocates nothing per token. */
@@ -33,13 +46,14 @@ export class RotatingKVCache implements KVCache {
   readonly shape: CacheShape;
   readonly maxSize: number;
   readonly keep: number;
+  readonly storage: KvStorage;
   readonly #width: number;
   readonly #backend: Backend;
-  readonly #ringK: RowBuffer;
-  readonly #ringV: RowBuffer;
-  readonly #viewK: RowBuffer;
-  readonly #viewV: RowBuffer;
+  readonly #keys: KvSide;
+  readonly #values: KvSide;
   #offset = 0;
+  /** Positions `keep .. floor - 1` have been overwritten (their rows hold later positions). */
+  #floor = 0;
 
   constructor(opts: RotatingCacheOptions) {
     this.#width = checkShape('RotatingKVCache', opts.nKvHeads, opts.headDim);
@@ -50,116 +64,105 @@ export class RotatingKVCache implements KVCache {
       throw new RangeError(
         `RotatingKVCache: keep must be an integer in [0, maxSize), got ${keep} (maxSize ${opts.maxSize})`,
       );
+    const storage = opts.storage ?? 'f32';
+    checkStorageShape('RotatingKVCache', storage, opts.nKvHeads, opts.headDim);
     this.shape = { nKvHeads: opts.nKvHeads, headDim: opts.headDim };
     this.maxSize = opts.maxSize;
     this.keep = keep;
+    this.storage = storage;
     this.#backend = opts.backend;
-    this.#ringK = new RowBuffer(opts.backend, 'f32', this.#width);
-    this.#ringV = new RowBuffer(opts.backend, 'f32', this.#width);
-    this.#viewK = new RowBuffer(opts.backend, 'f32', this.#width);
-    this.#viewV = new RowBuffer(opts.backend, 'f32', this.#width);
+    this.#keys = new KvSide(opts.backend, storage, this.#width);
+    this.#values = new KvSide(opts.backend, storage, this.#width);
+    this.#floor = keep;
   }
 
   get offset(): number {
     return this.#offset;
   }
 
-  /** Whether a position has been evicted (then the cache can no longer be trimmed). */
+  /** Rows of the ring (0 before the first update). */
+  get capacity(): number {
+    return this.#keys.capacity;
+  }
+
+  /** Recent positions a query sees (itself included): `maxSize - keep`. */
+  get window(): number {
+    return this.maxSize - this.keep;
+  }
+
+  /** Whether some position's row has been overwritten. */
   get wrapped(): boolean {
-    return this.#offset > this.maxSize;
+    return this.#floor > this.keep;
   }
 
   get isTrimmable(): boolean {
-    return !this.wrapped;
+    return this.#offset === 0 || this.trimmable() > 0;
+  }
+
+  trimmable(): number {
+    const o = this.#offset;
+    if (this.#floor <= this.keep) return o;
+    // after trimming n, a state (and the next queries) need positions from (o - n) - (maxSize - keep) on
+    return Math.max(0, o - this.maxSize + this.keep - this.#floor);
   }
 
   maxRowsNextStep(): number {
-    return this.#offset < this.maxSize ? this.maxSize - this.#offset : 1;
+    return Number.POSITIVE_INFINITY;
   }
 
-  /** Ring slot of position `q` (valid while q is held). */
-  #slot(q: number): number {
-    return q < this.keep ? q : this.keep + ((q - this.keep) % (this.maxSize - this.keep));
+  /** Pinned positions, then the recent ones from `from` on (clipped to what is held), up to offset `o`. */
+  #runs(o: number, from: number): Run[] {
+    const sinks = Math.min(this.keep, o);
+    const lo = Math.max(this.keep, this.#floor, from);
+    const runs: Run[] = [];
+    if (sinks > 0) runs.push({ pos: 0, count: sinks });
+    if (o > lo) runs.push({ pos: lo, count: o - lo });
+    return runs;
   }
 
-  /**
-   * Copies positions `[from, from + count)` (all held, all >= keep or all < keep) between the ring and `other`
-   * starting at `otherRow`, splitting at the ring's wrap point. `toRing` picks the direction.
-   */
-  #ringCopy(
-    from: number,
-    count: number,
-    other: Tensor | null,
-    otherRow: number,
-    toRing: boolean,
-    buf: 'k' | 'v',
-  ) {
-    const ring = buf === 'k' ? this.#ringK : this.#ringV;
-    const view = buf === 'k' ? this.#viewK : this.#viewV;
-    let q = from;
-    let row = otherRow;
-    let left = count;
-    while (left > 0) {
-      const slot = this.#slot(q);
-      const run = q < this.keep ? Math.min(left, this.keep - q) : Math.min(left, this.maxSize - slot);
-      if (toRing) ring.copyFrom(slot, other!, row, run);
-      else view.copyFrom(row, ring.tensor, slot, run);
-      q += run;
-      row += run;
-      left -= run;
-    }
+  /** The positions a state holds (time order): pinned ones and the `maxSize - keep` most recent. */
+  #exported(o: number): Run[] {
+    return this.#runs(o, o - (this.maxSize - this.keep));
   }
 
   updateAndFetch(k: Tensor, v: Tensor): CacheView {
     const n = checkUpdate('RotatingKVCache', this.#backend, this.#width, k, v);
     const o = this.#offset;
-    if (o + n <= this.maxSize) {
-      // Within the window: exactly the standard cache.
-      this.#ringK.ensure(o + n, o, this.maxSize);
-      this.#ringV.ensure(o + n, o, this.maxSize);
-      this.#ringK.copyFrom(o, k, 0, n);
-      this.#ringV.copyFrom(o, v, 0, n);
-      this.#offset = o + n;
-      return this.#view.fill(this.#ringK.tensor, this.#ringV.tensor, o);
+    const capacity = this.capacity;
+    if (o + n > capacity) {
+      // rows needed: the step's own n plus the earlier positions its first query sees (all of them while they fit)
+      const lo = Math.max(this.keep, o - this.window + 1);
+      const need = Math.min(o + n, this.keep + (o + n - lo));
+      if (need > capacity) {
+        const next = need <= this.maxSize ? Math.min(roundUpToStep(need), this.maxSize) : need;
+        const held = this.#runs(o, 0);
+        this.#keys.resize(next, this.keep, held);
+        this.#values.resize(next, this.keep, held);
+      }
     }
-
-    // Temporally ordered view: sinks, the most recent old rows (maxSize - 1 old rows at most), the new rows.
-    const old = Math.min(o, this.maxSize - 1);
-    const sinks = Math.min(this.keep, o);
-    const recent = old - sinks;
-    this.#viewK.ensure(old + n, 0);
-    this.#viewV.ensure(old + n, 0);
-    for (const buf of ['k', 'v'] as const) {
-      if (sinks > 0) this.#ringCopy(0, sinks, null, 0, false, buf);
-      if (recent > 0) this.#ringCopy(o - recent, recent, null, sinks, false, buf);
-    }
-    this.#viewK.copyFrom(old, k, 0, n);
-    this.#viewV.copyFrom(old, v, 0, n);
-
-    // Store the new rows that stay held: new sinks, and the most recent maxSize - keep positions.
-    const kept = Math.min(o, this.#ringK.capacity);
-    this.#ringK.ensure(this.maxSize, kept, this.maxSize);
-    this.#ringV.ensure(this.maxSize, kept, this.maxSize);
-    const end = o + n;
-    const newSinks = Math.max(0, Math.min(this.keep, end) - o);
-    const firstRecent = Math.max(o, this.keep, end - (this.maxSize - this.keep));
-    for (const [buf, src] of [
-      ['k', k],
-      ['v', v],
-    ] as const) {
-      if (newSinks > 0) this.#ringCopy(o, newSinks, src, 0, true, buf);
-      if (end > firstRecent) this.#ringCopy(firstRecent, end - firstRecent, src, firstRecent - o, true, buf);
-    }
-    this.#offset = end;
-    return this.#view.fill(this.#viewK.tensor, this.#viewV.tensor, old);
+    this.#keys.write(k, o, this.keep);
+    this.#values.write(v, o, this.keep);
+    this.#offset = o + n;
+    this.#floor = Math.max(this.#floor, o + n - (this.capacity - this.keep));
+    return this.#view.fill(this.#keys.rows, this.#values.rows, o, this.window, this.keep);
   }
 
   trim(n: number): number {
     checkTrimCount('RotatingKVCache', n);
-    if (!this.isTrimmable) return 0;
     const dropped = Math.min(n, this.#offset);
+    if (dropped > this.trimmable()) return 0;
     this.#offset -= dropped;
     return dropped;
+  }
+
+  makeEmpty(): RotatingKVCache {
+    return new RotatingKVCache({
+      backend: this.#backend,
+      ...this.shape,
+      maxSize: this.maxSize,
+      keep: this.keep,
+      storage: this.storage,
+    });
   }
 
   /** Rows held: `min(offset, maxSize)`. */
@@ -168,80 +171,92 @@ export class RotatingKVCache implements KVCache {
   }
 
   exportState(buffers?: StateBuffers): RotatingState {
-    const rows = this.heldRows;
-    const w = this.#width;
-    const data = (ring: RowBuffer, slotName: 'keys' | 'values'): Float32Array => {
-      const into = buffers?.f32(slotName, rows * w);
-      if (!this.wrapped) return ring.readF32(0, rows, into);
-      const out = into ?? new Float32Array(rows * w);
-      let at = 0;
-      const take = (slot: number, count: number) => {
-        ring.readF32(slot, count, out.subarray(at * w, (at + count) * w));
-        at += count;
-      };
-      if (this.keep > 0) take(0, this.keep);
-      let q = this.#offset - (this.maxSize - this.keep);
-      while (q < this.#offset) {
-        const slot = this.#slot(q);
-        const run = Math.min(this.#offset - q, this.maxSize - slot);
-        take(slot, run);
-        q += run;
-      }
-      return out;
-    };
+    const runs = this.#exported(this.#offset);
     return {
       kind: 'rotating',
       shape: { ...this.shape },
       offset: this.#offset,
       maxSize: this.maxSize,
       keep: this.keep,
-      keys: { format: 'f32', rows, data: data(this.#ringK, 'keys') },
-      values: { format: 'f32', rows, data: data(this.#ringV, 'values') },
+      keys: this.#keys.read(runs, this.keep, buffers, 'keys'),
+      values: this.#values.read(runs, this.keep, buffers, 'values'),
     };
   }
 
   /** Rebuilds a cache from `exportState()` output (rows in time order) without replaying tokens. */
   static fromState(backend: Backend, state: RotatingState): RotatingKVCache {
     checkStateHeader('rotating', state);
-    const cache = new RotatingKVCache({ backend, ...state.shape, maxSize: state.maxSize, keep: state.keep });
-    const rows = Math.min(state.offset, state.maxSize);
-    const width = cache.#width;
-    checkDenseRows('rotating', 'keys', state.keys, rows, width);
-    checkDenseRows('rotating', 'values', state.values, rows, width);
-    cache.#load(state, rows);
+    const storage = state.keys ? storageOfRows(state.keys) : 'f32';
+    const cache = new RotatingKVCache({
+      backend,
+      ...state.shape,
+      maxSize: state.maxSize,
+      keep: state.keep,
+      storage,
+    });
+    try {
+      const rows = Math.min(state.offset, state.maxSize);
+      checkRows('rotating', 'keys', state.keys, rows, cache.#width, storage);
+      checkRows('rotating', 'values', state.values, rows, cache.#width, storage);
+      cache.#load(state);
+    } catch (e) {
+      cache.free();
+      throw e;
+    }
     return cache;
   }
 
-  #load(state: RotatingState, rows: number): void {
-    this.#offset = state.offset;
-    if (rows === 0) return;
-    for (const [ring, data] of [
-      [this.#ringK, state.keys.data],
-      [this.#ringV, state.values.data],
+  #load(state: RotatingState): void {
+    const o = state.offset;
+    this.#offset = o;
+    this.#floor = Math.max(this.keep, o - (this.maxSize - this.keep));
+    if (o === 0) return;
+    const capacity = o <= this.maxSize ? Math.min(roundUpToStep(o), this.maxSize) : this.maxSize;
+    const runs = this.#exported(o);
+    for (const [side, data] of [
+      [this.#keys, state.keys],
+      [this.#values, state.values],
     ] as const) {
-      ring.ensure(rows, 0, this.maxSize);
-      if (!this.wrapped) {
-        ring.writeHost(0, rows, data);
-        continue;
-      }
-      const w = this.#width;
-      if (this.keep > 0) ring.writeHost(0, this.keep, data.subarray(0, this.keep * w));
-      let q = this.#offset - (this.maxSize - this.keep);
-      let row = this.keep;
-      while (q < this.#offset) {
-        const slot = this.#slot(q);
-        const run = Math.min(this.#offset - q, this.maxSize - slot);
-        ring.writeHost(slot, run, data.subarray(row * w, (row + run) * w));
-        q += run;
-        row += run;
-      }
+      side.resize(capacity, this.keep, []);
+      side.load(runs, this.keep, data);
     }
   }
 
   free(): void {
-    this.#ringK.free();
-    this.#ringV.free();
-    this.#viewK.free();
-    this.#viewV.free();
+    this.#keys.free();
+    this.#values.free();
   }
 }
+
+/**
+ * The rotating kind's serialization: meta-state `{ maxSize, keep, storage }`, tensors of `min(offset, maxSize)` rows
+ * in time order (pinned positions, then the most recent), in the storage's format.
+ */
+export const rotatingCodec: CacheCodec<RotatingState> = {
+  kind: 'rotating',
+  metaState: (s) => ({ maxSize: s.maxSize, keep: s.keep, storage: storageOfRows(s.keys) }),
+  state: (s) => [...rowTensors('keys', s.keys, s.shape), ...rowTensors('values', s.values, s.shape)],
+  parse(meta, shape, offset): ParsedLayer<RotatingState> {
+    const m = checkMetaKeys('rotating', meta, ['maxSize', 'keep', 'storage']);
+    if (!isCount(m.maxSize, 1) || !isCount(m.keep) || m.keep >= m.maxSize)
+      throw new CacheStateError('rotating cache: bad maxSize/keep');
+    const storage = parseStorage('rotating', m.storage, () => true);
+    checkStorageShape('rotating cache', storage, shape.nKvHeads, shape.headDim);
+    const { maxSize, keep } = m;
+    const rows = Math.min(offset, maxSize);
+    return {
+      rows,
+      tensors: [...rowSpecs('keys', storage, rows, shape), ...rowSpecs('values', storage, rows, shape)],
+      state: (data) => ({
+        kind: 'rotating',
+        shape,
+        offset,
+        maxSize,
+        keep,
+        keys: rowData('keys', storage, rows, data),
+        values: rowData('values', storage, rows, data),
+      }),
+    };
+  },
+  fromState: (backend, s) => RotatingKVCache.fromState(backend, s),
+};

@@ -1,4 +1,5 @@
 import type { CacheKind, LayerState, RowData } from './contract';
+import { type KvStorage, quantOf } from './storage';
 
 /** A state that does not describe a cache this package can rebuild. */
 export class CacheStateError extends TypeError {
@@ -26,38 +27,38 @@ export function checkStateHeader(kind: CacheKind, state: LayerState): void {
   if (!isCount(state.offset)) throw new CacheStateError(`${kind} state: bad offset ${String(state.offset)}`);
 }
 
-/** Checks that `data` holds exactly `rows` exact f32 rows of `width`. */
-export function checkDenseRows(kind: string, name: string, data: RowData, rows: number, width: number): void {
-  if (data === null || typeof data !== 'object' || data.format !== 'f32')
-    throw new CacheStateError(`${kind} state: ${name} must be f32 rows`);
-  if (data.rows !== rows)
-    throw new CacheStateError(`${kind} state: ${name} hold ${data.rows} rows, expected ${rows}`);
-  if (!(data.data instanceof Float32Array) || data.data.length !== rows * width)
-    throw new CacheStateError(
-      `${kind} state: ${name} hold ${data.data?.length ?? 'no'} values, expected ${rows} x ${width} = ${rows * width}`,
-    );
-}
-
-/** Checks that `data` holds exactly `rows` quantized rows of `width` with the given layout. */
-export function checkQuantizedRows(
+/** Checks that `data` holds exactly `rows` rows of `width` values stored as `storage`. */
+export function checkRows(
   kind: string,
   name: string,
   data: RowData,
   rows: number,
   width: number,
-  bits: number,
-  groupSize: number,
+  storage: KvStorage,
 ): void {
-  if (data === null || typeof data !== 'object' || data.format !== 'quantized')
+  if (data === null || typeof data !== 'object')
+    throw new CacheStateError(`${kind} state: ${name} are missing`);
+  const q = quantOf(storage);
+  if (q === null) {
+    if (data.format !== storage) throw new CacheStateError(`${kind} state: ${name} must be ${storage} rows`);
+  } else if (data.format !== 'quantized')
     throw new CacheStateError(`${kind} state: ${name} must be quantized rows`);
-  if (data.bits !== bits || data.groupSize !== groupSize)
+  else if (data.bits !== q.bits || data.groupSize !== q.groupSize)
     throw new CacheStateError(
-      `${kind} state: ${name} are q${data.bits}g${data.groupSize}, the cache is q${bits}g${groupSize}`,
+      `${kind} state: ${name} are q${data.bits}g${data.groupSize}, the cache is q${q.bits}g${q.groupSize}`,
     );
   if (data.rows !== rows)
     throw new CacheStateError(`${kind} state: ${name} hold ${data.rows} rows, expected ${rows}`);
-  const words = (rows * width * bits) / 32;
-  const groups = (rows * width) / groupSize;
+  if (data.format === 'f32' || data.format === 'f16') {
+    const type = data.format === 'f32' ? Float32Array : Uint16Array;
+    if (!(data.data instanceof type) || data.data.length !== rows * width)
+      throw new CacheStateError(
+        `${kind} state: ${name} hold ${data.data?.length ?? 'no'} values, expected ${rows} x ${width} = ${rows * width}`,
+      );
+    return;
+  }
+  const words = (rows * width * data.bits) / 32;
+  const groups = (rows * width) / data.groupSize;
   if (!(data.packed instanceof Uint32Array) || data.packed.length !== words)
     throw new CacheStateError(`${kind} state: ${name}.packed must be ${words} uint32 words`);
   for (const part of ['scales', 'biases'] as const) {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { encodeSafetensors, type NamedTensorInput } from '@mnemo/safetensors';
 import type { Backend } from '@mnemo/tensor';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type MakeCachesOptions, makeCaches } from './caches';
+import { type CacheKindOptions, makeLayerCaches } from './caches';
 import { type KVCache, type LayerState, type RowData, StateBuffers } from './contract';
 import { metadataDigest, sha256Hex } from './digest';
 import { PromptCacheError } from './errors';
@@ -51,29 +51,29 @@ function meta(n: number): PromptCacheMeta {
 
 // ---- the previous implementation (one export of every layer, then one write), kept as the reference -------------
 
+/** The v2 layer description of a state, spelled out here (independent of the writer's code). */
 function refDescribe(s: LayerState) {
-  switch (s.kind) {
-    case 'standard':
-      return { kind: 'standard', offset: s.offset, rows: s.keys.rows };
-    case 'rotating':
-      return { kind: 'rotating', offset: s.offset, rows: s.keys.rows, maxSize: s.maxSize, keep: s.keep };
-    case 'quantized':
-      return {
-        kind: 'quantized',
-        offset: s.offset,
-        rows: s.keys.rows,
-        bits: s.bits,
-        groupSize: s.groupSize,
-        start: s.start,
-        quantized: s.keys.format === 'quantized',
-      };
-  }
+  const storage = (d: RowData) => (d.format === 'quantized' ? `q${d.bits}g${d.groupSize}` : d.format);
+  const meta =
+    s.kind === 'standard'
+      ? { storage: storage(s.keys) }
+      : s.kind === 'rotating'
+        ? { maxSize: s.maxSize, keep: s.keep, storage: storage(s.keys) }
+        : { bits: s.bits, groupSize: s.groupSize, start: s.start, quantized: s.keys.format === 'quantized' };
+  return { kind: s.kind, nKvHeads: H, headDim: D, offset: s.offset, rows: s.keys.rows, meta };
 }
 
 function refLayerTensors(L: number, side: 'keys' | 'values', data: RowData): NamedTensorInput[] {
-  if (data.format === 'f32') {
+  if (data.format === 'f32' || data.format === 'f16') {
     const [name] = layerTensorNames(L, side, false);
-    return [{ name: name!, dtype: 'F32', shape: [data.rows, H, D], data: data.data }];
+    return [
+      {
+        name: name!,
+        dtype: data.format === 'f32' ? 'F32' : 'F16',
+        shape: [data.rows, H, D],
+        data: data.data,
+      },
+    ];
   }
   const [p, s, b] = layerTensorNames(L, side, true);
   return [
@@ -102,7 +102,7 @@ function referenceFile(caches: readonly KVCache[], m: PromptCacheMeta): Uint8Arr
     chat_template: m.chatTemplate ?? '',
     tokens: JSON.stringify(m.tokens),
     prompt: m.prompt ?? '',
-    cache: JSON.stringify({ kind: caches[0]!.kind, nLayers: caches.length, nKvHeads: H, headDim: D, layers }),
+    cache: JSON.stringify({ nLayers: caches.length, layers }),
     checksum: sha256Hex(
       tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
     ),
@@ -144,8 +144,11 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
   });
   afterEach(() => backend.dispose());
 
-  function filled(n: number, opts: Partial<MakeCachesOptions> = {}, seed = 7): KVCache[] {
-    const caches = makeCaches(N_LAYERS, { backend, nKvHeads: H, headDim: D, ...opts });
+  function filled(n: number, opts: CacheKindOptions = {}, seed = 7, windows = [0, 0, 0]): KVCache[] {
+    const caches = makeLayerCaches(
+      windows.map((window) => ({ window, nKvHeads: H, headDim: D })),
+      { backend, ...opts },
+    );
     caches.forEach((c, L) => {
       let done = 0;
       let step = 0;
@@ -163,7 +166,9 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
     return caches;
   }
 
-  const kinds: [string, Partial<MakeCachesOptions>, number][] = [
+  const kinds: [string, CacheKindOptions, number][] = [
+    ['standard f16, 100 tokens', { kvDtype: 'f16' }, 100],
+    ['rotating q4g32 after wrapping', { maxKvSize: 24, keep: 0, kvBits: 4, kvGroupSize: 32 }, 61],
     ['standard, 0 tokens', {}, 0],
     ['standard, 1 token', {}, 1],
     ['standard, 257 tokens', {}, 257],
@@ -193,7 +198,9 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
     const caches = filled(n, opts);
     const buffers = new StateBuffers();
     const arrays = (s: LayerState): ArrayBufferView[] =>
-      [s.keys, s.values].flatMap((r) => (r.format === 'f32' ? [r.data] : [r.packed, r.scales, r.biases]));
+      [s.keys, s.values].flatMap((r): ArrayBufferView[] =>
+        r.format === 'quantized' ? [r.packed, r.scales, r.biases] : [r.data],
+      );
     const first = caches[0]!.exportState(buffers);
     expect(statesEqual(first, caches[0]!.exportState())).toBe(true);
     const firstBuffers = arrays(first).map((a) => a.buffer);
@@ -253,9 +260,14 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
       get offset() {
         return inner.offset;
       },
+      get storage() {
+        return inner.storage;
+      },
       get isTrimmable() {
         return inner.isTrimmable;
       },
+      trimmable: () => inner.trimmable(),
+      makeEmpty: () => inner.makeEmpty(),
       updateAndFetch: (k, v) => inner.updateAndFetch(k, v),
       trim: (n) => inner.trim(n),
       free: () => inner.free(),

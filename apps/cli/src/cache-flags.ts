@@ -8,6 +8,7 @@ export interface CacheFlags {
   kvBits?: 4 | 8;
   kvGroupSize?: 32 | 64;
   quantizedKvStart?: number;
+  kvDtype?: 'f32' | 'f16';
 }
 
 function oneOf<T extends number>(values: readonly T[]) {
@@ -30,13 +31,24 @@ function maxKvSizeArg(value: string): number {
   return n;
 }
 
-/** `--max-kv-size`, `--kv-bits`, `--kv-group-size`, `--quantized-kv-start`. */
+function dtypeArg(value: string): 'f32' | 'f16' {
+  if (value !== 'f32' && value !== 'f16')
+    throw new InvalidArgumentError(`expected f32 or f16, got "${value}"`);
+  return value;
+}
+
+/** `--max-kv-size`, `--kv-dtype`, `--kv-bits`, `--kv-group-size`, `--quantized-kv-start`. */
 export function addCacheFlags(cmd: Command): Command {
   return cmd
     .option(
       '--max-kv-size <n>',
       'bound the KV cache to n tokens (rotating cache; at least 5: it keeps the first 4 tokens)',
       maxKvSizeArg,
+    )
+    .option(
+      '--kv-dtype <dtype>',
+      'store the KV cache as f32 (default) or f16 (half the memory; cached and uncached runs stay equal)',
+      dtypeArg,
     )
     .option('--kv-bits <bits>', 'quantize the KV cache to 4 or 8 bits', oneOf([4, 8] as const))
     .option(
@@ -57,6 +69,7 @@ export function cacheKind(f: CacheFlags): CacheKindOptions {
     ...(f.kvBits !== undefined ? { kvBits: f.kvBits } : {}),
     ...(f.kvGroupSize !== undefined ? { kvGroupSize: f.kvGroupSize } : {}),
     ...(f.quantizedKvStart !== undefined ? { quantizedKvStart: f.quantizedKvStart } : {}),
+    ...(f.kvDtype !== undefined ? { kvDtype: f.kvDtype } : {}),
   };
 }
 

@@ -191,11 +191,18 @@ describe.skipIf(!existsSync(cli))('mnemo generate refuses bad input with one cle
       ['--top-p', '2'],
       ['--logprobs', '1e9'],
       ['--seed', '1.5'],
+      ['--kv-dtype', 'bf16'],
+      ['--kv-bits', '3'],
     ]) {
       const r = mnemo(['generate', '--model', dir, '--prompt', 'Hi', ...flags]);
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(new RegExp(`option '${flags[0]}`));
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
+    // contradicting cache flags: a clear message, no stack
+    const r = mnemo(['generate', '--model', dir, '--prompt', 'Hi', '--kv-dtype', 'f16', '--kv-bits', '4']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/^mnemo: .*quantized cache \(kvBits 4\) cannot also be stored as f16/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });

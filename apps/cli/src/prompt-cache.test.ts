@@ -10,7 +10,8 @@ const CLI_TIMEOUT_MS = 300_000;
 
 // The founding promise, through the CLI: `cache-prompt A` then `generate B --prompt-cache-file` gives exactly the
 // prompt ids, tokens and logprobs of `generate A+B` — for prefixes around the 256-row growth steps, several character
-// splits, raw and templated prompts, standard, quantized and rotating caches, and any prefill step size.
+// splits, raw and templated prompts, standard (f32, f16), quantized and rotating caches (one that wraps before the end
+// of the prompt), and any prefill step size.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 const model = syntheticPreset('llama-f32');
 const long = readReference(model).cases[3]!.prompt; // 629 ASCII characters: one token per character
@@ -34,9 +35,10 @@ const comparable = (o: Out) => ({ prompt_tokens: o.prompt_tokens, tokens: o.toke
 
 const kinds: Record<string, string[]> = {
   standard: [],
+  f16: ['--kv-dtype', 'f16'],
   'quantized 8-bit g32': ['--kv-bits', '8', '--kv-group-size', '32'],
   'quantized 4-bit g32': ['--kv-bits', '4', '--kv-group-size', '32'],
-  'rotating within max-kv-size': ['--max-kv-size', '1024'],
+  'rotating 300, wrapped': ['--max-kv-size', '300'],
 };
 // BOS (+ <|user|> with the template) counts as prompt tokens: a prefix of n tokens is the first n-1 (n-2) characters.
 const PREFIXES = [1, 255, 256, 257, 511, 512, 513];
@@ -219,9 +221,9 @@ describe.skipIf(!existsSync(cli))(
       );
       refuse(
         gen(
-          variant('v2.safetensors', (b) =>
+          variant('v3.safetensors', (b) =>
             Buffer.from(
-              b.toString('latin1').replace('"format_version":"1"', '"format_version":"2"'),
+              b.toString('latin1').replace('"format_version":"2"', '"format_version":"3"'),
               'latin1',
             ),
           ),

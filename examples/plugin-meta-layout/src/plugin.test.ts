@@ -88,8 +88,8 @@ describe('a third-party plugin loads a model through the public plugin API', () 
 
   it('refuses a plugin written for another plugin API version', () => {
     const registry = createRegistry();
-    expect(() => registry.register({ ...metaLayoutPlugin, apiVersion: 2 as unknown as 1 })).toThrow(
-      /plugin API 2/,
+    expect(() => registry.register({ ...metaLayoutPlugin, apiVersion: 1 as unknown as 2 })).toThrow(
+      /plugin API 1/,
     );
   });
 });

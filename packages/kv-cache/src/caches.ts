@@ -166,6 +166,16 @@ export function importState(backend: Backend, state: LayerState): KVCache {
   return codec.fromState(backend, state);
 }
 
+/**
+ * A cache's kind and parameters in words (no data read), e.g. `rotating (maxSize 64, keep 4, f32)`, `quantized (4-bit
+ * g32, start 0)`, `standard (f16)`: two caches of the same description hold rows the same way.
+ */
+export function describeCache(c: KVCache): string {
+  if (c instanceof RotatingKVCache) return `rotating (maxSize ${c.maxSize}, keep ${c.keep}, ${c.storage})`;
+  if (c instanceof QuantizedKVCache) return `quantized (${c.bits}-bit g${c.groupSize}, start ${c.start})`;
+  return `${c.kind} (${c.storage})`;
+}
+
 /** Frees every cache. */
 export function freeCaches(caches: readonly KVCache[]): void {
   for (const c of caches) c.free();

@@ -4,6 +4,7 @@ export {
   canTrim,
   checkKindOptions,
   codecFor,
+  describeCache,
   freeCaches,
   importState,
   type LayerCacheSpec,

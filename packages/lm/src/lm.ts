@@ -6,9 +6,9 @@ import {
   exportMlxPromptCache,
   importMlxPromptCache,
   inspectPromptCache,
+  type KVCache,
   loadPromptCache,
   type MlxDType,
-  makeCaches,
   PromptCacheError,
   savePromptCache,
 } from '@mnemo/kv-cache';
@@ -319,16 +319,13 @@ export class LM {
    * tokens can spell (`tokenizer.maxTokenChars` each).
    */
   async loadPromptCache(path: string, opts: ContextOptions = {}): Promise<PromptCache> {
-    const { nKvHeads, headDim } = this.model.cacheShape;
     const { caches, meta } = await loadPromptCache(path, {
       backend: this.backend,
       expect: {
         modelFingerprint: this.fingerprint,
         tokenizerFingerprint: this.tokenizerFingerprint,
         numerics: this.numerics,
-        nLayers: this.model.numLayers,
-        nKvHeads,
-        headDim,
+        layers: this.model.attentionLayers,
         ...(opts.ignoreContextLimit ? {} : { maxTokens: this.contextLength }),
       },
     });
@@ -339,15 +336,8 @@ export class LM {
       for (const c of caches) c.free();
       throw e;
     }
-    const d = meta.cache;
-    const first = d.layers[0];
-    const kind: CacheKindOptions =
-      first?.kind === 'rotating'
-        ? { maxKvSize: first.maxSize, keep: first.keep }
-        : first?.kind === 'quantized'
-          ? { kvBits: first.bits, kvGroupSize: first.groupSize, quantizedKvStart: first.start }
-          : {};
-    const pc = new PromptCache(caches, [...meta.tokens], this.fingerprint, () => this.makeCaches(kind), kind);
+    // the file's kinds and parameters, per layer: a cache that cannot be trimmed is replaced by empty ones like it
+    const pc = new PromptCache(caches, [...meta.tokens], this.fingerprint);
     pc.prompt = meta.prompt;
     pc.template = template;
     return pc;
@@ -404,12 +394,9 @@ export class LM {
    * this model, or the file is refused.
    */
   async importMlxPromptCache(path: string, prompt: string, opts: PromptOptions = {}): Promise<PromptCache> {
-    const { nKvHeads, headDim } = this.model.cacheShape;
     const imported = await importMlxPromptCache(path, {
       backend: this.backend,
-      nLayers: this.model.numLayers,
-      nKvHeads,
-      headDim,
+      layers: this.model.attentionLayers,
     });
     const tokens = this.sharedPrefixTokens(prompt, opts);
     if (tokens.length !== imported.tokenCount) {
@@ -420,7 +407,7 @@ export class LM {
         { file: path },
       );
     }
-    const pc = new PromptCache(imported.caches, tokens, this.fingerprint, () => this.makeCaches());
+    const pc = new PromptCache(imported.caches, tokens, this.fingerprint);
     pc.prompt = prompt;
     pc.template = this.usesChatTemplate(opts)
       ? { applied: true, ...(opts.systemPrompt !== undefined ? { systemPrompt: opts.systemPrompt } : {}) }
@@ -428,10 +415,12 @@ export class LM {
     return pc;
   }
 
-  /** Fresh per-layer caches of the given kind. */
-  makeCaches(kind: CacheKindOptions = {}) {
-    const { nKvHeads, headDim } = this.model.cacheShape;
-    return makeCaches(this.model.numLayers, { backend: this.backend, nKvHeads, headDim, ...kind });
+  /**
+   * Fresh per-layer caches, as the model builds them (`Model.makeCaches`): ring caches of the window on sliding
+   * layers, the kind `kind` asks for (standard, f16, quantized, rotating) on global ones.
+   */
+  makeCaches(kind: CacheKindOptions = {}): KVCache[] {
+    return this.model.makeCaches(kind);
   }
 
   /** An empty prompt cache for this model (reused across calls through `promptCache`). */

@@ -28,9 +28,12 @@ export class PromptCache {
     public tokens: number[] = [],
     /** Fingerprint of the model the caches belong to. */
     readonly modelFingerprint?: string,
-    /** Makes empty caches of the same kind, used when the current ones cannot be trimmed. */
+    /**
+     * Makes empty caches of the same kinds, used when the current ones cannot be trimmed (default: an empty copy of
+     * each current cache, `KVCache.makeEmpty`).
+     */
     private readonly remake?: () => KVCache[],
-    /** The options the caches were made with (their kind). */
+    /** The options the caches were made with, when `LM.makePromptCache` made them (`{}` for loaded ones). */
     readonly kind: CacheKindOptions = {},
   ) {}
 
@@ -52,10 +55,9 @@ export class PromptCache {
     if (drop > 0 && trimCaches(this.caches, drop) !== drop) {
       // A rotating cache that has wrapped, or a quantized one asked to go back past its conversion point, cannot give
       // back exactly these rows: start over rather than reuse anything wrongly.
-      if (!this.remake)
-        throw new Error('prompt cache: the caches cannot be trimmed and no way to remake them was given');
+      const fresh = this.remake ? this.remake() : this.caches.map((c) => c.makeEmpty());
       for (const c of this.caches) c.free();
-      this.caches = this.remake();
+      this.caches = fresh;
       common = 0;
     }
     this.tokens = prompt.slice(0, common) as number[];

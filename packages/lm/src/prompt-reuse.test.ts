@@ -1,18 +1,22 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CacheKindOptions } from '@mnemo/kv-cache';
-import { readReference, syntheticPreset } from '@mnemo/test-utils';
+import { type CacheKindOptions, loadPromptCache } from '@mnemo/kv-cache';
+import { readReference, syntheticDir, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GenerateOptions, type GenerationResult, LM } from './lm';
+import { PromptCache } from './prompt-cache';
 
 // In memory, through @mnemo/lm: a prompt cache makes generation faster, never different. Every comparison is exact:
 // the full log-softmax over the vocabulary at each step (so the logits up to their shared offset), and the tokens.
 const kinds: Record<string, CacheKindOptions> = {
   standard: {},
+  f16: { kvDtype: 'f16' },
   'quantized 8-bit g32': { kvBits: 8, kvGroupSize: 32 },
   'quantized 4-bit g32': { kvBits: 4, kvGroupSize: 32 },
   rotating: { maxKvSize: 1024 },
+  'rotating 64, wrapped': { maxKvSize: 64, keep: 4 },
+  'rotating 64, 4-bit, wrapped': { maxKvSize: 64, keep: 0, kvBits: 4, kvGroupSize: 32 },
 };
 
 let lm: LM;
@@ -46,7 +50,8 @@ describe('prompt reuse in memory', () => {
           const r = await lm.generate(long, { ...base(kind, templated), prefillStepSize: step });
           expect(same(r)).toEqual(same(whole));
         }
-        for (const chars of [0, 1, 253, 254, 255, 256, 509, 510, 511, 17, 600]) {
+        // prefixes of 1, 255, 256, 257, 511, 512 tokens and around the 64-token window, plus others
+        for (const chars of [0, 1, 62, 63, 64, 253, 254, 255, 256, 509, 510, 511, 17, 600]) {
           const pc = lm.cachePrompt(long.slice(0, chars), {
             chatTemplate: templated,
             cache: kind,
@@ -118,12 +123,26 @@ describe('prompt reuse in memory', () => {
 
   it('a rotating cache that has wrapped is never reused wrongly: it is recomputed', async () => {
     const kind = { maxKvSize: 64, keep: 4 };
-    const pc = lm.cachePrompt(long.slice(0, 200), { chatTemplate: false, cache: kind });
+    // cached in 16-token steps: the ring holds 64 + 15 rows, so only the last 15 tokens can be given back
+    const pc = lm.cachePrompt(long.slice(0, 200), { chatTemplate: false, cache: kind, prefillStepSize: 16 });
     try {
       const r = await lm.generate(long.slice(0, 100), { ...base(kind, false), promptCache: pc });
       const cold = await lm.generate(long.slice(0, 100), base(kind, false));
       expect(same(r)).toEqual(same(cold));
       expect(r.stats.cachedTokens).toBe(0);
+    } finally {
+      pc.free();
+    }
+  });
+
+  it('a rotating cache gives back tokens its spare rows still hold, exactly', async () => {
+    const kind = { maxKvSize: 64, keep: 4 };
+    const pc = lm.cachePrompt(long.slice(0, 200), { chatTemplate: false, cache: kind, prefillStepSize: 16 });
+    try {
+      const text = `${long.slice(0, 190)}!!`;
+      const r = await lm.generate(text, { ...base(kind, false), promptCache: pc });
+      expect(same(r)).toEqual(same(await lm.generate(text, base(kind, false))));
+      expect(r.stats.cachedTokens).toBe(191);
     } finally {
       pc.free();
     }
@@ -274,5 +293,50 @@ describe('prompt reuse with int8 activations', () => {
       loaded.free();
     }
     await expect(exact.loadPromptCache(file)).rejects.toMatchObject({ code: 'NUMERICS_MISMATCH' });
+  });
+});
+
+// Prompt-cache files of format v1, written by the v1 code (fixtures/prompt-cache-v1), still load and continue. Their
+// caches were computed with the same arithmetic as today's f32 caches, so continuing a standard or rotating one gives
+// bitwise what v1 printed and what an uncached run gives now; quantized v1 rows were computed with an f32 mirror
+// rounded differently (one rounding of scale·q + bias instead of two), so those continue closely, not bitwise.
+describe('prompt-cache files of format v1', () => {
+  const dir = join(syntheticDir, '..', 'prompt-cache-v1');
+  const v1 = JSON.parse(readFileSync(join(dir, 'continuations-v1.json'), 'utf8')) as Record<
+    string,
+    { prompt_tokens: number[]; tokens: number[]; logprobs: { id: number; logprob: number }[] }
+  >;
+  const files: [string, CacheKindOptions, boolean][] = [
+    ['standard', {}, true],
+    ['rotating-32-wrapped', { maxKvSize: 32, keep: 4 }, true],
+    ['rotating-64', { maxKvSize: 64, keep: 4 }, true],
+    ['quantized-4bit-g32-start100', { kvBits: 4, kvGroupSize: 32, quantizedKvStart: 100 }, true],
+    ['quantized-8bit-g32', { kvBits: 8, kvGroupSize: 32 }, false],
+  ];
+  it.each(files)('%s continues as v1 did', async (file, kind, exact) => {
+    // loaded without an expectation: the fixtures record the model fingerprint of the code that wrote them
+    const { caches, meta } = await loadPromptCache(join(dir, `${file}.safetensors`), { backend: lm.backend });
+    const pc = new PromptCache(caches, [...meta.tokens], lm.fingerprint);
+    pc.prompt = meta.prompt;
+    const opts = { temperature: 0, maxTokens: 5, logprobs: 3, chatTemplate: false } as const;
+    try {
+      const r = await lm.generate(lm.continuation(pc, 'dog. Then'), { ...opts, promptCache: pc });
+      expect(r.stats.cachedTokens).toBe(41);
+      const want = v1[file]!;
+      expect(r.promptTokens).toEqual(want.prompt_tokens);
+      expect(r.tokens).toEqual(want.tokens);
+      const cold = await lm.generate(`${meta.prompt}dog. Then`, { ...opts, cache: kind });
+      if (exact) {
+        expect(r.logprobs.map((l) => l.logprob)).toEqual(want.logprobs.map((l) => l.logprob));
+        expect(same(r)).toEqual(same(cold));
+      } else {
+        r.logprobs.forEach((l, i) => {
+          expect(Math.abs(l.logprob - want.logprobs[i]!.logprob)).toBeLessThan(1e-3);
+        });
+        expect(r.tokens).toEqual(cold.tokens);
+      }
+    } finally {
+      pc.free();
+    }
   });
 });

@@ -1,10 +1,13 @@
-import type { CacheShape, KVCache } from '@mnemo/kv-cache';
+import type { CacheKindOptions, CacheShape, KVCache } from '@mnemo/kv-cache';
 import type { Backend, Tensor } from '@mnemo/tensor';
 import type { RawConfig } from './config';
 import type { Weights } from './weights';
 
-/** Version of the architecture plugin API ({@link ArchitecturePlugin}, {@link Model}). */
-export const PLUGIN_API_VERSION = 1 as const;
+/**
+ * Version of the architecture plugin API ({@link ArchitecturePlugin}, {@link Model}). v2: a model says what each
+ * layer needs from its cache (`attentionLayers`) and makes its caches (`makeCaches`).
+ */
+export const PLUGIN_API_VERSION = 2 as const;
 
 /** One layer's attention, as its KV cache sees it (`Model.attentionLayers`). */
 export interface AttentionLayerInfo {
@@ -29,7 +32,7 @@ export interface Model {
   readonly modelType: string;
   readonly numLayers: number;
   readonly vocabSize: number;
-  /** Shape of each layer's KV cache rows (every layer's: see `attentionLayers`). */
+  /** Shape of layer 0's KV cache rows (every layer's is in `attentionLayers`). */
   readonly cacheShape: CacheShape;
   /**
    * Sliding attention window (0 = none); caches must keep at least this many tokens. When only some layers slide
@@ -41,6 +44,11 @@ export interface Model {
    * 0 = global) and the shape of its cache rows. A layer with a window never reads positions before it.
    */
   readonly attentionLayers: readonly AttentionLayerInfo[];
+  /**
+   * Fresh per-layer caches for this model, as each layer needs them (`makeLayerCaches` of `@mnemo/kv-cache` over
+   * `attentionLayers`: ring caches of the window on sliding layers, the kind `opts` asks for on global ones).
+   */
+  makeCaches(opts?: CacheKindOptions): KVCache[];
   /** Longest context the model was trained for (informative). */
   readonly maxPositionEmbeddings: number;
   forward(tokens: Int32Array, caches: readonly KVCache[], opts?: ForwardOptions): Tensor;

@@ -25,7 +25,7 @@ export function registerCachePrompt(program: Command): void {
     .requiredOption('-p, --prompt <text>', 'prompt text to cache ("-" reads standard input)')
     .requiredOption(
       '--prompt-cache-file <file>',
-      'file to write (safetensors, mnemo prompt-cache format v1; a symbolic link is written through, a device refused)',
+      'file to write (safetensors, mnemo prompt-cache format v2; a symbolic link is written through, a device refused)',
       fileArg,
     )
     .option('--ignore-chat-template', 'cache the prompt as raw text, without the chat template')

@@ -1,8 +1,10 @@
 import { createInterface } from 'node:readline/promises';
+import { describeCache } from '@mnemo/kv-cache';
 import {
   type GenerateOptions,
   type GenerationResult,
   isLocalModelReference,
+  type LM,
   type PromptCache,
   promptCacheModel,
 } from '@mnemo/lm';
@@ -108,18 +110,23 @@ export function verboseStats(r: GenerationResult): string {
   ].join('\n');
 }
 
-/** Refuses cache flags that contradict the kind of a loaded cache (the kind comes from the file). */
-function checkKindMatches(f: CacheFlags, pc: PromptCache, file: string): void {
-  const want = cacheKind(f);
-  const have = pc.kind;
-  const show = (k: object) => JSON.stringify(k).replace(/"/g, '');
-  const defaults = { kvGroupSize: 64, quantizedKvStart: 0 };
-  for (const key of Object.keys(want) as (keyof typeof want)[]) {
-    const h = have[key] ?? (have.kvBits !== undefined ? defaults[key as keyof typeof defaults] : undefined);
-    if (h !== want[key]) {
-      throw new CliError(`${file} holds a cache made with ${show(have)}; the flags ask for ${show(want)}`);
-    }
+/**
+ * Refuses cache flags that contradict the caches of a loaded file (their kinds come from the file): the caches the
+ * flags would make must be of the same kinds, storage and parameters, layer by layer.
+ */
+function checkKindMatches(f: CacheFlags, lm: LM, pc: PromptCache, file: string): void {
+  let want: string[];
+  try {
+    const fresh = lm.makeCaches(cacheKind(f));
+    want = fresh.map(describeCache);
+    for (const c of fresh) c.free();
+  } catch (e) {
+    throw new CliError(`${e instanceof Error ? e.message : String(e)}`);
   }
+  const have = pc.caches.map(describeCache);
+  const at = have.findIndex((h, i) => h !== want[i]);
+  if (at >= 0)
+    throw new CliError(`${file} holds a ${have[at]} cache in layer ${at}; the flags ask for ${want[at]}`);
 }
 
 /**
@@ -187,7 +194,7 @@ export function registerGenerate(program: Command): void {
           pc = await lm.loadPromptCache(f.promptCacheFile, {
             ...(f.ignoreContextLimit ? { ignoreContextLimit: true } : {}),
           });
-          if (hasCacheFlags(f)) checkKindMatches(f, pc, f.promptCacheFile);
+          if (hasCacheFlags(f)) checkKindMatches(f, lm, pc, f.promptCacheFile);
           prompt = lm.continuation(pc, prompt);
           const chatTemplate = f.ignoreChatTemplate ? false : pc.template.applied;
           const systemPrompt = f.systemPrompt ?? pc.template.systemPrompt;

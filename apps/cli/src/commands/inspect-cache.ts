@@ -1,4 +1,4 @@
-import { inspectPromptCache } from '@mnemo/kv-cache';
+import { inspectPromptCache, summarizeCache } from '@mnemo/kv-cache';
 import type { Command } from 'commander';
 import { action } from '../errors';
 
@@ -45,7 +45,7 @@ export function registerInspectCache(program: Command): void {
               `model: ${info.model || '(not recorded)'}`,
               `model fingerprint: ${info.modelFingerprint}`,
               `tokenizer fingerprint: ${info.tokenizerFingerprint}`,
-              `cache: ${info.cache.kind}, ${info.cache.nLayers} layers × ${info.cache.nKvHeads} kv heads × ${info.cache.headDim}`,
+              `cache: ${info.cache.nLayers} layers: ${summarizeCache(info.cache)}`,
               `cached tokens: ${info.tokens.length}`,
               `prompt: ${JSON.stringify(info.prompt.length > 200 ? `${info.prompt.slice(0, 200)}…` : info.prompt)}`,
               `chat template: ${info.chatTemplate || '(none)'}`,

@@ -69,7 +69,9 @@ function makeViews(a: AttentionBlock, frame: ScratchFrame): Views {
 
 /**
  * Self-attention of one layer: q/k/v projections (optional biases), optional q/k RMSNorm, RoPE from the layer's table,
- * append to the layer's KV cache, causal (optionally windowed and soft-capped) grouped-query attention, output
+ * append to the layer's KV cache (written into its storage by the backend), causal (optionally windowed and
+ * soft-capped) grouped-query attention over the cache as it is stored (f32, f16 or quantized rows, a ring for a
+ * windowed cache: the view's `window`/`keep` narrow the layer's own window to what the cache holds), output
  * projection (optional bias). Scratch: `[rows, nHeads · headDim]` q and attention output, `[rows, nKvHeads · headDim]`
  * k and v, shared with every other attention block of the same widths.
  */
@@ -117,6 +119,7 @@ export class AttentionBlock {
       scale: config.scale,
       window,
       softcap: config.softcap ?? 0,
+      keep: 0,
     };
   }
 
@@ -138,6 +141,10 @@ export class AttentionBlock {
     rope.apply(frame, startPos, s.k, this.kRope);
     const kv = cache.updateAndFetch(s.k, s.v);
     this.opts.startPos = kv.startPos;
+    // the layer's window, narrowed to what a ring cache holds; a ring's pinned positions stay visible
+    const window = this.layer.window;
+    this.opts.window = kv.window === 0 ? window : window === 0 ? kv.window : Math.min(window, kv.window);
+    this.opts.keep = kv.keep;
     be.attention(s.att, s.q, kv.keys, kv.values, this.opts);
     be.matmul(out, s.att, w.wo, w.bo);
   }

@@ -1,4 +1,4 @@
-import type { KVCache } from '@mnemo/kv-cache';
+import { type CacheKindOptions, type KVCache, makeLayerCaches } from '@mnemo/kv-cache';
 import type { Tensor, Weight } from '@mnemo/tensor';
 import type { ForwardOptions, Model } from '../model';
 import type { AttentionLayer } from './attention';
@@ -46,12 +46,9 @@ export class TransformerModel implements Model {
     this.maxPositionEmbeddings = parts.maxPositionEmbeddings;
     this.weightBytes = parts.weightBytes;
     this.attentionLayers = layers.map((l) => l.blocks.attention.layer);
+    // layers may differ in cache shape: every layer has its own cache (`makeCaches`), and prompt-cache files describe
+    // each layer's; `cacheShape` is layer 0's
     const first = this.attentionLayers[0]!;
-    for (const [i, a] of this.attentionLayers.entries())
-      if (a.nKvHeads !== first.nKvHeads || a.headDim !== first.headDim)
-        throw new RangeError(
-          `TransformerModel: layer ${i} caches ${a.nKvHeads}×${a.headDim} keys, layer 0 ${first.nKvHeads}×${first.headDim}: every layer's cache rows must have one shape`,
-        );
     this.cacheShape = { nKvHeads: first.nKvHeads, headDim: first.headDim };
     // caches must keep every position unless every layer has a window
     const windows = this.attentionLayers.map((a) => a.window);
@@ -62,6 +59,14 @@ export class TransformerModel implements Model {
         throw new RangeError(
           `TransformerModel: a layer has width ${l.hidden}, the embedding ${embedding.dim}`,
         );
+  }
+
+  /**
+   * Fresh caches for every layer, as each needs them: a ring cache of the window on sliding-window layers, the kind
+   * `opts` asks for on global ones (`makeLayerCaches` of `@mnemo/kv-cache` over `attentionLayers`).
+   */
+  makeCaches(opts: CacheKindOptions = {}): KVCache[] {
+    return makeLayerCaches(this.attentionLayers, { ...opts, backend: this.scratch.backend });
   }
 
   forward(tokens: Int32Array, caches: readonly KVCache[], opts?: ForwardOptions): Tensor {

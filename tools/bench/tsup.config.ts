@@ -5,6 +5,8 @@ export default defineConfig({
     main: 'src/main.ts',
     'child-mnemo': 'src/child-mnemo.ts',
     'child-peer': 'src/child-peer.ts',
+    kv: 'src/kv.ts',
+    'kv-child': 'src/kv-child.ts',
   },
   format: ['esm'],
   dts: false,

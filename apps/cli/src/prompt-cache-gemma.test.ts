@@ -9,9 +9,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 const CLI_TIMEOUT_MS = 300_000;
 
 // The founding promise on models whose layers differ: Gemma 2 (sliding window 8 on alternate layers, attention and
-// final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). `cache-prompt A` then
+// final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). Their sliding layers get ring
+// caches of the window (read in place by attention) and the global ones full caches. `cache-prompt A` then
 // `generate B --prompt-cache-file` gives exactly the prompt ids, tokens and logprobs of `generate A+B`, for splits
-// before, at and after a window boundary and around the 256-row growth step, and any prefill step size.
+// before, at and after a window boundary and around the 256-row growth step, any prefill step size, and f32, f16,
+// 8-bit and 4-bit caches.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-pc-gemma-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -37,48 +39,112 @@ describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals gene
     const window = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).sliding_window as number;
     const long = readReference(model).cases[3]!.prompt; // 629 ASCII characters: one token per character
 
-    it(`${preset} (window ${window}), standard caches`, () => {
-      const whole = JSON.parse(mnemo(['generate', '--model', model, '--prompt', long, ...GEN])) as Out;
-      expect(whole.stats.cached_tokens).toBe(0);
-      expect(whole.prompt_tokens).toHaveLength(long.length + 1);
-      for (const step of ['1', '7', '512']) {
-        const o = JSON.parse(
-          mnemo(['generate', '--model', model, '--prompt', long, ...GEN, '--prefill-step-size', step]),
+    const kinds: [string, string[]][] = [
+      ['standard (f32) caches', []],
+      ['f16 caches', ['--kv-dtype', 'f16']],
+      ['8-bit caches', ['--kv-bits', '8', '--kv-group-size', '64']],
+      ['4-bit caches', ['--kv-bits', '4', '--kv-group-size', '32']],
+    ];
+    for (const [kindName, kind] of kinds)
+      it(`${preset} (window ${window}), ${kindName}`, () => {
+        const whole = JSON.parse(
+          mnemo(['generate', '--model', model, '--prompt', long, ...GEN, ...kind]),
         ) as Out;
-        expect(comparable(o), `--prefill-step-size ${step}`).toEqual(comparable(whole));
-      }
-      // cached prefixes of n tokens (BOS + n - 1 characters): around the window and around 256
-      const prefixes = [1, 2, window - 1, window, window + 1, 2 * window, 255, 256, 257];
-      for (const [i, n] of prefixes.entries()) {
-        const chars = n - 1;
-        const file = join(tmp, `${preset}-${n}.safetensors`);
-        mnemo([
-          'cache-prompt',
-          '--model',
-          model,
-          '--prompt',
-          long.slice(0, chars),
-          '--prompt-cache-file',
-          file,
-          '--ignore-chat-template',
-          '--prefill-step-size',
-          ['1', '7', '512'][i % 3]!,
-        ]);
-        const cached = JSON.parse(
+        expect(whole.stats.cached_tokens).toBe(0);
+        expect(whole.prompt_tokens).toHaveLength(long.length + 1);
+        for (const step of ['1', '7', '512']) {
+          const o = JSON.parse(
+            mnemo([
+              'generate',
+              '--model',
+              model,
+              '--prompt',
+              long,
+              ...GEN,
+              ...kind,
+              '--prefill-step-size',
+              step,
+            ]),
+          ) as Out;
+          expect(comparable(o), `--prefill-step-size ${step}`).toEqual(comparable(whole));
+        }
+        // cached prefixes of n tokens (BOS + n - 1 characters): around the window and around 256
+        const prefixes = [1, 2, window - 1, window, window + 1, 2 * window, 255, 256, 257];
+        for (const [i, n] of prefixes.entries()) {
+          const chars = n - 1;
+          const file = join(tmp, `${preset}-${kindName.split(' ')[0]}-${n}.safetensors`);
           mnemo([
-            'generate',
+            'cache-prompt',
+            '--model',
+            model,
+            '--prompt',
+            long.slice(0, chars),
             '--prompt-cache-file',
             file,
-            '--prompt',
-            long.slice(chars),
-            ...GEN,
+            '--ignore-chat-template',
+            ...kind,
             '--prefill-step-size',
-            ['7', '512', '1'][i % 3]!,
-          ]),
-        ) as Out;
-        expect(comparable(cached), `split after ${n} tokens`).toEqual(comparable(whole));
-        expect(cached.stats.cached_tokens).toBeGreaterThanOrEqual(n - 1);
+            ['1', '7', '512'][i % 3]!,
+          ]);
+          const cached = JSON.parse(
+            mnemo([
+              'generate',
+              '--prompt-cache-file',
+              file,
+              '--prompt',
+              long.slice(chars),
+              ...GEN,
+              '--prefill-step-size',
+              ['7', '512', '1'][i % 3]!,
+            ]),
+          ) as Out;
+          expect(comparable(cached), `split after ${n} tokens`).toEqual(comparable(whole));
+          expect(cached.stats.cached_tokens).toBeGreaterThanOrEqual(n - 1);
+        }
+      });
+  }
+});
+
+describe.skipIf(!existsSync(cli))('gemma 3: a saved conversation', () => {
+  it('stores at most the window on each sliding layer, and continues exactly', () => {
+    const model = syntheticPreset('gemma3-bf16');
+    const config = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')) as {
+      sliding_window: number;
+      layer_types: string[];
+    };
+    const file = join(tmp, 'gemma3-conversation.safetensors');
+    const chat = (lines: string[]) => {
+      const r = spawnSync(process.execPath, [cli, 'chat', '--model', model, '--max-tokens', '20'], {
+        input: `${lines.join('\n')}\n`,
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      expect(r.stderr).toBe('');
+      return r.stdout.split('>> ').slice(1);
+    };
+    const long = readReference(model).cases[3]!.prompt.slice(0, 120);
+    const whole = chat([long, 'And then?', 'Go on.']);
+    const saved = chat([long, 'And then?', `/save ${file}`]);
+    expect(saved.slice(0, 2)).toEqual(whole.slice(0, 2));
+    const info = JSON.parse(mnemo(['inspect-cache', file, '--json'])) as {
+      valid: boolean;
+      cached_tokens: number;
+      cache: { layers: { kind: string; rows: number; meta: Record<string, unknown> }[] };
+    };
+    expect(info.valid).toBe(true);
+    expect(info.cached_tokens).toBeGreaterThan(3 * config.sliding_window);
+    info.cache.layers.forEach((l, i) => {
+      if (config.layer_types[i] === 'sliding_attention') {
+        expect(l.kind, `layer ${i}`).toBe('rotating');
+        expect(l.meta.maxSize).toBe(config.sliding_window);
+        expect(l.rows, `layer ${i}`).toBeLessThanOrEqual(config.sliding_window);
+      } else {
+        expect(l.kind, `layer ${i}`).toBe('standard');
+        expect(l.rows).toBe(info.cached_tokens);
       }
     });
-  }
+    // loading it continues exactly where the uninterrupted session went
+    const resumed = chat([`/load ${file}`, 'Go on.']);
+    expect(resumed[1]).toBe(whole[2]);
+  });
 });

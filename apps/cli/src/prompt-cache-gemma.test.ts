@@ -8,12 +8,17 @@ import { afterAll, describe, expect, it } from 'vitest';
 /** Longest one CLI run may take before it is killed: generous, since CI shares 2 cores with other work. */
 const CLI_TIMEOUT_MS = 300_000;
 
-// The founding promise on models whose layers differ: Gemma 2 (sliding window 8 on alternate layers, attention and
-// final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). Their sliding layers get ring
-// caches of the window (read in place by attention) and the global ones full caches. `cache-prompt A` then
-// `generate B --prompt-cache-file` gives exactly the prompt ids, tokens and logprobs of `generate A+B`, for splits
-// before, at and after a window boundary and around the 256-row growth step, any prefill step size, and f32, f16,
-// 8-bit and 4-bit caches.
+// The founding promise on models whose layers differ, through the CLI: Gemma 2 (sliding window 8 on alternate layers,
+// attention and final soft-caps) and Gemma 3 (window 16 on 5 of 6 layers, two RoPE bases, q/k norms). Their sliding
+// layers get ring caches of the window (read in place by attention) and the global ones full caches. `cache-prompt A`
+// then `generate B --prompt-cache-file` gives exactly the prompt ids, tokens and logprobs of `generate A+B`.
+//
+// Every CLI run is a process (about 0.7 s), so this file runs a covering subset of the matrix: for each model and each
+// of f32, f16, 8-bit and 4-bit caches, the whole prompt with the default step (512) and with step 1 or 7, and three
+// splits; across the four kinds each model gets every split (1, 2, window - 1, window, window + 1, 2 × window,
+// 255, 256, 257), each kind a split near a window boundary and one around the 256-row growth step, and the cache-prompt
+// and generate runs take prefill steps 1, 7 and 512 in turn. The full cross product (every kind × every split × every
+// step) runs in memory in packages/lm/src/prompt-reuse-gemma.test.ts.
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-pc-gemma-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -34,9 +39,9 @@ const GEN = ['--temp', '0', '--json', '--logprobs', '5', '--max-tokens', '6', '-
 const comparable = (o: Out) => ({ prompt_tokens: o.prompt_tokens, tokens: o.tokens, logprobs: o.logprobs });
 
 describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals generate of the whole', () => {
-  for (const preset of ['gemma2-f32', 'gemma3-bf16'] as const) {
+  for (const [p, preset] of (['gemma2-f32', 'gemma3-bf16'] as const).entries()) {
     const model = syntheticPreset(preset);
-    const window = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).sliding_window as number;
+    const w = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).sliding_window as number;
     const long = readReference(model).cases[3]!.prompt; // 629 ASCII characters: one token per character
 
     const kinds: [string, string[]][] = [
@@ -45,32 +50,28 @@ describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals gene
       ['8-bit caches', ['--kv-bits', '8', '--kv-group-size', '64']],
       ['4-bit caches', ['--kv-bits', '4', '--kv-group-size', '32']],
     ];
-    for (const [kindName, kind] of kinds)
-      it(`${preset} (window ${window}), ${kindName}`, () => {
-        const whole = JSON.parse(
-          mnemo(['generate', '--model', model, '--prompt', long, ...GEN, ...kind]),
-        ) as Out;
+    // cached prefixes of n tokens (BOS + n - 1 characters); each row covers a window boundary and the 256-row step,
+    // and the rows together every split; the second model shifts the rows by two kinds
+    const splits = [
+      [1, w - 1, 256],
+      [2, w, 257],
+      [w + 1, 255, 2 * w],
+      [w, 256, 2 * w + 1],
+    ];
+    for (const [k, [kindName, kind]] of kinds.entries())
+      it(`${preset} (window ${w}), ${kindName}`, () => {
+        const run = (prompt: string, extra: string[]) =>
+          JSON.parse(
+            mnemo(['generate', '--model', model, '--prompt', prompt, ...GEN, ...kind, ...extra]),
+          ) as Out;
+        const whole = run(long, []);
         expect(whole.stats.cached_tokens).toBe(0);
         expect(whole.prompt_tokens).toHaveLength(long.length + 1);
-        for (const step of ['1', '7', '512']) {
-          const o = JSON.parse(
-            mnemo([
-              'generate',
-              '--model',
-              model,
-              '--prompt',
-              long,
-              ...GEN,
-              ...kind,
-              '--prefill-step-size',
-              step,
-            ]),
-          ) as Out;
-          expect(comparable(o), `--prefill-step-size ${step}`).toEqual(comparable(whole));
-        }
-        // cached prefixes of n tokens (BOS + n - 1 characters): around the window and around 256
-        const prefixes = [1, 2, window - 1, window, window + 1, 2 * window, 255, 256, 257];
-        for (const [i, n] of prefixes.entries()) {
+        const step = k % 2 === 0 ? '1' : '7';
+        expect(comparable(run(long, ['--prefill-step-size', step])), `--prefill-step-size ${step}`).toEqual(
+          comparable(whole),
+        );
+        for (const [i, n] of splits[(k + 2 * p) % 4]!.entries()) {
           const chars = n - 1;
           const file = join(tmp, `${preset}-${kindName.split(' ')[0]}-${n}.safetensors`);
           mnemo([
@@ -84,7 +85,7 @@ describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals gene
             '--ignore-chat-template',
             ...kind,
             '--prefill-step-size',
-            ['1', '7', '512'][i % 3]!,
+            ['1', '7', '512'][(i + k) % 3]!,
           ]);
           const cached = JSON.parse(
             mnemo([
@@ -95,7 +96,7 @@ describe.skipIf(!existsSync(cli))('gemma: cache-prompt then generate equals gene
               long.slice(chars),
               ...GEN,
               '--prefill-step-size',
-              ['7', '512', '1'][i % 3]!,
+              ['7', '512', '1'][(i + k) % 3]!,
             ]),
           ) as Out;
           expect(comparable(cached), `split after ${n} tokens`).toEqual(comparable(whole));
@@ -117,7 +118,7 @@ describe.skipIf(!existsSync(cli))('gemma 3: a saved conversation', () => {
       const r = spawnSync(process.execPath, [cli, 'chat', '--model', model, '--max-tokens', '20'], {
         input: `${lines.join('\n')}\n`,
         encoding: 'utf8',
-        timeout: 120_000,
+        timeout: CLI_TIMEOUT_MS,
       });
       expect(r.stderr).toBe('');
       return r.stdout.split('>> ').slice(1);

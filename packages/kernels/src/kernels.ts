@@ -373,22 +373,18 @@ export function kvAttentionShape(
   out: KvAttentionBytes,
 ): KvAttentionBytes {
   if (typeof a !== 'object' || a === null) throw new TypeError(`${fn}: missing arguments`);
-  checkAttentionArgs(
-    fn,
-    a.rows,
-    a.startPos,
-    a.nHeads,
-    a.nKvHeads,
-    a.headDim,
-    a.scale,
-    a.window,
-    kvHead0,
-    kvHead1,
-  );
+  // The float arguments are checked here, read off `a`, and never passed on to a function: where V8 does not inline
+  // that call (a call site that has seen several storage formats), passing one would box a new number per call.
+  const scale = a.scale;
+  if (typeof scale !== 'number' || !Number.isFinite(scale))
+    throw new TypeError(`${fn}: scale must be a finite number, got ${describe(scale)}`);
+  const softcap = a.softcap;
+  if (softcap !== undefined && (typeof softcap !== 'number' || !(softcap >= 0) || !Number.isFinite(softcap)))
+    checkSoftcap(fn, softcap, true); // throws, naming the problem
+  checkAttentionArgs(fn, a.rows, a.startPos, a.nHeads, a.nKvHeads, a.headDim, 1, a.window, kvHead0, kvHead1);
   kvLayoutBytes(fn, a, a.nKvHeads * a.headDim, out);
   if (out.code >= 4 && a.headDim % 8 !== 0)
     throw new RangeError(`${fn}: quantized rows need headDim to be a multiple of 8, got ${a.headDim}`);
-  if (a.softcap !== undefined) checkSoftcap(fn, a.softcap, true);
   const last = a.startPos + a.rows - 1;
   const lo = Math.max(a.keep, a.window > 0 ? a.startPos - a.window + 1 : 0);
   if (lo <= last && last - lo >= a.capacity - a.keep)

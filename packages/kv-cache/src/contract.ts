@@ -2,7 +2,7 @@ import type { Backend, KvRows, Tensor } from '@mnemo/tensor';
 import type { KvStorage } from './storage';
 
 /**
- * What attention reads after a cache update: the cache's storage as it is stored (Backend API v2 `KvRows`: f32, f16 or
+ * What attention reads after a cache update: the cache's storage as it is stored (Backend API v3 `KvRows`: f32, f16 or
  * 4/8-bit rows, position j at row `kvRow(j, rows, keep)`), the position of the first row just added, and which
  * positions the storage holds for a query: `window` (0 = every earlier position; for a ring, its most recent
  * `maxSize - keep`) and `keep` (pinned leading positions, always visible). Pass `window`/`keep` to `attention`

@@ -17,7 +17,7 @@ export function storageToF32(dtype: 'f32' | 'f16' | 'bf16', bytes: Uint8Array): 
 
 /**
  * The f32 values attention reads from row data of `width`-wide rows: f32 as is, f16 converted exactly, quantized
- * `fl(fl(scale * q) + bias)` (Backend API v2's definition). A new array unless the data is already f32.
+ * `fl(fl(scale * q) + bias)` (Backend API v3's definition). A new array unless the data is already f32.
  */
 export function rowsToF32(d: RowData, width: number): Float32Array {
   if (d.format === 'f32') return d.data;

@@ -28,7 +28,7 @@ export interface RotatingCacheOptions extends CacheOptions {
  * A bounded cache: a query at position p sees positions `0 .. keep - 1` and the `maxSize - keep` most recent
  * positions up to p (a sliding window of `maxSize` when `keep` is 0), in any split of the prompt into steps.
  *
- * Storage is a ring the backend's attention reads in place (Backend API v2: position j at row `kvRow(j, capacity,
+ * Storage is a ring the backend's attention reads in place (Backend API v3: position j at row `kvRow(j, capacity,
  * keep)`); new rows are written into their ring rows by the backend, so nothing is copied per step once it has wrapped.
  * The ring has `maxSize` rows in steady-state decoding; a step of n > 1 rows that finds it full needs room for the
  * `maxSize - 1` earlier positions its first query sees plus its own n rows, so the capacity grows (once, to at most

@@ -1,6 +1,6 @@
 /**
  * Backend storage of a cache's keys or values: rows of `nKvHeads * headDim` values in one storage format, addressed as
- * a ring (Backend API v2's `kvRow`: position j in row j while it fits, then cycling through the rows after the
+ * a ring (Backend API v3's `kvRow`: position j in row j while it fits, then cycling through the rows after the
  * `keep` pinned ones). New rows are written (converted, quantized) by the backend's `writeKv`; attention reads the rows
  * as they are. Host copies happen only for export and import.
  */

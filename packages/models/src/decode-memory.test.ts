@@ -11,12 +11,11 @@ const heapUsed = () => getHeapStatistics().used_heap_size;
 /** Steps of the shorter measuring window (see measureSteadyState). */
 const STEPS = 500;
 /**
- * Bytes a decode step may allocate on the JS heap. What it allocates today is a boxed number (16 bytes) for each
- * fractional attention option (scale, soft-cap) per attention call: the WASM backend reads them off the model's
- * options object, whose fields V8 keeps unboxed, and passes them on to its kernels without inlining the call. That is
- * 32 to 96 bytes per step for these models; one small object per op would be hundreds.
+ * Bytes a decode step may allocate on the JS heap: less than one small object (16 bytes). The attention options a model
+ * passes hold fractional numbers (scale, soft-cap); the backend and kernels check them where they read them instead of
+ * passing them on to calls V8 may not inline, so no step boxes a number any more.
  */
-const PER_STEP = 160;
+const PER_STEP = 8;
 
 // A decode step of a whole model reuses its scratch views, the cache returns the same view object, and the backend
 // ops take preallocated outputs and validate without allocating. measureSteadyState tells an allocation per step from

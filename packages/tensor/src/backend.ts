@@ -8,12 +8,12 @@ import type { QuantizedTensor, Tensor, Weight } from './tensor';
  *
  * - 1: the first interface.
  * - 2: required ops `geluGlu`, `softcap` and `scale`, and {@link AttentionOptions.softcap} (Gemma); GGML block
- *   weights (`uploadGgml`, {@link GgmlTensor}), which `matmul`, `embedding` and `free` take like any other weight;
- *   `attention` reads KV-cache storage as it is stored ({@link KvRows}: f32, f16 or MLX-affine 4/8-bit rows) and as a
- *   ring ({@link AttentionOptions.keep}, rows mapped to positions by {@link kvRow}), and the new op `writeKv` writes
- *   (converts, quantizes) new key/value rows into such storage.
+ *   weights (`uploadGgml`, {@link GgmlTensor}), which `matmul`, `embedding` and `free` take like any other weight.
+ * - 3: `attention` reads KV-cache storage as it is stored ({@link KvRows}: f32, f16 or MLX-affine 4/8-bit rows) and as
+ *   a ring ({@link AttentionOptions.keep}, rows mapped to positions by {@link kvRow}), and the new required op
+ *   `writeKv` writes (converts, quantizes) new key/value rows into such storage.
  */
-export const BACKEND_API_VERSION = 2 as const;
+export const BACKEND_API_VERSION = 3 as const;
 
 /**
  * RoPE layouts, within each head's first `rotDim` dimensions (d = rotDim, i < d/2, angle from column i of cos/sin):

@@ -447,7 +447,10 @@ export function checkAttention(
   if (typeof opts.scale !== 'number' || !Number.isFinite(opts.scale))
     throw new RangeError(`${op}: scale must be a finite number, got ${opts.scale}`);
   if (opts.window !== undefined) checkInt(op, 'window', opts.window, 0, MAX);
-  if (opts.softcap !== undefined) checkSoftcapValue(op, opts.softcap, true);
+  // checked here rather than passed to checkSoftcapValue: passing a float to a call V8 does not inline boxes it
+  const softcap = opts.softcap;
+  if (softcap !== undefined && !(typeof softcap === 'number' && softcap >= 0 && Number.isFinite(softcap)))
+    checkSoftcapValue(op, softcap, true); // throws, naming the problem
   const kvWidth = opts.nKvHeads * opts.headDim;
   const format = checkKvRows(o, op, 'k', k, kvWidth, opts.headDim);
   checkKvRows(o, op, 'v', v, kvWidth, opts.headDim);

@@ -1,5 +1,5 @@
 /**
- * KV-cache storage (Backend API v2): `writeKv` stores rows bitwise as specified in every format and at their ring
+ * KV-cache storage (Backend API v3): `writeKv` stores rows bitwise as specified in every format and at their ring
  * rows; `attention` reads f32, f16 and 4/8-bit quantized storage accurately (against the reference), bitwise as it
  * reads f32 storage holding the same values, and bitwise the same for every chunking of the positions over a wrapped
  * ring whose unseen rows hold garbage.

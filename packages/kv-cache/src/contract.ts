@@ -39,6 +39,11 @@ export interface KVCache {
   /** Number of tokens seen: the absolute position of the next row. */
   readonly offset: number;
   /**
+   * Bytes of backend memory the cache holds now: its storage as stored (f32, f16, or packed codes with scales and
+   * biases), spare rows of its capacity included. What a memory budget should count for it.
+   */
+  readonly byteLength: number;
+  /**
    * Appends `k`, `v` (f32 `[rows, nKvHeads * headDim]`, positions `offset .. offset + rows - 1`) and returns the view
    * attention reads. Allocation (capacity growth) happens here, never in attention, and not at all in steady-state
    * decoding. The returned object may be the same one every call (refilled in place): use it before the next update.

@@ -47,9 +47,12 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
     const bytes = (make: () => KVCache) => {
       const before = backend.memoryInUse();
       const c = make();
+      expect(c.byteLength).toBe(0);
       feed(c, 300);
       feed(c, 1);
       const used = backend.memoryInUse() - before;
+      // the cache's own accounting is what the backend holds for it
+      expect(c.byteLength).toBe(used);
       c.free();
       return used;
     };
@@ -65,6 +68,29 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
     expect(q4).toBe(2 * 512 * (W / 2 + 2 * (W / 64) * 4));
     expect(q4 / f32).toBeLessThan(0.3);
     expect(q4ring).toBe(q4);
+  });
+
+  it('byteLength follows what the backend holds: growth, conversion, a ring at its size, free', () => {
+    const base = { backend, nKvHeads: H, headDim: D };
+    const held = (c: KVCache, before: number) => {
+      expect(c.byteLength).toBe(backend.memoryInUse() - before);
+      return c.byteLength;
+    };
+    let before = backend.memoryInUse();
+    const q = new QuantizedKVCache({ ...base, bits: 4, groupSize: 32, start: 10 });
+    feed(q, 11);
+    expect(held(q, before)).toBe(2 * 256 * W * 4); // exact f32 rows until an update finds offset > start
+    feed(q, 1);
+    expect(q.converted).toBe(true);
+    expect(held(q, before)).toBe(2 * 256 * (W / 2 + 2 * (W / 32) * 4));
+    q.free();
+    expect(backend.memoryInUse()).toBe(before);
+    before = backend.memoryInUse();
+    const ring = new RotatingKVCache({ ...base, maxSize: 16, storage: 'f16' });
+    for (let i = 0; i < 40; i++) feed(ring, 1, i);
+    expect(held(ring, before)).toBe(2 * 16 * W * 2); // the window, however long the context
+    ring.free();
+    expect(backend.memoryInUse()).toBe(before);
   });
 
   it('quantized: exact rows until offset > start, then everything quantized on the backend', () => {

@@ -95,6 +95,13 @@ export class QuantizedKVCache implements KVCache {
     return this.#offset;
   }
 
+  get byteLength(): number {
+    let n = this.#quant[0].byteLength + this.#quant[1].byteLength;
+    if (this.#exact) n += this.#exact[0].byteLength + this.#exact[1].byteLength;
+    if (this.#retired) n += this.#retired[0].byteLength + this.#retired[1].byteLength;
+    return n;
+  }
+
   /** Whether the rows are held quantized (after the first update that found `offset > start`). */
   get converted(): boolean {
     return this.#converted;

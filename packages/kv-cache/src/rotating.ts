@@ -80,6 +80,10 @@ export class RotatingKVCache implements KVCache {
     return this.#offset;
   }
 
+  get byteLength(): number {
+    return this.#keys.byteLength + this.#values.byteLength;
+  }
+
   /** Rows of the ring (0 before the first update). */
   get capacity(): number {
     return this.#keys.capacity;

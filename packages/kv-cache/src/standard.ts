@@ -63,6 +63,10 @@ export class StandardKVCache implements KVCache {
     return this.#offset;
   }
 
+  get byteLength(): number {
+    return this.#keys.byteLength + this.#values.byteLength;
+  }
+
   /** Rows allocated (a multiple of 256, or 0 before the first update). */
   get capacity(): number {
     return this.#keys.capacity;

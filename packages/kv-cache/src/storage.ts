@@ -90,6 +90,14 @@ export class KvSide {
     return this.#rows === null ? 0 : this.#rows.shape[0]!;
   }
 
+  /** Bytes of backend memory the storage holds (spare rows included; 0 before the first `resize`). */
+  get byteLength(): number {
+    if (this.#rows === null) return 0;
+    let n = 0;
+    for (const p of this.#parts(this.#rows)) n += p.byteLength;
+    return n;
+  }
+
   /** The storage attention reads (allocated by an earlier `resize`). */
   get rows(): KvRows {
     if (this.#rows === null) throw new Error('kv-cache: storage used before allocation');

@@ -263,6 +263,9 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
       get storage() {
         return inner.storage;
       },
+      get byteLength() {
+        return inner.byteLength;
+      },
       get isTrimmable() {
         return inner.isTrimmable;
       },

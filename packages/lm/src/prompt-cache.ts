@@ -42,6 +42,16 @@ export class PromptCache {
   }
 
   /**
+   * Bytes of backend memory the caches hold now (`KVCache.byteLength` summed over the layers): each kind's own
+   * accounting of its storage (f32, f16 or quantized rows, ring caches at their window, spare capacity included).
+   */
+  get byteLength(): number {
+    let n = 0;
+    for (const c of this.caches) n += c.byteLength;
+    return n;
+  }
+
+  /**
    * Prepares the caches for `prompt`: keeps the longest common prefix (leaving at least one prompt token to compute,
    * for logits) and drops the rest. If the caches cannot be trimmed exactly, they are replaced by empty ones and the
    * whole prompt is recomputed — never reused wrongly. Returns the number of tokens reused.

@@ -60,8 +60,6 @@ export interface ModelInfo {
   readonly vocabSize: number;
   readonly maxPositionEmbeddings: number;
   readonly numLayers: number;
-  /** Backend bytes one cached token takes (keys and values of every layer). */
-  readonly bytesPerToken: number;
   readonly weightBytes: number;
   readonly modelType: string;
 }

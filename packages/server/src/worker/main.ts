@@ -19,7 +19,6 @@ async function main(init: WorkerInit): Promise<void> {
     ...(init.load.threads !== undefined ? { threads: init.load.threads } : {}),
     ...(init.load.int8Activations ? { int8Activations: true } : {}),
   });
-  const { nKvHeads, headDim } = lm.model.cacheShape;
   const info: ModelInfo = {
     dir: lm.loaded.dir,
     fingerprint: lm.fingerprint,
@@ -34,7 +33,6 @@ async function main(init: WorkerInit): Promise<void> {
     vocabSize: lm.model.vocabSize,
     maxPositionEmbeddings: lm.model.maxPositionEmbeddings,
     numLayers: lm.model.numLayers,
-    bytesPerToken: lm.model.numLayers * 2 * nKvHeads * headDim * 4,
     weightBytes: lm.model.weightBytes,
     modelType: lm.model.modelType,
   };
@@ -43,9 +41,8 @@ async function main(init: WorkerInit): Promise<void> {
     post({ type: 'log', level, msg, ...(data ? { data } : {}) });
   const disk =
     init.cache.dir === null ? null : await DiskTier.open(init.cache.dir, init.cache.diskBytes, block, log);
-  let runner: Runner;
-  const memory = new MemoryTier(init.cache.memoryBytes, (n) => runner.bytesOf(n), block);
-  runner = new Runner(lm, init, info, memory, disk, post);
+  const memory = new MemoryTier(init.cache.memoryBytes, block);
+  const runner = new Runner(lm, init, info, memory, disk, post);
 
   // Jobs run strictly one after another; the HTTP side sends the next one only after `free`, but a queue here keeps
   // that true whatever arrives.

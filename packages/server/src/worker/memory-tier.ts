@@ -26,7 +26,6 @@ export class MemoryTier {
 
   constructor(
     readonly budgetBytes: number,
-    private readonly bytesOf: (tokens: number) => number,
     private readonly blockTokens: number,
   ) {}
 
@@ -57,11 +56,13 @@ export class MemoryTier {
   }
 
   /**
-   * Keeps `pc`, evicting least recently used entries to stay within the budget. A cache bigger than the whole budget,
-   * or empty, is freed instead. An entry holding exactly the same tokens is replaced.
+   * Keeps `pc`, evicting least recently used entries to stay within the budget. An entry counts the backend bytes its
+   * caches hold (`PromptCache.byteLength`: each cache kind's own accounting — f16 or quantized rows, ring caches of
+   * sliding-window layers at their window). A cache bigger than the whole budget, or empty, is freed instead. An entry
+   * holding exactly the same tokens is replaced.
    */
   put(pc: PromptCache): void {
-    const bytes = this.bytesOf(pc.tokens.length);
+    const bytes = pc.byteLength;
     if (pc.tokens.length === 0 || bytes > this.budgetBytes) {
       this.#remember(pc.tokens);
       pc.free();

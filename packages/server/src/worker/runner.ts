@@ -5,7 +5,7 @@
  * job's report.
  */
 import { readRegularFile } from '@mnemo/files';
-import { CACHE_STEP, PromptCacheError } from '@mnemo/kv-cache';
+import { PromptCacheError } from '@mnemo/kv-cache';
 import { type LM, type PromptCache, prefill } from '@mnemo/lm';
 import { chainHashes, commonPrefix, entryId } from '../cache/prefix';
 import {
@@ -98,10 +98,6 @@ export class Runner {
       free();
     };
     return pc;
-  }
-
-  bytesOf(tokens: number): number {
-    return Math.ceil(tokens / CACHE_STEP) * CACHE_STEP * this.info.bytesPerToken;
   }
 
   async run(id: number, prompt: readonly number[], params: JobParams): Promise<void> {
@@ -384,7 +380,7 @@ export class Runner {
       try {
         const e = await this.disk.add(
           { scope, modelFingerprint: fingerprint, numerics, tokens },
-          tokens.length * this.info.bytesPerToken,
+          pc.byteLength, // an upper bound of the file's row data: the caches' own accounting, spare rows included
           (path) => this.lm.savePromptCache(path, pc),
         );
         if (e) {

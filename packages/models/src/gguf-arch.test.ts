@@ -197,6 +197,34 @@ async function againstOracle(path: string, preset: SyntheticPreset): Promise<voi
   }
 }
 
+/**
+ * A GGUF model's layers need from their caches what the safetensors checkpoint's do (the same windows), and it builds
+ * the same caches: ring caches of the window on sliding layers (the oracle runs above use them: `greedy` and
+ * `teacherForced` take the model's own caches).
+ */
+async function sameLayers(path: string, dir: string): Promise<void> {
+  const a = await loadModel(path, { backend });
+  const b = await loadModel(dir, { backend });
+  try {
+    expect(a.model.attentionLayers).toEqual(b.model.attentionLayers);
+    const window = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).sliding_window as number;
+    expect(a.model.attentionLayers.filter((l) => l.window > 0).length).toBeGreaterThan(0);
+    const caches = a.model.makeCaches({ kvBits: 4, kvGroupSize: 32 });
+    try {
+      caches.forEach((c, i) => {
+        if (a.model.attentionLayers[i]!.window > 0)
+          expect(c).toMatchObject({ kind: 'rotating', maxSize: window, storage: 'q4g32' });
+        else expect(c.kind).toBe('quantized');
+      });
+    } finally {
+      for (const c of caches) c.free();
+    }
+  } finally {
+    a.model.free();
+    b.model.free();
+  }
+}
+
 describe('GGUF architectures written as llama.cpp writes them, against float64', () => {
   it('llama with llama3 RoPE as rope_freqs (F16, permuted Q/K, tied)', async () => {
     const g = await toGguf('llama3', syntheticPreset('llama3-f16-tied'), 'llama');
@@ -231,6 +259,7 @@ describe('GGUF architectures written as llama.cpp writes them, against float64',
       ],
     });
     await againstOracle(g.path, 'gemma2-f32');
+    await sameLayers(g.path, dir);
   });
 
   it('gemma3: q/k norms, five sliding layers with the local RoPE base, linear scaling on the global one', async () => {
@@ -258,6 +287,7 @@ describe('GGUF architectures written as llama.cpp writes them, against float64',
     await writeSafetensors(join(f32dir, 'model.safetensors'), tensors);
     writeFileSync(join(f32dir, 'config.json'), JSON.stringify({ ...c, torch_dtype: 'float32' }));
     const ids = readReference(dir).cases[3]!.prompt_tokens.slice(0, 60);
+    await sameLayers(g.path, dir);
     const a = await loadModel(g.path, { backend });
     const b = await loadModel(f32dir, { backend });
     try {

@@ -1,5 +1,7 @@
-/** Test helpers: greedy runs and teacher-forced log-probabilities of a model, straight through `forward`. */
-import { makeCaches } from '@mnemo/kv-cache';
+/**
+ * Test helpers: greedy runs and teacher-forced log-probabilities of a model, straight through `forward`, with the
+ * caches the model builds (ring caches of the window on sliding layers).
+ */
 import type { Backend } from '@mnemo/tensor';
 import type { Model } from '../model';
 
@@ -20,7 +22,7 @@ export function greedy(
   prompt: readonly number[],
   steps: number,
 ): { tokens: number[]; logprobs: number[] } {
-  const caches = makeCaches(model.numLayers, { backend, ...model.cacheShape });
+  const caches = model.makeCaches();
   try {
     const tokens: number[] = [];
     const logprobs: number[] = [];
@@ -41,7 +43,7 @@ export function greedy(
 
 /** Log-probabilities after every position of `ids` (one forward over all of them). */
 export function teacherForced(backend: Backend, model: Model, ids: readonly number[]): Float64Array[] {
-  const caches = makeCaches(model.numLayers, { backend, ...model.cacheShape });
+  const caches = model.makeCaches();
   try {
     const all = backend.read(model.forward(Int32Array.from(ids), caches, { allLogits: true }));
     const v = model.vocabSize;

@@ -44,6 +44,11 @@ export interface KVCache {
    */
   readonly byteLength: number;
   /**
+   * Bytes of the rows a state holds now (`exportState()`, and a prompt-cache file's tensors): the positions the cache
+   * holds, in their storage format, without spare rows.
+   */
+  readonly stateByteLength: number;
+  /**
    * Appends `k`, `v` (f32 `[rows, nKvHeads * headDim]`, positions `offset .. offset + rows - 1`) and returns the view
    * attention reads. Allocation (capacity growth) happens here, never in attention, and not at all in steady-state
    * decoding. The returned object may be the same one every call (refilled in place): use it before the next update.

@@ -43,6 +43,18 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
     expect(backend.memoryInUse()).toBe(0);
   });
 
+  /** Bytes of the arrays of an exported state. */
+  const stateBytes = (c: KVCache) => {
+    const s = c.exportState();
+    let n = 0;
+    for (const side of [s.keys, s.values])
+      n +=
+        side.format === 'quantized'
+          ? side.packed.byteLength + side.scales.byteLength + side.biases.byteLength
+          : side.data.byteLength;
+    return n;
+  };
+
   it('f16 and quantized storage take a half and about a sixth of the f32 memory: no f32 mirror', () => {
     const bytes = (make: () => KVCache) => {
       const before = backend.memoryInUse();
@@ -51,8 +63,9 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
       feed(c, 300);
       feed(c, 1);
       const used = backend.memoryInUse() - before;
-      // the cache's own accounting is what the backend holds for it
+      // the cache's own accounting is what the backend holds for it, and what a state of it holds
       expect(c.byteLength).toBe(used);
+      expect(c.stateByteLength).toBe(stateBytes(c));
       c.free();
       return used;
     };
@@ -80,8 +93,13 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
     const q = new QuantizedKVCache({ ...base, bits: 4, groupSize: 32, start: 10 });
     feed(q, 11);
     expect(held(q, before)).toBe(2 * 256 * W * 4); // exact f32 rows until an update finds offset > start
+    expect(q.stateByteLength).toBe(stateBytes(q));
     feed(q, 1);
     expect(q.converted).toBe(true);
+    expect([q.stateByteLength, stateBytes(q)]).toEqual([
+      2 * 12 * (W / 2 + 2 * (W / 32) * 4),
+      q.stateByteLength,
+    ]);
     expect(held(q, before)).toBe(2 * 256 * (W / 2 + 2 * (W / 32) * 4));
     q.free();
     expect(backend.memoryInUse()).toBe(before);
@@ -89,6 +107,7 @@ describe.each(await testBackends())('cache kinds (%s backend)', (name) => {
     const ring = new RotatingKVCache({ ...base, maxSize: 16, storage: 'f16' });
     for (let i = 0; i < 40; i++) feed(ring, 1, i);
     expect(held(ring, before)).toBe(2 * 16 * W * 2); // the window, however long the context
+    expect(ring.stateByteLength).toBe(stateBytes(ring));
     ring.free();
     expect(backend.memoryInUse()).toBe(before);
   });

@@ -23,7 +23,7 @@ import type {
   StateBuffers,
 } from './contract';
 import { CacheStateError, checkRows, checkStateHeader } from './state-check';
-import { checkStorageShape, KvSide, type KvStorage, quantizedStorage } from './storage';
+import { checkStorageShape, KvSide, type KvStorage, quantizedStorage, storageRowBytes } from './storage';
 
 export interface QuantizedCacheOptions extends CacheOptions {
   /** 4 or 8 (default 8). */
@@ -100,6 +100,10 @@ export class QuantizedKVCache implements KVCache {
     if (this.#exact) n += this.#exact[0].byteLength + this.#exact[1].byteLength;
     if (this.#retired) n += this.#retired[0].byteLength + this.#retired[1].byteLength;
     return n;
+  }
+
+  get stateByteLength(): number {
+    return 2 * this.#offset * storageRowBytes(this.storage, this.#width);
   }
 
   /** Whether the rows are held quantized (after the first update that found `offset > start`). */

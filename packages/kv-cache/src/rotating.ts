@@ -13,7 +13,7 @@ import {
 } from './codec';
 import type { CacheOptions, CacheShape, CacheView, KVCache, RotatingState, StateBuffers } from './contract';
 import { CacheStateError, checkRows, checkStateHeader } from './state-check';
-import { checkStorageShape, KvSide, type KvStorage, type Run } from './storage';
+import { checkStorageShape, KvSide, type KvStorage, type Run, storageRowBytes } from './storage';
 
 export interface RotatingCacheOptions extends CacheOptions {
   /** Most positions a query sees: the first `keep` ones plus the `maxSize - keep` most recent (itself included). */
@@ -82,6 +82,10 @@ export class RotatingKVCache implements KVCache {
 
   get byteLength(): number {
     return this.#keys.byteLength + this.#values.byteLength;
+  }
+
+  get stateByteLength(): number {
+    return 2 * this.heldRows * storageRowBytes(this.storage, this.#width);
   }
 
   /** Rows of the ring (0 before the first update). */

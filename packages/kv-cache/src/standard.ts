@@ -21,7 +21,7 @@ import type {
   StateBuffers,
 } from './contract';
 import { checkRows, checkStateHeader } from './state-check';
-import { checkStorageShape, KvSide } from './storage';
+import { checkStorageShape, KvSide, storageRowBytes } from './storage';
 
 export interface StandardCacheOptions extends CacheOptions {
   /**
@@ -65,6 +65,10 @@ export class StandardKVCache implements KVCache {
 
   get byteLength(): number {
     return this.#keys.byteLength + this.#values.byteLength;
+  }
+
+  get stateByteLength(): number {
+    return 2 * this.#offset * storageRowBytes(this.storage, this.#width);
   }
 
   /** Rows allocated (a multiple of 256, or 0 before the first update). */

@@ -266,6 +266,9 @@ describe.each(await testBackends())('exporting into buffers and streaming saves 
       get byteLength() {
         return inner.byteLength;
       },
+      get stateByteLength() {
+        return inner.stateByteLength;
+      },
       get isTrimmable() {
         return inner.isTrimmable;
       },

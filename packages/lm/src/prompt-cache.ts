@@ -51,6 +51,13 @@ export class PromptCache {
     return n;
   }
 
+  /** Bytes of the rows a saved file of these caches holds (`KVCache.stateByteLength` summed): no spare rows. */
+  get stateByteLength(): number {
+    let n = 0;
+    for (const c of this.caches) n += c.stateByteLength;
+    return n;
+  }
+
   /**
    * Prepares the caches for `prompt`: keeps the longest common prefix (leaving at least one prompt token to compute,
    * for logits) and drops the rest. If the caches cannot be trimmed exactly, they are replaced by empty ones and the

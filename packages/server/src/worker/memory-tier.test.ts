@@ -78,6 +78,9 @@ describe('the memory tier counts what the caches hold', () => {
       expect(pc.tokens.length).toBeGreaterThan(600);
       expect(pc.caches.map((c) => c.kind)).toEqual([...Array(5).fill('rotating'), 'standard']);
       expect(t.bytes).toBe(768 * row + 5 * 512 * row);
+      // what a saved file of it holds (the disk tier's estimate): every position on the global layer, the window on
+      // each sliding one
+      expect(pc.stateByteLength).toBe(pc.tokens.length * row + 5 * 16 * row);
       t.clear();
       expect(lm.backend.memoryInUse()).toBe(before);
     } finally {

@@ -380,7 +380,7 @@ export class Runner {
       try {
         const e = await this.disk.add(
           { scope, modelFingerprint: fingerprint, numerics, tokens },
-          pc.byteLength, // an upper bound of the file's row data: the caches' own accounting, spare rows included
+          pc.stateByteLength, // the file's row data, by the caches' own accounting
           (path) => this.lm.savePromptCache(path, pc),
         );
         if (e) {

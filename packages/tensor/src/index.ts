@@ -24,6 +24,9 @@ export {
 } from './convert';
 export type { DType, QuantBits, QuantGroupSize, QuantSpec, ScaleDType } from './dtype';
 export { DTYPE_BYTES, DTYPES, isDType, QUANT_BITS, QUANT_GROUP_SIZES } from './dtype';
+// For Backend implementations (the native backend, third-party ones): the storage bookkeeping, argument checks and
+// settings the built-in backends share, so that every backend refuses exactly the same calls.
+export { Owner, overlaps, type StorageBase, width } from './owner';
 export {
   dequantizeGgmlRow,
   GGML_BLOCK_TYPES,
@@ -47,14 +50,38 @@ export {
 } from './quant';
 export { createReferenceBackend } from './reference/backend';
 export {
+  BackendUnavailableError,
   BackendVersionError,
   createBackend,
   DEFAULT_BACKEND,
+  PREFERRED_BACKEND,
   registerBackend,
   registeredBackends,
+  setBackendWarningHandler,
   UnknownBackendError,
 } from './select';
 export { isQuantized, QuantizedTensor, Tensor, type Weight } from './tensor';
+export {
+  checkAdd,
+  checkArgmax,
+  checkAttention,
+  checkCopyRows,
+  checkEmbedding,
+  checkFree,
+  checkMatmul,
+  checkRead,
+  checkReadBytes,
+  checkRmsnorm,
+  checkRope,
+  checkShape,
+  checkSoftmax,
+  checkSwiglu,
+  checkToF32,
+  checkUpload,
+  checkUploadQuantized,
+  checkView,
+  checkWrite,
+} from './validate';
 export {
   createWasmBackend,
   DEFAULT_SHARD_MIN_BYTES,
@@ -65,3 +92,4 @@ export {
   WasmCapacityError,
 } from './wasm/backend';
 export type { Kernels, WeightDType } from './wasm/kernels';
+export { envInt8Activations, hardwareThreads, resolveThreads } from './wasm/threads/options';

@@ -2,10 +2,12 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BACKEND_API_VERSION, type Backend } from './backend';
 import { createReferenceBackend } from './reference/backend';
 import {
+  BackendUnavailableError,
   BackendVersionError,
   createBackend,
   registerBackend,
   registeredBackends,
+  setBackendWarningHandler,
   UnknownBackendError,
 } from './select';
 
@@ -63,5 +65,48 @@ describe('createBackend', () => {
     expect(() => registerBackend('Bad Name', () => named('x'))).toThrow(TypeError);
     registerBackend('metal-test', () => named('metal-test-2'), { replace: true });
     expect((await createBackend({ backend: 'metal-test' })).name).toBe('metal-test-2');
+  });
+
+  // Last: these register `native`, which the default then prefers.
+  it('prefers a registered native backend by default, and falls back to wasm with one warning when it cannot run', async () => {
+    vi.stubEnv('MNEMO_BACKEND', '');
+    registerBackend('wasm', () => named('wasm-stand-in'), { replace: true });
+    const warnings: string[] = [];
+    setBackendWarningHandler((m) => warnings.push(m));
+    try {
+      registerBackend('native', () => named('native'));
+      expect((await createBackend()).name).toBe('native');
+      registerBackend(
+        'native',
+        async () => {
+          throw new BackendUnavailableError('no prebuilt binary for this platform and the build failed');
+        },
+        { replace: true },
+      );
+      expect((await createBackend()).name).toBe('wasm-stand-in');
+      expect((await createBackend()).name).toBe('wasm-stand-in');
+      expect(warnings).toEqual([
+        'mnemo: native backend unavailable (no prebuilt binary for this platform and the build failed): using wasm',
+      ]);
+      // forced: a clear error, no fallback
+      await expect(createBackend({ backend: 'native' })).rejects.toThrow(BackendUnavailableError);
+      await expect(createBackend({ backend: 'native' })).rejects.toThrow(
+        /backend "native" \(from option\) cannot run here: no prebuilt binary/,
+      );
+      vi.stubEnv('MNEMO_BACKEND', 'native');
+      await expect(createBackend()).rejects.toThrow(/\(from MNEMO_BACKEND\) cannot run here/);
+      // other failures are not hidden by the fallback
+      vi.stubEnv('MNEMO_BACKEND', '');
+      registerBackend(
+        'native',
+        async () => {
+          throw new RangeError('createNativeBackend: threads must be an integer in [1, 64], got 0');
+        },
+        { replace: true },
+      );
+      await expect(createBackend()).rejects.toThrow(RangeError);
+    } finally {
+      setBackendWarningHandler(null);
+    }
   });
 });

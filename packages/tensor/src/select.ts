@@ -1,13 +1,23 @@
 /**
- * Backend registry and selection. Built in: `js` (reference) and `wasm` (default). Native or third-party backends
- * (e.g. a macOS Metal addon) plug in with {@link registerBackend}.
+ * Backend registry and selection. Built in: `js` (reference) and `wasm`. Native or third-party backends plug in with
+ * {@link registerBackend}; `@mnemo/backend-native` registers `native`, which the default prefers when it can run.
  */
 import { BACKEND_API_VERSION, type Backend, type BackendFactory, type BackendOptions } from './backend';
 import { createReferenceBackend } from './reference/backend';
 import { createWasmBackend } from './wasm/backend';
 
-/** The backend name used when neither the option nor `MNEMO_BACKEND` names one. */
+/** The backend used when neither the option nor `MNEMO_BACKEND` names one and `native` is not registered or cannot run. */
 export const DEFAULT_BACKEND = 'wasm';
+/** Preferred over {@link DEFAULT_BACKEND} by default when registered (by `@mnemo/backend-native`) and able to run. */
+export const PREFERRED_BACKEND = 'native';
+
+/**
+ * A backend factory cannot give a backend on this machine (no binary for the platform, a missing CPU feature, ...).
+ * Thrown by factories; by default {@link createBackend} then falls back to the WASM backend with one warning line.
+ */
+export class BackendUnavailableError extends Error {
+  override name = 'BackendUnavailableError';
+}
 
 /** No backend is registered under the requested name. */
 export class UnknownBackendError extends Error {
@@ -64,25 +74,63 @@ function envBackend(): string | undefined {
   return v ? v : undefined;
 }
 
+let warnedFallback = false;
+let warn: (message: string) => void = (m) => console.warn(m);
+
 /**
- * Creates a backend chosen by, in order: `opts.backend`, the environment variable `MNEMO_BACKEND`, then `'wasm'`.
- * `opts.threads` and `opts.int8Activations` go to the backend's factory (the WASM backend defaults to `MNEMO_THREADS`, else every core, and to `MNEMO_INT8_ACTIVATIONS`, else off).
- * Throws {@link UnknownBackendError} (listing the known names) for an unregistered name, and
+ * Where {@link createBackend} writes its fallback warning (default: `console.warn`), at most once per process (per
+ * call of this function); `null` restores the default.
+ */
+export function setBackendWarningHandler(fn: ((message: string) => void) | null): void {
+  warn = fn ?? ((m) => console.warn(m));
+  warnedFallback = false;
+}
+
+/**
+ * Creates a backend chosen by, in order: `opts.backend`, the environment variable `MNEMO_BACKEND`, then `native` when
+ * it is registered (importing `@mnemo/backend-native` registers it) and can run here, else `wasm` (after one warning
+ * line saying why native could not run). `opts.threads` and `opts.int8Activations` go to the backend's factory (the
+ * built-in backends default to `MNEMO_THREADS`, else every core, and to `MNEMO_INT8_ACTIVATIONS`, else off).
+ * Throws {@link UnknownBackendError} (listing the known names) for an unregistered name,
+ * {@link BackendUnavailableError} when the backend named by the option or `MNEMO_BACKEND` cannot run here, and
  * {@link BackendVersionError} for a backend built against another Backend interface version.
  */
 export async function createBackend(opts: { backend?: string } & BackendOptions = {}): Promise<Backend> {
-  const name = opts.backend ?? envBackend() ?? DEFAULT_BACKEND;
-  const source =
-    opts.backend !== undefined ? 'option' : envBackend() !== undefined ? 'MNEMO_BACKEND' : 'default';
+  const named = opts.backend ?? envBackend();
+  if (named === undefined && factories.has(PREFERRED_BACKEND)) {
+    try {
+      return await create(PREFERRED_BACKEND, 'default', opts);
+    } catch (e) {
+      if (!(e instanceof BackendUnavailableError)) throw e;
+      if (!warnedFallback) {
+        warnedFallback = true;
+        warn(`mnemo: ${PREFERRED_BACKEND} backend unavailable (${e.message}): using ${DEFAULT_BACKEND}`);
+      }
+    }
+  }
+  const source = opts.backend !== undefined ? 'option' : named !== undefined ? 'MNEMO_BACKEND' : 'default';
+  return create(named ?? DEFAULT_BACKEND, source, opts);
+}
+
+async function create(name: string, source: string, opts: BackendOptions): Promise<Backend> {
   const factory = factories.get(name);
   if (!factory)
     throw new UnknownBackendError(
       `createBackend: unknown backend "${name}" (from ${source}); known backends: ${registeredBackends().join(', ')}`,
     );
-  const backend = await factory({
-    ...(opts.threads === undefined ? {} : { threads: opts.threads }),
-    ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
-  });
+  let backend: Backend;
+  try {
+    backend = await factory({
+      ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+      ...(opts.int8Activations === undefined ? {} : { int8Activations: opts.int8Activations }),
+    });
+  } catch (e) {
+    if (e instanceof BackendUnavailableError && source !== 'default')
+      throw new BackendUnavailableError(
+        `createBackend: backend "${name}" (from ${source}) cannot run here: ${e.message}`,
+      );
+    throw e;
+  }
   const version: unknown = (backend as { apiVersion?: unknown } | undefined)?.apiVersion;
   if (version !== BACKEND_API_VERSION) {
     try {

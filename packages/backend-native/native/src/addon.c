@@ -1,0 +1,863 @@
+/*
+ * Node-API glue of the native backend. `createContext(level, threads, spinNs)` returns an object whose methods work
+ * on that context's buffers (handles: numbers) with that context's kernels and thread pool. The TypeScript backend
+ * validates every op's tensors first; the glue still checks that every range it is given lies inside a live buffer
+ * (a RangeError otherwise), so no call can touch memory outside the backend's own buffers.
+ */
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <stdarg.h>
+#include <node_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mn.h"
+#include "pool.h"
+
+#define MAX_BYTES ((int64_t)1 << 47)
+#define INDEX_BITS 24
+#define INDEX_MASK ((1 << INDEX_BITS) - 1)
+
+typedef struct {
+  uint8_t *p;
+  int64_t size;
+  uint32_t gen;
+} buf;
+
+typedef struct ctx {
+  const mn_kernels *k;
+  const char *level;
+  mn_pool *pool;
+  int threads;
+  buf *bufs;
+  int64_t nbufs, cap;
+  int32_t *free_idx;
+  int64_t nfree;
+  int64_t bytes;
+  /* scratch */
+  float *attn;
+  int64_t attn_floats; /* per thread */
+  int8_t *xq;
+  int64_t xq_bytes;
+  int disposed;
+  napi_env env;
+} ctx;
+
+/* ---- errors and arguments ------------------------------------------------------------------------------------ */
+
+static napi_value throw_range(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static napi_value throw_range(napi_env env, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  napi_throw_range_error(env, NULL, msg);
+  return NULL;
+}
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, NULL, msg);
+  return NULL;
+}
+
+/* An integer argument (a JS number holding a safe integer); sets *ok = 0 and throws otherwise. */
+static int64_t arg_i(napi_env env, napi_value v, const char *op, int *ok) {
+  double d;
+  if (!*ok) return 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d == d) || d != (double)(int64_t)d ||
+      d > 9007199254740991.0 || d < -9007199254740991.0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "native %s: expected an integer argument", op);
+    napi_throw_type_error(env, NULL, msg);
+    *ok = 0;
+    return 0;
+  }
+  return (int64_t)d;
+}
+static double arg_f(napi_env env, napi_value v, const char *op, int *ok) {
+  double d;
+  if (!*ok) return 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "native %s: expected a number argument", op);
+    napi_throw_type_error(env, NULL, msg);
+    *ok = 0;
+    return 0;
+  }
+  return d;
+}
+
+/* The pointer to bytes [off, off + len) of buffer `h`, or NULL (with a RangeError thrown). */
+static uint8_t *at(ctx *c, napi_env env, int64_t h, int64_t off, int64_t len, const char *op, int *ok) {
+  if (!*ok) return NULL;
+  int64_t idx = h & INDEX_MASK;
+  uint32_t gen = (uint32_t)(h >> INDEX_BITS);
+  if (h < 0 || idx >= c->nbufs || c->bufs[idx].p == NULL || c->bufs[idx].gen != gen) {
+    throw_range(env, "native %s: no live buffer %lld", op, (long long)h);
+    *ok = 0;
+    return NULL;
+  }
+  buf *b = &c->bufs[idx];
+  if (off < 0 || len < 0 || off > b->size || len > b->size - off) {
+    throw_range(env, "native %s: bytes [%lld, %lld) lie outside a buffer of %lld bytes", op, (long long)off,
+                (long long)(off + len), (long long)b->size);
+    *ok = 0;
+    return NULL;
+  }
+  return b->p + off;
+}
+
+static ctx *get_ctx(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, const char *op) {
+  void *data = NULL;
+  napi_get_cb_info(env, info, argc, argv, NULL, &data);
+  ctx *c = (ctx *)data;
+  if (c->disposed) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "native %s: the context was disposed", op);
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
+  }
+  return c;
+}
+
+#define BEGIN(op, n)                                                                                                   \
+  const char *OP = op;                                                                                                 \
+  size_t argc = n;                                                                                                     \
+  napi_value argv[n > 0 ? n : 1];                                                                                      \
+  ctx *c = get_ctx(env, info, &argc, argv, OP);                                                                        \
+  if (!c) return NULL;                                                                                                 \
+  if (argc < (size_t)(n)) return throw_type(env, "native: missing arguments");                                         \
+  int ok = 1;                                                                                                          \
+  (void)ok;
+#define I(i) arg_i(env, argv[i], OP, &ok)
+#define F(i) arg_f(env, argv[i], OP, &ok)
+#define AT(h, off, len) at(c, env, h, off, len, OP, &ok)
+#define CHECK                                                                                                          \
+  if (!ok) return NULL;
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+/* Bytes of a TypedArray or DataView argument. */
+static int view_bytes(napi_env env, napi_value v, uint8_t **data, int64_t *len) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type t;
+    size_t n, off;
+    void *d;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &t, &n, &d, &ab, &off) != napi_ok) return 0;
+    static const int sizes[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
+    *data = (uint8_t *)d;
+    *len = (int64_t)n * (t < (int)(sizeof sizes / sizeof sizes[0]) ? sizes[t] : 1);
+    return 1;
+  }
+  if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    size_t n;
+    void *d;
+    napi_value ab;
+    size_t off;
+    if (napi_get_dataview_info(env, v, &n, &d, &ab, &off) != napi_ok) return 0;
+    *data = (uint8_t *)d;
+    *len = (int64_t)n;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- buffers ------------------------------------------------------------------------------------------------- */
+
+static void *alloc_aligned(int64_t bytes) {
+  void *p = NULL;
+  size_t n = (size_t)((bytes + 63) & ~(int64_t)63);
+  if (n == 0) n = 64;
+  if (posix_memalign(&p, 64, n) != 0) return NULL;
+  return p;
+}
+
+/* a new buffer of `bytes`; returns its handle or -1 */
+static int64_t new_buf(ctx *c, int64_t bytes) {
+  if (bytes < 0 || bytes > MAX_BYTES) return -1;
+  void *p = alloc_aligned(bytes);
+  if (!p) return -1;
+  int64_t idx;
+  if (c->nfree > 0) {
+    idx = c->free_idx[--c->nfree];
+  } else {
+    if (c->nbufs == c->cap) {
+      int64_t cap = c->cap ? 2 * c->cap : 256;
+      if (cap > INDEX_MASK + 1) {
+        free(p);
+        return -1;
+      }
+      buf *nb = (buf *)realloc(c->bufs, (size_t)cap * sizeof(buf));
+      int32_t *nf = (int32_t *)realloc(c->free_idx, (size_t)cap * sizeof(int32_t));
+      if (nb) c->bufs = nb;
+      if (nf) c->free_idx = nf;
+      if (!nb || !nf) {
+        free(p);
+        return -1;
+      }
+      c->cap = cap;
+    }
+    idx = c->nbufs++;
+    c->bufs[idx].gen = 0;
+  }
+  buf *b = &c->bufs[idx];
+  b->p = (uint8_t *)p;
+  b->size = bytes;
+  b->gen = (b->gen + 1) & 0x0fffffff;
+  c->bytes += bytes;
+  return ((int64_t)b->gen << INDEX_BITS) | idx;
+}
+
+static void free_buf(ctx *c, int64_t idx) {
+  buf *b = &c->bufs[idx];
+  free(b->p);
+  c->bytes -= b->size;
+  b->p = NULL;
+  b->size = 0;
+  c->free_idx[c->nfree++] = (int32_t)idx;
+}
+
+static napi_value m_alloc(napi_env env, napi_callback_info info) {
+  BEGIN("alloc", 1);
+  int64_t bytes = I(0);
+  CHECK;
+  int64_t h = new_buf(c, bytes);
+  if (h < 0) return throw_range(env, "native alloc: could not allocate %lld bytes", (long long)bytes);
+  return num(env, (double)h);
+}
+
+static napi_value m_free(napi_env env, napi_callback_info info) {
+  BEGIN("free", 1);
+  int64_t h = I(0);
+  AT(h, 0, 0);
+  CHECK;
+  free_buf(c, h & INDEX_MASK);
+  return undefined(env);
+}
+
+static napi_value m_write(napi_env env, napi_callback_info info) {
+  BEGIN("write", 3);
+  int64_t h = I(0), off = I(1);
+  CHECK;
+  uint8_t *src;
+  int64_t len;
+  if (!view_bytes(env, argv[2], &src, &len)) return throw_type(env, "native write: expected a TypedArray or DataView");
+  uint8_t *dst = AT(h, off, len);
+  CHECK;
+  if (len) memcpy(dst, src, (size_t)len);
+  return undefined(env);
+}
+
+static napi_value m_read(napi_env env, napi_callback_info info) {
+  BEGIN("read", 3);
+  int64_t h = I(0), off = I(1);
+  CHECK;
+  uint8_t *dst;
+  int64_t len;
+  if (!view_bytes(env, argv[2], &dst, &len)) return throw_type(env, "native read: expected a TypedArray or DataView");
+  uint8_t *src = AT(h, off, len);
+  CHECK;
+  if (len) memcpy(dst, src, (size_t)len);
+  return undefined(env);
+}
+
+/* copy(dst, dstOff, src, srcOff, bytes): memmove */
+static napi_value m_copy(napi_env env, napi_callback_info info) {
+  BEGIN("copy", 5);
+  int64_t dh = I(0), doff = I(1), sh = I(2), soff = I(3), n = I(4);
+  uint8_t *d = AT(dh, doff, n);
+  uint8_t *s = AT(sh, soff, n);
+  CHECK;
+  if (n) memmove(d, s, (size_t)n);
+  return undefined(env);
+}
+
+/* fill(h, off, bytes, byte) */
+static napi_value m_fill(napi_env env, napi_callback_info info) {
+  BEGIN("fill", 4);
+  int64_t h = I(0), off = I(1), n = I(2), v = I(3);
+  uint8_t *d = AT(h, off, n);
+  CHECK;
+  if (n) memset(d, (int)(v & 0xff), (size_t)n);
+  return undefined(env);
+}
+
+/*
+ * Layouts. kind 0: dense panels (esize = arg), kind 1: affine codes (bits = arg).
+ * pack(dst, view, rows, cols, kind, arg, r0, r1): rows r0..r1 of a row-major matrix in `view` (which holds exactly
+ *   those rows) into the panel buffer dst (which must already hold panel bytes for all rows; padding zeroed when r1 = rows).
+ * repack(h, rows, cols, kind, arg, toPanel): converts buffer h in place (a new buffer under the same handle).
+ */
+static int64_t layout_bytes(int kind, int64_t rows, int64_t cols, int64_t arg) {
+  return kind == 0 ? mn_dense_panel_bytes(rows, cols, (int)arg) : mn_codes_panel_bytes(rows, cols, (int)arg);
+}
+static int64_t row_bytes(int kind, int64_t cols, int64_t arg) { return kind == 0 ? cols * arg : cols * arg / 8; }
+
+static int layout_ok(int kind, int64_t rows, int64_t cols, int64_t arg) {
+  if (rows < 0 || cols < 0 || rows > ((int64_t)1 << 40) || cols > ((int64_t)1 << 40)) return 0;
+  if (kind == 0) return arg == 2 || arg == 4;
+  if (kind == 1) return (arg >= 2 && arg <= 8 && arg != 7) && cols % 32 == 0;
+  return 0;
+}
+
+static napi_value m_pack(napi_env env, napi_callback_info info) {
+  BEGIN("pack", 8);
+  int64_t dh = I(0), rows = I(2), cols = I(3), kind = I(4), arg = I(5), r0 = I(6), r1 = I(7);
+  CHECK;
+  if (!layout_ok((int)kind, rows, cols, arg) || r0 < 0 || r1 < r0 || r1 > rows)
+    return throw_range(env, "native pack: bad layout arguments");
+  uint8_t *src;
+  int64_t len;
+  if (!view_bytes(env, argv[1], &src, &len)) return throw_type(env, "native pack: expected a TypedArray or DataView");
+  if (len != (r1 - r0) * row_bytes((int)kind, cols, arg))
+    return throw_range(env, "native pack: %lld source bytes for %lld rows", (long long)len, (long long)(r1 - r0));
+  uint8_t *d = AT(dh, 0, layout_bytes((int)kind, rows, cols, arg));
+  CHECK;
+  /* the first call (rows from 0) zeroes the padding lanes of the last panel, which no row fills */
+  if (r0 == 0 && rows % 16) {
+    int64_t pbytes = layout_bytes((int)kind, 16, cols, arg);
+    memset(d + (rows / 16) * pbytes, 0, (size_t)pbytes);
+  }
+  if (kind == 0)
+    mn_pack_dense_rows(d, src, rows, cols, (int)arg, r0, r1);
+  else
+    mn_pack_codes_rows((uint32_t *)d, (const uint32_t *)src, rows, cols, (int)arg, r0, r1);
+  return undefined(env);
+}
+
+static napi_value m_repack(napi_env env, napi_callback_info info) {
+  BEGIN("repack", 6);
+  int64_t h = I(0), rows = I(1), cols = I(2), kind = I(3), arg = I(4), to_panel = I(5);
+  CHECK;
+  if (!layout_ok((int)kind, rows, cols, arg)) return throw_range(env, "native repack: bad layout arguments");
+  int64_t plain = rows * row_bytes((int)kind, cols, arg), panel = layout_bytes((int)kind, rows, cols, arg);
+  uint8_t *src = AT(h, 0, to_panel ? plain : panel);
+  CHECK;
+  int64_t nbytes = to_panel ? panel : plain;
+  uint8_t *dst = (uint8_t *)alloc_aligned(nbytes);
+  if (!dst) return throw_range(env, "native repack: could not allocate %lld bytes", (long long)nbytes);
+  if (to_panel) {
+    if (kind == 0) mn_pack_dense(dst, src, rows, cols, (int)arg);
+    else mn_pack_codes((uint32_t *)dst, (const uint32_t *)src, rows, cols, (int)arg);
+  } else {
+    if (kind == 0) mn_unpack_dense(dst, src, rows, cols, (int)arg);
+    else mn_unpack_codes((uint32_t *)dst, (const uint32_t *)src, rows, cols, (int)arg);
+  }
+  buf *b = &c->bufs[h & INDEX_MASK];
+  c->bytes += nbytes - b->size;
+  free(b->p);
+  b->p = dst;
+  b->size = nbytes;
+  return undefined(env);
+}
+
+/* readFile(h, off, fd, position, bytes): reads a file range straight into a buffer */
+static napi_value m_read_file(napi_env env, napi_callback_info info) {
+  BEGIN("readFile", 5);
+  int64_t h = I(0), off = I(1), fd = I(2), pos = I(3), n = I(4);
+  uint8_t *d = AT(h, off, n);
+  CHECK;
+  if (fd < 0 || pos < 0) return throw_range(env, "native readFile: bad file descriptor or position");
+  int64_t done = 0;
+  while (done < n) {
+    ssize_t got = pread((int)fd, d + done, (size_t)(n - done > (1 << 30) ? (1 << 30) : n - done), (off_t)(pos + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      return throw_range(env, "native readFile: read %lld of %lld bytes at %lld (%s)", (long long)done, (long long)n,
+                         (long long)pos, got < 0 ? strerror(errno) : "end of file");
+    done += got;
+  }
+  return undefined(env);
+}
+
+/* ---- ops ----------------------------------------------------------------------------------------------------- */
+
+static int dsize(int64_t d) { return d == MN_F32 ? 4 : 2; }
+
+static napi_value m_to_f32(napi_env env, napi_callback_info info) {
+  BEGIN("toF32", 6);
+  int64_t oh = I(0), oo = I(1), sh = I(2), so = I(3), n = I(4), dt = I(5);
+  CHECK;
+  if (dt < 0 || dt > 2 || n < 0) return throw_range(env, "native toF32: bad arguments");
+  float *out = (float *)AT(oh, oo, n * 4);
+  const void *src = AT(sh, so, n * dsize(dt));
+  CHECK;
+  c->k->to_f32(out, src, (int)dt, n);
+  return undefined(env);
+}
+
+typedef struct {
+  const mn_kernels *k;
+  const mn_matmul *m;
+  int64_t rb, pb, npb, rows, panels;
+  int q8a;
+} mm_job;
+
+static void mm_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  mm_job *j = (mm_job *)arg;
+  int64_t r0 = (t / j->npb) * j->rb, p0 = (t % j->npb) * j->pb;
+  int64_t r1 = r0 + j->rb < j->rows ? r0 + j->rb : j->rows, p1 = p0 + j->pb < j->panels ? p0 + j->pb : j->panels;
+  (j->q8a ? j->k->matmul_q8a : j->k->matmul)(j->m, r0, r1, p0, p1);
+}
+
+typedef struct {
+  int8_t *xq;
+  float *xd, *xg;
+  const float *x;
+  int64_t k, bits, group, rows_per;
+  int64_t rows;
+} q_job;
+static void q_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  q_job *j = (q_job *)arg;
+  int64_t r0 = t * j->rows_per, r1 = r0 + j->rows_per < j->rows ? r0 + j->rows_per : j->rows;
+  mn_quantize_rows(j->xq + r0 * j->k, j->xd + r0 * (j->k / 32), j->xg + r0 * (j->k / j->group), j->x + r0 * j->k,
+                   r1 - r0, j->k, j->k, (int)j->bits, (int)j->group);
+}
+
+/* Parses a panel weight: (w, kind, dtype|bits, group, sdtype, scales, biases) at argv[i..i+6]; rows n, cols k. */
+static int weight_arg(ctx *c, napi_env env, napi_value *argv, int i, int64_t n, int64_t k, mn_matmul *m,
+                      const char *OP, int *okp) {
+  int ok = *okp;
+  int64_t wh = arg_i(env, argv[i], OP, &ok), quant = arg_i(env, argv[i + 1], OP, &ok),
+          dt = arg_i(env, argv[i + 2], OP, &ok), group = arg_i(env, argv[i + 3], OP, &ok),
+          sd = arg_i(env, argv[i + 4], OP, &ok), sh = arg_i(env, argv[i + 5], OP, &ok),
+          bh = arg_i(env, argv[i + 6], OP, &ok);
+  if (!ok) return *okp = 0;
+  m->quant = (int)quant;
+  if (!quant) {
+    if (dt < 0 || dt > 2) return *okp = 0, throw_range(env, "native %s: bad weight dtype", OP), 0;
+    m->dtype = (int)dt;
+    m->w = at(c, env, wh, 0, mn_dense_panel_bytes(n, k, dsize(dt)), OP, &ok);
+  } else {
+    if (dt < 2 || dt > 8 || dt == 7 || (group != 32 && group != 64 && group != 128) || k % group || sd < 0 || sd > 2)
+      return *okp = 0, throw_range(env, "native %s: bad quantization", OP), 0;
+    m->bits = (int)dt;
+    m->group = (int)group;
+    m->sdtype = (int)sd;
+    m->w = at(c, env, wh, 0, mn_codes_panel_bytes(n, k, (int)dt), OP, &ok);
+    m->scales = at(c, env, sh, 0, mn_dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
+    m->biases = at(c, env, bh, 0, mn_dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
+  }
+  *okp = ok;
+  return ok;
+}
+
+static int ensure_scratch(ctx *c, int64_t bytes) {
+  if (bytes <= c->xq_bytes) return 1;
+  int64_t n = bytes > 2 * c->xq_bytes ? bytes : 2 * c->xq_bytes;
+  void *p = alloc_aligned(n);
+  if (!p) return 0;
+  free(c->xq);
+  c->xq = (int8_t *)p;
+  c->xq_bytes = n;
+  return 1;
+}
+
+/*
+ * matmul(y, yOff, x, xOff, rows, k, n, bias, biasOff, w, quant, dtype|bits, group, sdtype, scales, biases, int8a)
+ * bias = -1 for none. Weights are panels.
+ */
+static napi_value m_matmul(napi_env env, napi_callback_info info) {
+  BEGIN("matmul", 17);
+  int64_t yh = I(0), yo = I(1), xh = I(2), xo = I(3), rows = I(4), k = I(5), n = I(6), bh = I(7), bo = I(8),
+          int8a = I(16);
+  CHECK;
+  if (rows < 0 || k < 0 || n < 0) return throw_range(env, "native matmul: bad sizes");
+  mn_matmul m = {0};
+  m.y = (float *)AT(yh, yo, rows * n * 4);
+  m.x = (const float *)AT(xh, xo, rows * k * 4);
+  m.bias = bh >= 0 ? (const float *)AT(bh, bo, n * 4) : NULL;
+  CHECK;
+  if (!weight_arg(c, env, argv, 9, n, k, &m, OP, &ok)) return NULL;
+  m.rows = rows, m.k = k, m.n = n, m.ldx = k, m.ldy = n;
+  if (rows == 0 || n == 0) return undefined(env);
+  if (k == 0) {
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t o = 0; o < n; o++) m.y[r * n + o] = m.bias ? m.bias[o] : 0.0f;
+    return undefined(env);
+  }
+  int q8a = int8a && m.quant && (m.bits == 4 || m.bits == 8);
+  if (q8a) {
+    int64_t blocks = k / 32, groups = k / m.group;
+    int64_t need = rows * k + 64 + rows * blocks * 4 + rows * groups * 4 + 64;
+    if (!ensure_scratch(c, need)) return throw_range(env, "native matmul: could not allocate %lld bytes of scratch", (long long)need);
+    m.xq = c->xq;
+    m.xd = (float *)(c->xq + ((rows * k + 63) & ~(int64_t)63));
+    m.xg = m.xd + rows * blocks;
+    q_job qj = {(int8_t *)m.xq, (float *)m.xd, (float *)m.xg, m.x, k, m.bits, m.group, 16, rows};
+    mn_pool_run(c->pool, q_task, &qj, (rows + 15) / 16);
+  }
+  int64_t panels = (n + 15) / 16;
+  mm_job j = {c->k, &m, rows, panels, 1, rows, panels, q8a};
+  int64_t tasks_wanted = (int64_t)c->threads * 8;
+  if (rows <= 4) {
+    j.rb = rows;
+    int64_t pb = (panels + tasks_wanted - 1) / tasks_wanted;
+    pb = (pb + 3) & ~(int64_t)3;
+    j.pb = pb < 4 ? 4 : pb;
+  } else {
+    j.rb = rows <= 64 ? rows : 64;
+    j.pb = 8;
+  }
+  j.npb = (panels + j.pb - 1) / j.pb;
+  int64_t nrb = (rows + j.rb - 1) / j.rb;
+  mn_pool_run(c->pool, mm_task, &j, nrb * j.npb);
+  return undefined(env);
+}
+
+/* embedding(out, outOff, ids: Int32Array, vocab, k, w, quant, dtype|bits, group, sdtype, scales, biases) */
+static napi_value m_embedding(napi_env env, napi_callback_info info) {
+  BEGIN("embedding", 12);
+  int64_t oh = I(0), oo = I(1), vocab = I(3), k = I(4);
+  CHECK;
+  bool is;
+  napi_typedarray_type t;
+  size_t nids, ab_off;
+  void *idp;
+  napi_value ab;
+  if (napi_is_typedarray(env, argv[2], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[2], &t, &nids, &idp, &ab, &ab_off) != napi_ok || t != napi_int32_array)
+    return throw_type(env, "native embedding: ids must be an Int32Array");
+  const int32_t *ids = (const int32_t *)idp;
+  float *out = (float *)AT(oh, oo, (int64_t)nids * k * 4);
+  CHECK;
+  mn_matmul m = {0};
+  if (!weight_arg(c, env, argv, 5, vocab, k, &m, OP, &ok)) return NULL;
+  m.k = k, m.n = vocab;
+  for (size_t i = 0; i < nids; i++)
+    if (ids[i] < 0 || ids[i] >= vocab) return throw_range(env, "native embedding: id %d outside [0, %lld)", ids[i], (long long)vocab);
+  for (size_t i = 0; i < nids; i++) c->k->embed(out + i * k, &m, ids[i]);
+  return undefined(env);
+}
+
+typedef struct {
+  const mn_kernels *k;
+  float *out;
+  const float *x, *w;
+  int64_t dim, rows_per, rows;
+  float eps;
+} rms_job;
+static void rms_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  rms_job *j = (rms_job *)arg;
+  int64_t r0 = t * j->rows_per, r1 = r0 + j->rows_per < j->rows ? r0 + j->rows_per : j->rows;
+  j->k->rmsnorm(j->out + r0 * j->dim, j->x + r0 * j->dim, j->w, r1 - r0, j->dim, j->eps);
+}
+
+/* rows per task so that each holds about 64K elements */
+static int64_t rows_per_task(int64_t rows, int64_t width) {
+  int64_t per = width > 0 ? (65536 + width - 1) / width : rows;
+  return per < 1 ? 1 : per;
+}
+
+static napi_value m_rmsnorm(napi_env env, napi_callback_info info) {
+  BEGIN("rmsnorm", 9);
+  int64_t oh = I(0), oo = I(1), xh = I(2), xo = I(3), wh = I(4), wo = I(5), rows = I(6), dim = I(7);
+  double eps = F(8);
+  CHECK;
+  if (rows < 0 || dim < 0) return throw_range(env, "native rmsnorm: bad sizes");
+  rms_job j = {c->k, (float *)AT(oh, oo, rows * dim * 4), (const float *)AT(xh, xo, rows * dim * 4),
+               (const float *)AT(wh, wo, dim * 4), dim, rows_per_task(rows, dim), rows, (float)eps};
+  CHECK;
+  if (rows == 0 || dim == 0) return undefined(env);
+  mn_pool_run(c->pool, rms_task, &j, (rows + j.rows_per - 1) / j.rows_per);
+  return undefined(env);
+}
+
+static napi_value m_rope(napi_env env, napi_callback_info info) {
+  BEGIN("rope", 11);
+  int64_t xh = I(0), xo = I(1), ch = I(2), co = I(3), sh = I(4), so = I(5), rows = I(6), nh = I(7), hd = I(8),
+          half = I(9), layout = I(10);
+  CHECK;
+  if (rows < 0 || nh < 0 || hd < 0 || half < 0 || 2 * half > hd || (layout != 0 && layout != 1))
+    return throw_range(env, "native rope: bad sizes");
+  float *x = (float *)AT(xh, xo, rows * nh * hd * 4);
+  const float *cs = (const float *)AT(ch, co, rows * half * 4);
+  const float *sn = (const float *)AT(sh, so, rows * half * 4);
+  CHECK;
+  c->k->rope(x, cs, sn, rows, nh, hd, half, (int)layout);
+  return undefined(env);
+}
+
+typedef struct {
+  const mn_kernels *k;
+  float *out;
+  const float *a, *b;
+  int64_t n, per;
+  int op;
+} ew_job;
+static void ew_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  ew_job *j = (ew_job *)arg;
+  int64_t i0 = t * j->per, i1 = i0 + j->per < j->n ? i0 + j->per : j->n;
+  if (j->op == 0)
+    j->k->add(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
+  else
+    j->k->swiglu(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
+}
+
+static napi_value elementwise(napi_env env, napi_callback_info info, int op) {
+  BEGIN(op == 0 ? "add" : "swiglu", 7);
+  int64_t oh = I(0), oo = I(1), ah = I(2), ao = I(3), bh = I(4), bo = I(5), n = I(6);
+  CHECK;
+  if (n < 0) return throw_range(env, "native %s: bad size", OP);
+  ew_job j = {c->k, (float *)AT(oh, oo, n * 4), (const float *)AT(ah, ao, n * 4), (const float *)AT(bh, bo, n * 4), n,
+              65536, op};
+  CHECK;
+  if (n == 0) return undefined(env);
+  mn_pool_run(c->pool, ew_task, &j, (n + j.per - 1) / j.per);
+  return undefined(env);
+}
+static napi_value m_add(napi_env env, napi_callback_info info) { return elementwise(env, info, 0); }
+static napi_value m_swiglu(napi_env env, napi_callback_info info) { return elementwise(env, info, 1); }
+
+typedef struct {
+  const mn_kernels *k;
+  float *x;
+  int64_t n, rows, per;
+} sm_job;
+static void sm_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  sm_job *j = (sm_job *)arg;
+  int64_t r0 = t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
+  j->k->softmax(j->x + r0 * j->n, r1 - r0, j->n);
+}
+
+static napi_value m_softmax(napi_env env, napi_callback_info info) {
+  BEGIN("softmax", 4);
+  int64_t xh = I(0), xo = I(1), rows = I(2), n = I(3);
+  CHECK;
+  if (rows < 0 || n < 0) return throw_range(env, "native softmax: bad sizes");
+  sm_job j = {c->k, (float *)AT(xh, xo, rows * n * 4), n, rows, rows_per_task(rows, n)};
+  CHECK;
+  if (rows == 0 || n == 0) return undefined(env);
+  mn_pool_run(c->pool, sm_task, &j, (rows + j.per - 1) / j.per);
+  return undefined(env);
+}
+
+static napi_value m_argmax(napi_env env, napi_callback_info info) {
+  BEGIN("argmax", 3);
+  int64_t xh = I(0), xo = I(1), n = I(2);
+  CHECK;
+  if (n <= 0) return throw_range(env, "native argmax: empty row");
+  const float *x = (const float *)AT(xh, xo, n * 4);
+  CHECK;
+  return num(env, (double)c->k->argmax(x, n));
+}
+
+typedef struct {
+  const mn_kernels *k;
+  const mn_attention *a;
+  float *scratch;
+  int64_t per_thread, rb, nrb;
+} at_job;
+static void at_task(void *arg, int64_t t, int thread) {
+  at_job *j = (at_job *)arg;
+  int64_t kvh = t / j->nrb, r0 = (t % j->nrb) * j->rb;
+  int64_t r1 = r0 + j->rb < j->a->rows ? r0 + j->rb : j->a->rows;
+  j->k->attention(j->a, kvh, r0, r1, j->scratch + thread * j->per_thread);
+}
+
+/* attention(out, outOff, q, qOff, k, kOff, v, vOff, rows, start, nheads, nkv, hd, scale, window, capacity) */
+static napi_value m_attention(napi_env env, napi_callback_info info) {
+  BEGIN("attention", 16);
+  int64_t oh = I(0), oo = I(1), qh = I(2), qo = I(3), kh = I(4), ko = I(5), vh = I(6), vo = I(7), rows = I(8),
+          start = I(9), nh = I(10), nkv = I(11), hd = I(12), window = I(14), cap = I(15);
+  double scale = F(13);
+  CHECK;
+  if (rows < 0 || start < 0 || nh < 1 || nkv < 1 || nh % nkv || hd < 1 || window < 0 || cap < start + rows)
+    return throw_range(env, "native attention: bad sizes");
+  mn_attention a = {0};
+  a.out = (float *)AT(oh, oo, rows * nh * hd * 4);
+  a.q = (const float *)AT(qh, qo, rows * nh * hd * 4);
+  a.k = (const float *)AT(kh, ko, cap * nkv * hd * 4);
+  a.v = (const float *)AT(vh, vo, cap * nkv * hd * 4);
+  CHECK;
+  a.rows = rows, a.start = start, a.nheads = nh, a.nkv = nkv, a.hd = hd, a.window = window, a.scale = (float)scale;
+  if (rows == 0) return undefined(env);
+  int64_t per = MN_ATTN_SCRATCH(nh / nkv, hd);
+  if (per > c->attn_floats) {
+    void *p = alloc_aligned(per * 4 * c->threads);
+    if (!p) return throw_range(env, "native attention: could not allocate scratch");
+    free(c->attn);
+    c->attn = (float *)p;
+    c->attn_floats = per;
+  }
+  at_job j = {c->k, &a, c->attn, c->attn_floats, rows <= 16 ? rows : 16, 0};
+  j.nrb = (rows + j.rb - 1) / j.rb;
+  mn_pool_run(c->pool, at_task, &j, nkv * j.nrb);
+  return undefined(env);
+}
+
+/* ---- context ------------------------------------------------------------------------------------------------- */
+
+static void ctx_release(ctx *c) {
+  if (c->disposed) return;
+  c->disposed = 1;
+  if (c->pool) mn_pool_destroy(c->pool);
+  c->pool = NULL;
+  for (int64_t i = 0; i < c->nbufs; i++) free(c->bufs[i].p);
+  free(c->bufs);
+  free(c->free_idx);
+  free(c->attn);
+  free(c->xq);
+  c->bufs = NULL;
+  c->free_idx = NULL;
+  c->attn = NULL;
+  c->xq = NULL;
+  c->nbufs = c->cap = c->nfree = 0;
+  c->bytes = 0;
+}
+
+static void env_cleanup(void *arg) { ctx_release((ctx *)arg); }
+
+static void ctx_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  ctx *c = (ctx *)data;
+  if (!c->disposed) napi_remove_env_cleanup_hook(env, env_cleanup, c);
+  ctx_release(c);
+  free(c);
+}
+
+static napi_value m_dispose(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  size_t argc = 0;
+  napi_get_cb_info(env, info, &argc, NULL, NULL, &data);
+  ctx *c = (ctx *)data;
+  if (!c->disposed) {
+    napi_remove_env_cleanup_hook(env, env_cleanup, c);
+    ctx_release(c);
+  }
+  return undefined(env);
+}
+
+static napi_value m_bytes(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  size_t argc = 0;
+  napi_get_cb_info(env, info, &argc, NULL, NULL, &data);
+  return num(env, (double)((ctx *)data)->bytes);
+}
+
+/* exp(out, outOff, x, xOff, n): the kernels' exp, for tests */
+static napi_value m_exp(napi_env env, napi_callback_info info) {
+  BEGIN("exp", 5);
+  int64_t oh = I(0), oo = I(1), xh = I(2), xo = I(3), n = I(4);
+  CHECK;
+  if (n < 0) return throw_range(env, "native exp: bad size");
+  float *o = (float *)AT(oh, oo, n * 4);
+  const float *x = (const float *)AT(xh, xo, n * 4);
+  CHECK;
+  c->k->exp(o, x, n);
+  return undefined(env);
+}
+
+static const mn_level *find_level(const char *name, mn_level *all, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(all[i].name, name) == 0) return &all[i];
+  return NULL;
+}
+
+/* createContext(level: string, threads: number, spinNs: number) */
+static napi_value create_context(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) return throw_type(env, "native createContext: missing arguments");
+  char name[32];
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok)
+    return throw_type(env, "native createContext: level must be a string");
+  int ok = 1;
+  const char *OP = "createContext";
+  int64_t threads = arg_i(env, argv[1], OP, &ok), spin = arg_i(env, argv[2], OP, &ok);
+  if (!ok) return NULL;
+  if (threads < 1 || threads > 256) return throw_range(env, "native createContext: threads must be in [1, 256]");
+  mn_level all[8];
+  int n = mn_levels(all, 8);
+  const mn_level *lv = find_level(name, all, n);
+  if (!lv) return throw_range(env, "native createContext: unknown level %s", name);
+  if (!lv->supported) return throw_range(env, "native createContext: this CPU cannot run level %s", name);
+  ctx *c = (ctx *)calloc(1, sizeof *c);
+  if (!c) return throw_range(env, "native createContext: out of memory");
+  c->k = lv->kernels;
+  c->level = lv->name;
+  c->threads = (int)threads;
+  c->env = env;
+  c->pool = mn_pool_create((int)threads, spin);
+  if (!c->pool) {
+    free(c);
+    return throw_range(env, "native createContext: could not start %lld threads", (long long)threads);
+  }
+  napi_value obj;
+  napi_create_object(env, &obj);
+  struct {
+    const char *name;
+    napi_callback fn;
+  } methods[] = {
+      {"alloc", m_alloc},         {"free", m_free},       {"write", m_write},     {"read", m_read},
+      {"copy", m_copy},           {"fill", m_fill},       {"pack", m_pack},       {"repack", m_repack},
+      {"readFile", m_read_file},  {"toF32", m_to_f32},    {"matmul", m_matmul},   {"embedding", m_embedding},
+      {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
+      {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
+      {"bytes", m_bytes},         {"dispose", m_dispose},
+  };
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+    napi_value fn;
+    napi_create_function(env, methods[i].name, NAPI_AUTO_LENGTH, methods[i].fn, c, &fn);
+    napi_set_named_property(env, obj, methods[i].name, fn);
+  }
+  napi_value lvname, th;
+  napi_create_string_utf8(env, lv->name, NAPI_AUTO_LENGTH, &lvname);
+  napi_create_int32(env, (int32_t)threads, &th);
+  napi_set_named_property(env, obj, "level", lvname);
+  napi_set_named_property(env, obj, "threads", th);
+  napi_add_finalizer(env, obj, c, ctx_finalize, NULL, NULL);
+  napi_add_env_cleanup_hook(env, env_cleanup, c);
+  return obj;
+}
+
+/* levels(): [{ name, supported }] lowest first */
+static napi_value levels(napi_env env, napi_callback_info info) {
+  (void)info;
+  mn_level all[8];
+  int n = mn_levels(all, 8);
+  napi_value arr;
+  napi_create_array_with_length(env, (size_t)n, &arr);
+  for (int i = 0; i < n; i++) {
+    napi_value o, nm, sup;
+    napi_create_object(env, &o);
+    napi_create_string_utf8(env, all[i].name, NAPI_AUTO_LENGTH, &nm);
+    napi_get_boolean(env, all[i].supported != 0, &sup);
+    napi_set_named_property(env, o, "name", nm);
+    napi_set_named_property(env, o, "supported", sup);
+    napi_set_element(env, arr, (uint32_t)i, o);
+  }
+  return arr;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "createContext", NAPI_AUTO_LENGTH, create_context, NULL, &fn);
+  napi_set_named_property(env, exports, "createContext", fn);
+  napi_create_function(env, "levels", NAPI_AUTO_LENGTH, levels, NULL, &fn);
+  napi_set_named_property(env, exports, "levels", fn);
+  napi_value v;
+  napi_create_string_utf8(env, "1", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, exports, "abi", v);
+  return exports;
+}

@@ -1,0 +1,591 @@
+/**
+ * The native backend (`native`): tensors live in buffers of the addon (native memory, no 4 GiB limit), every op is
+ * validated here with the same checks as the built-in backends, then runs in C on the addon's thread pool.
+ *
+ * Weight layout: a 2-D f16/bf16 upload and every quantized upload are stored as panels of 16 rows (see
+ * `native/src/mn.h`), the layout the matmul kernels read; a 2-D f32 matrix is converted to panels the first time it is
+ * a matmul or embedding weight. Any other use of a panel storage (read, write, copyRows, an elementwise op, a view
+ * used as an activation) first converts it back to row-major, in place; a weight that is a view of part of a storage
+ * is copied into a temporary panel buffer for that call. Layouts only change speed and memory, never results.
+ */
+import {
+  type AttentionOptions,
+  BACKEND_API_VERSION,
+  type Backend,
+  checkAdd,
+  checkArgmax,
+  checkAttention,
+  checkCopyRows,
+  checkEmbedding,
+  checkFree,
+  checkMatmul,
+  checkRead,
+  checkReadBytes,
+  checkRmsnorm,
+  checkRope,
+  checkShape,
+  checkSoftmax,
+  checkSwiglu,
+  checkToF32,
+  checkUpload,
+  checkUploadQuantized,
+  checkView,
+  checkWrite,
+  DTYPE_BYTES,
+  type DType,
+  isDType,
+  Owner,
+  packedRowWords,
+  QuantizedTensor,
+  type QuantSpec,
+  type RopeOptions,
+  type StorageBase,
+  Tensor,
+  type Weight,
+  width,
+} from '@mnemo/tensor';
+import type { NativeContext } from './addon';
+
+/** The panel layout a buffer holds: kind 0 dense (arg = element bytes), 1 affine codes (arg = bits). */
+interface Panel {
+  readonly kind: 0 | 1;
+  readonly rows: number;
+  readonly cols: number;
+  readonly arg: number;
+}
+
+interface NativeStorage extends StorageBase {
+  readonly handle: number;
+  /** null while the buffer holds the row-major bytes. */
+  panel: Panel | null;
+}
+
+/** dtype codes of the addon */
+function dtypeCode(d: DType): number {
+  return d === 'f32' ? 0 : d === 'f16' ? 1 : 2;
+}
+
+function byteOffset(t: Tensor): number {
+  return t.offset * DTYPE_BYTES[t.dtype];
+}
+
+function handle(t: Tensor): number {
+  return (t.storage as NativeStorage).handle;
+}
+
+/** The native backend, with what it adds to {@link Backend}. */
+export interface NativeBackend extends Backend {
+  /** `native-f32`, or `native-f32+int8a` with int8 activations. */
+  readonly numerics: string;
+  readonly int8Activations: boolean;
+  /** Threads computing (the calling thread included). */
+  readonly threads: number;
+  /** The ISA level the kernels run at (`avx512vnni`, `avx512`, `avx2`, `dotprod`, `neon`, `scalar`). */
+  readonly isa: string;
+  /** Bytes of native buffers held (panel padding included; scratch excluded). */
+  nativeBytes(): number;
+  /**
+   * Like `upload`, reading the bytes straight from an open file (`fd`, at byte `position`) into native memory, with
+   * no JavaScript copy. Same result as `upload(dtype, shape, bytes read from the file)`.
+   */
+  uploadFromFile(dtype: DType, shape: readonly number[], fd: number, position: number): Tensor;
+}
+
+export class NativeBackendImpl implements NativeBackend {
+  readonly apiVersion = BACKEND_API_VERSION;
+  readonly name = 'native';
+  readonly numerics: string;
+  private readonly owner = new Owner<NativeStorage>('native');
+  /** Temporary panel buffers of the current op (weights that are views of part of a storage). */
+  private readonly temps: number[] = [];
+  // the weight arguments of the current matmul / embedding
+  private wH = 0;
+  private wQuant = 0;
+  private wType = 0;
+  private wGroup = 0;
+  private wSd = 0;
+  private wS = 0;
+  private wB = 0;
+
+  constructor(
+    private readonly ctx: NativeContext,
+    readonly int8Activations: boolean,
+  ) {
+    this.numerics = int8Activations ? 'native-f32+int8a' : 'native-f32';
+  }
+
+  get threads(): number {
+    return this.ctx.threads;
+  }
+
+  get isa(): string {
+    return this.ctx.level;
+  }
+
+  nativeBytes(): number {
+    return this.owner.disposed ? 0 : this.ctx.bytes();
+  }
+
+  // ---- memory ----------------------------------------------------------------------------------------------------
+
+  private allocHandle(op: string, bytes: number): number {
+    try {
+      return this.ctx.alloc(bytes);
+    } catch (e) {
+      if (e instanceof RangeError)
+        throw new RangeError(`${op}: could not allocate ${bytes} bytes of native memory`);
+      throw e;
+    }
+  }
+
+  private newStorage(dtype: DType, byteLength: number, h: number, panel: Panel | null): NativeStorage {
+    const s: NativeStorage = { handle: h, panel, byteLength, dtype, freed: false };
+    this.owner.add(s);
+    return s;
+  }
+
+  alloc(dtype: DType, shape: readonly number[]): Tensor {
+    this.owner.checkLive('alloc');
+    if (!isDType(dtype)) throw new TypeError(`alloc: unknown dtype ${String(dtype)}`);
+    const bytes = checkShape('alloc', shape) * DTYPE_BYTES[dtype];
+    const s = this.newStorage(dtype, bytes, this.allocHandle('alloc', bytes), null);
+    return new Tensor(this.name, dtype, [...shape], s, 0);
+  }
+
+  /** A panel buffer for `rows` x `cols` of the given kind, filled from `data` (row-major). */
+  private packedHandle(
+    op: string,
+    data: ArrayBufferView,
+    rows: number,
+    cols: number,
+    kind: 0 | 1,
+    arg: number,
+  ): number {
+    const h = this.allocHandle(op, panelBytes(kind, rows, cols, arg));
+    try {
+      this.ctx.pack(h, data, rows, cols, kind, arg, 0, rows);
+    } catch (e) {
+      this.ctx.free(h);
+      throw e;
+    }
+    return h;
+  }
+
+  upload(dtype: DType, shape: readonly number[], data: ArrayBufferView): Tensor {
+    this.owner.checkLive('upload');
+    checkUpload('upload', dtype, shape, data);
+    const bytes = data.byteLength;
+    if (shape.length === 2 && (dtype === 'f16' || dtype === 'bf16') && shape[0]! > 0 && shape[1]! > 0) {
+      const panel: Panel = { kind: 0, rows: shape[0]!, cols: shape[1]!, arg: 2 };
+      const h = this.packedHandle('upload', data, panel.rows, panel.cols, 0, 2);
+      return new Tensor(this.name, dtype, [...shape], this.newStorage(dtype, bytes, h, panel), 0);
+    }
+    const t = this.alloc(dtype, shape);
+    if (bytes > 0) this.ctx.write(handle(t), 0, data);
+    return t;
+  }
+
+  uploadFromFile(dtype: DType, shape: readonly number[], fd: number, position: number): Tensor {
+    this.owner.checkLive('uploadFromFile');
+    if (!isDType(dtype)) throw new TypeError(`uploadFromFile: unknown dtype ${String(dtype)}`);
+    const bytes = checkShape('uploadFromFile', shape) * DTYPE_BYTES[dtype];
+    if (!Number.isSafeInteger(fd) || fd < 0)
+      throw new RangeError(`uploadFromFile: bad file descriptor ${fd}`);
+    if (!Number.isSafeInteger(position) || position < 0)
+      throw new RangeError(`uploadFromFile: bad file position ${position}`);
+    const h = this.allocHandle('uploadFromFile', bytes);
+    let panel: Panel | null = null;
+    try {
+      if (bytes > 0) this.ctx.readFile(h, 0, fd, position, bytes);
+      if (shape.length === 2 && (dtype === 'f16' || dtype === 'bf16') && shape[0]! > 0 && shape[1]! > 0) {
+        panel = { kind: 0, rows: shape[0]!, cols: shape[1]!, arg: 2 };
+        this.ctx.repack(h, panel.rows, panel.cols, 0, 2, 1);
+      }
+    } catch (e) {
+      this.ctx.free(h);
+      if (e instanceof RangeError) throw new RangeError(`uploadFromFile: ${e.message}`);
+      throw e;
+    }
+    return new Tensor(this.name, dtype, [...shape], this.newStorage(dtype, bytes, h, panel), 0);
+  }
+
+  uploadQuantized(
+    spec: QuantSpec,
+    shape: readonly [rows: number, cols: number],
+    packed: ArrayBufferView,
+    scales: ArrayBufferView,
+    biases: ArrayBufferView,
+  ): QuantizedTensor {
+    const op = 'uploadQuantized';
+    this.owner.checkLive(op);
+    checkUploadQuantized(spec, shape, packed, scales, biases);
+    const [rows, cols] = shape;
+    const { bits, groupSize, scaleDtype } = spec;
+    const groups = cols / groupSize;
+    const words = packedRowWords(spec, cols);
+    const es = DTYPE_BYTES[scaleDtype];
+    const made: number[] = [];
+    const parts: NativeStorage[] = [];
+    try {
+      const empty = rows === 0 || cols === 0;
+      const part = (dtype: DType, data: ArrayBufferView, kind: 0 | 1, c: number, arg: number): void => {
+        let h: number;
+        let panel: Panel | null = null;
+        if (empty) {
+          h = this.allocHandle(op, data.byteLength);
+          if (data.byteLength > 0) this.ctx.write(h, 0, data);
+        } else {
+          h = this.packedHandle(op, data, rows, c, kind, arg);
+          panel = { kind, rows, cols: c, arg };
+        }
+        made.push(h);
+        parts.push({ handle: h, panel, byteLength: data.byteLength, dtype, freed: false });
+      };
+      part('u32', packed, 1, cols, bits);
+      part(scaleDtype, scales, 0, groups, es);
+      part(scaleDtype, biases, 0, groups, es);
+    } catch (e) {
+      for (const h of made) this.ctx.free(h);
+      throw e;
+    }
+    for (const s of parts) this.owner.add(s);
+    return new QuantizedTensor(
+      { bits, groupSize, scaleDtype },
+      [rows, cols],
+      new Tensor(this.name, 'u32', [rows, words], parts[0]!, 0),
+      new Tensor(this.name, scaleDtype, [rows, groups], parts[1]!, 0),
+      new Tensor(this.name, scaleDtype, [rows, groups], parts[2]!, 0),
+    );
+  }
+
+  view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
+    checkView(this.owner, t, shape, offset);
+    return new Tensor(this.name, t.dtype, [...shape], t.storage, t.offset + offset);
+  }
+
+  write(dst: Tensor, src: ArrayBufferView): void {
+    checkWrite(this.owner, dst, src);
+    this.plain(dst);
+    if (src.byteLength > 0) this.ctx.write(handle(dst), byteOffset(dst), src);
+  }
+
+  read(t: Tensor, out?: Float32Array): Float32Array {
+    checkRead(this.owner, t, out);
+    this.plain(t);
+    const res = out ?? new Float32Array(t.size);
+    if (t.size > 0) this.ctx.read(handle(t), byteOffset(t), res);
+    return res;
+  }
+
+  readBytes(t: Tensor, out?: Uint8Array): Uint8Array {
+    checkReadBytes(this.owner, t, out);
+    this.plain(t);
+    const res = out ?? new Uint8Array(t.byteLength);
+    if (res.byteLength > 0) this.ctx.read(handle(t), byteOffset(t), res);
+    return res;
+  }
+
+  private release(s: NativeStorage): void {
+    this.owner.release(s);
+    this.ctx.free(s.handle);
+  }
+
+  free(t: Weight): void {
+    checkFree(this.owner, t);
+    if (t instanceof QuantizedTensor) {
+      this.release(t.packed.storage as NativeStorage);
+      this.release(t.scales.storage as NativeStorage);
+      this.release(t.biases.storage as NativeStorage);
+    } else {
+      this.release(t.storage as NativeStorage);
+    }
+  }
+
+  memoryInUse(): number {
+    return this.owner.memoryInUse();
+  }
+
+  dispose(): void {
+    if (this.owner.disposed) return;
+    this.owner.releaseAll();
+    this.ctx.dispose();
+  }
+
+  // ---- layouts ---------------------------------------------------------------------------------------------------
+
+  /** Makes `t`'s storage row-major (a panel storage is converted back in place). */
+  private plain(t: Tensor): void {
+    const s = t.storage as NativeStorage;
+    const p = s.panel;
+    if (p === null) return;
+    this.ctx.repack(s.handle, p.rows, p.cols, p.kind, p.arg, 0);
+    s.panel = null;
+  }
+
+  /**
+   * The handle of a panel buffer holding `t` (`rows` x `cols`) in the given layout: its own storage (converted in place
+   * if needed) when `t` is the whole storage and no activation of the op shares it (`shared`), else a temporary copy.
+   */
+  private panelOf(t: Tensor, kind: 0 | 1, rows: number, cols: number, arg: number, shared: boolean): number {
+    const s = t.storage as NativeStorage;
+    if (!shared && t.offset === 0 && t.byteLength === s.byteLength) {
+      const p = s.panel;
+      if (p !== null && p.kind === kind && p.rows === rows && p.cols === cols && p.arg === arg)
+        return s.handle;
+      if (p !== null) this.plain(t);
+      this.ctx.repack(s.handle, rows, cols, kind, arg, 1);
+      s.panel = { kind, rows, cols, arg };
+      return s.handle;
+    }
+    this.plain(t);
+    const bytes = t.byteLength;
+    const h = this.allocHandle('matmul', bytes);
+    this.temps.push(h);
+    this.ctx.copy(h, 0, s.handle, byteOffset(t), bytes);
+    this.ctx.repack(h, rows, cols, kind, arg, 1);
+    return h;
+  }
+
+  /** Sets the weight arguments (wH ...) for `w` as panels; `a`, `b`, `c` are the op's other tensors. */
+  private weightArgs(w: Weight, a: Tensor, b: Tensor | undefined, c: Tensor | undefined): void {
+    const rows = w.shape[0];
+    const cols = w.shape[1];
+    if (w instanceof QuantizedTensor) {
+      const { bits, groupSize, scaleDtype } = w.spec;
+      const es = DTYPE_BYTES[scaleDtype];
+      this.wQuant = 1;
+      this.wType = bits;
+      this.wGroup = groupSize;
+      this.wSd = dtypeCode(scaleDtype);
+      this.wH = this.panelOf(w.packed, 1, rows, cols, bits, shares(w.packed, a, b, c));
+      this.wS = this.panelOf(w.scales, 0, rows, cols / groupSize, es, shares(w.scales, a, b, c));
+      this.wB = this.panelOf(w.biases, 0, rows, cols / groupSize, es, shares(w.biases, a, b, c));
+    } else {
+      this.wQuant = 0;
+      this.wType = dtypeCode(w.dtype);
+      this.wGroup = 0;
+      this.wSd = 0;
+      this.wS = 0;
+      this.wB = 0;
+      this.wH = this.panelOf(w, 0, rows, cols, DTYPE_BYTES[w.dtype], shares(w, a, b, c));
+    }
+  }
+
+  private freeTemps(): void {
+    while (this.temps.length > 0) this.ctx.free(this.temps.pop()!);
+  }
+
+  // ---- ops -------------------------------------------------------------------------------------------------------
+
+  copyRows(dst: Tensor, dstRow: number, src: Tensor, srcRow: number, rows: number): void {
+    checkCopyRows(this.owner, dst, dstRow, src, srcRow, rows);
+    this.plain(dst);
+    this.plain(src);
+    const rowBytes = width(dst) * DTYPE_BYTES[dst.dtype];
+    if (rows === 0 || rowBytes === 0) return;
+    this.ctx.copy(
+      handle(dst),
+      byteOffset(dst) + dstRow * rowBytes,
+      handle(src),
+      byteOffset(src) + srcRow * rowBytes,
+      rows * rowBytes,
+    );
+  }
+
+  toF32(out: Tensor, src: Tensor): void {
+    checkToF32(this.owner, out, src);
+    this.plain(out);
+    this.plain(src);
+    if (out.size === 0) return;
+    this.ctx.toF32(
+      handle(out),
+      byteOffset(out),
+      handle(src),
+      byteOffset(src),
+      out.size,
+      dtypeCode(src.dtype),
+    );
+  }
+
+  matmul(y: Tensor, x: Tensor, w: Weight, bias?: Tensor): void {
+    checkMatmul(this.owner, y, x, w, bias);
+    this.plain(y);
+    this.plain(x);
+    if (bias !== undefined) this.plain(bias);
+    const rows = x.shape[0]!;
+    const outDim = w.shape[0];
+    if (rows === 0 || outDim === 0) return;
+    try {
+      this.weightArgs(w, y, x, bias);
+      this.ctx.matmul(
+        handle(y),
+        byteOffset(y),
+        handle(x),
+        byteOffset(x),
+        rows,
+        width(x),
+        outDim,
+        bias === undefined ? -1 : handle(bias),
+        bias === undefined ? 0 : byteOffset(bias),
+        this.wH,
+        this.wQuant,
+        this.wType,
+        this.wGroup,
+        this.wSd,
+        this.wS,
+        this.wB,
+        this.int8Activations ? 1 : 0,
+      );
+    } finally {
+      if (this.temps.length > 0) this.freeTemps();
+    }
+  }
+
+  embedding(out: Tensor, table: Weight, ids: Int32Array): void {
+    checkEmbedding(this.owner, out, table, ids);
+    this.plain(out);
+    const dim = table.shape[1];
+    if (ids.length === 0 || dim === 0) return;
+    try {
+      this.weightArgs(table, out, undefined, undefined);
+      this.ctx.embedding(
+        handle(out),
+        byteOffset(out),
+        ids,
+        table.shape[0],
+        dim,
+        this.wH,
+        this.wQuant,
+        this.wType,
+        this.wGroup,
+        this.wSd,
+        this.wS,
+        this.wB,
+      );
+    } finally {
+      if (this.temps.length > 0) this.freeTemps();
+    }
+  }
+
+  rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+    checkRmsnorm(this.owner, out, x, weight, eps);
+    this.plain(out);
+    this.plain(x);
+    this.plain(weight);
+    if (out.size === 0) return;
+    this.ctx.rmsnorm(
+      handle(out),
+      byteOffset(out),
+      handle(x),
+      byteOffset(x),
+      handle(weight),
+      byteOffset(weight),
+      x.shape[0]!,
+      width(x),
+      eps,
+    );
+  }
+
+  rope(x: Tensor, cos: Tensor, sin: Tensor, opts: RopeOptions): void {
+    checkRope(this.owner, x, cos, sin, opts);
+    this.plain(x);
+    this.plain(cos);
+    this.plain(sin);
+    const rows = x.shape[0]!;
+    const half = cos.shape[1]!;
+    if (rows === 0 || half === 0) return;
+    this.ctx.rope(
+      handle(x),
+      byteOffset(x),
+      handle(cos),
+      byteOffset(cos),
+      handle(sin),
+      byteOffset(sin),
+      rows,
+      opts.nHeads,
+      opts.headDim,
+      half,
+      opts.layout === 'half' ? 0 : 1,
+    );
+  }
+
+  swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
+    checkSwiglu(this.owner, out, gate, up);
+    this.plain(out);
+    this.plain(gate);
+    this.plain(up);
+    if (out.size === 0) return;
+    this.ctx.swiglu(
+      handle(out),
+      byteOffset(out),
+      handle(gate),
+      byteOffset(gate),
+      handle(up),
+      byteOffset(up),
+      out.size,
+    );
+  }
+
+  add(out: Tensor, a: Tensor, b: Tensor): void {
+    checkAdd(this.owner, out, a, b);
+    this.plain(out);
+    this.plain(a);
+    this.plain(b);
+    if (out.size === 0) return;
+    this.ctx.add(handle(out), byteOffset(out), handle(a), byteOffset(a), handle(b), byteOffset(b), out.size);
+  }
+
+  softmax(x: Tensor): void {
+    checkSoftmax(this.owner, x);
+    this.plain(x);
+    if (x.size === 0) return;
+    this.ctx.softmax(handle(x), byteOffset(x), x.shape[0]!, width(x));
+  }
+
+  argmax(x: Tensor, row = 0): number {
+    checkArgmax(this.owner, x, row);
+    this.plain(x);
+    const n = width(x);
+    return this.ctx.argmax(handle(x), byteOffset(x) + row * n * 4, n);
+  }
+
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void {
+    checkAttention(this.owner, out, q, k, v, opts);
+    this.plain(out);
+    this.plain(q);
+    this.plain(k);
+    this.plain(v);
+    const rows = q.shape[0]!;
+    if (rows === 0) return;
+    this.ctx.attention(
+      handle(out),
+      byteOffset(out),
+      handle(q),
+      byteOffset(q),
+      handle(k),
+      byteOffset(k),
+      handle(v),
+      byteOffset(v),
+      rows,
+      opts.startPos,
+      opts.nHeads,
+      opts.nKvHeads,
+      opts.headDim,
+      opts.scale,
+      opts.window ?? 0,
+      k.shape[0]!,
+    );
+  }
+}
+
+/** Whether `t` shares its storage with one of the tensors an op also uses as activations. */
+function shares(t: Tensor, a: Tensor, b: Tensor | undefined, c: Tensor | undefined): boolean {
+  const s = t.storage;
+  return a.storage === s || b?.storage === s || c?.storage === s;
+}
+
+/** Bytes of a panel buffer (see native/src/mn.h). */
+export function panelBytes(kind: 0 | 1, rows: number, cols: number, arg: number): number {
+  const padded = Math.ceil(rows / 16) * 16;
+  return kind === 0 ? padded * cols * arg : (padded * cols * arg) / 8;
+}

@@ -7,4 +7,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: 'node20',
+  // optional at run time: imported only when installed
+  external: ['@mnemo/backend-native'],
 });

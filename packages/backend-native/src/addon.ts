@@ -1,10 +1,13 @@
+/// <reference path="./node-gyp-build.d.ts" />
 /**
  * Loading the compiled addon: `build/Release/mnemo_native.node` (built by `pnpm build`) or a prebuilt binary in
  * `prebuilds/<platform>-<arch>/` (the node-gyp-build / prebuildify layout), found by `node-gyp-build`.
  */
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BackendUnavailableError } from '@mnemo/tensor';
+import nodeGypBuild from 'node-gyp-build';
 
 /** Handles are numbers; byte offsets and sizes are integers. See `native/src/addon.c`. */
 export interface NativeContext {
@@ -130,9 +133,16 @@ export interface NativeAddon {
 
 let loaded: NativeAddon | BackendUnavailableError | undefined;
 
-/** The package's root folder (holding `build/` and `prebuilds/`). */
+/**
+ * The package's root folder (holding `build/` and `prebuilds/`): resolved by name, so that it is found from a bundle
+ * that includes this module (the CLI) as well as from the package's own files.
+ */
 function packageRoot(): string {
-  return fileURLToPath(new URL('..', import.meta.url));
+  try {
+    return dirname(createRequire(import.meta.url).resolve('@mnemo/backend-native/package.json'));
+  } catch {
+    return fileURLToPath(new URL('..', import.meta.url));
+  }
 }
 
 /**
@@ -142,8 +152,6 @@ function packageRoot(): string {
 export function loadAddon(): NativeAddon {
   if (loaded === undefined) {
     try {
-      const require = createRequire(import.meta.url);
-      const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
       const addon = nodeGypBuild(packageRoot()) as NativeAddon;
       if (typeof addon?.createContext !== 'function' || addon.abi !== '1')
         throw new Error('the binary is not this version of the mnemo addon (rebuild with pnpm build)');

@@ -74,6 +74,7 @@ export {
   type Model,
   PLUGIN_API_VERSION,
 } from './model';
+export { loadNativeBackend } from './native';
 export { QuantizationConfig, type QuantParams } from './quantization';
 export {
   ArchitectureRegistry,

@@ -12,6 +12,7 @@ import { ModelLoadError } from './errors';
 import { modelFingerprint, WeightDigest } from './fingerprint';
 import { type GgufModelInfo, openGgufModel } from './gguf';
 import type { Model } from './model';
+import { loadNativeBackend } from './native';
 import { QuantizationConfig } from './quantization';
 import { type ArchitectureRegistry, defaultRegistry } from './registry';
 import { digestingSource, Weights } from './weights';
@@ -19,7 +20,10 @@ import { digestingSource, Weights } from './weights';
 export interface LoadModelOptions {
   /** Backend to load into; by default `createBackend({ backend: backendName })`. */
   readonly backend?: Backend;
-  /** Backend name when `backend` is absent (`wasm`, `js`, ...; default from `MNEMO_BACKEND`, else `wasm`). */
+  /**
+   * Backend name when `backend` is absent (`native`, `wasm`, `js`, ...; default from `MNEMO_BACKEND`, else `native`
+   * when it can run here, else `wasm`).
+   */
   readonly backendName?: string;
   /**
    * Threads of the backend made when `backend` is absent (WASM: the calling thread plus `threads - 1` workers; default
@@ -222,7 +226,9 @@ export async function loadModel(pathOrRepo: string, opts: LoadModelOptions = {})
   }
 }
 
-function makeBackend(opts: LoadModelOptions): Promise<Backend> {
+/** The backend a load makes: `native` is registered first (or registered as unavailable, with the reason). */
+async function makeBackend(opts: LoadModelOptions): Promise<Backend> {
+  await loadNativeBackend();
   return createBackend({
     ...(opts.backendName ? { backend: opts.backendName } : {}),
     ...(opts.threads === undefined ? {} : { threads: opts.threads }),

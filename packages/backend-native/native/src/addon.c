@@ -39,6 +39,7 @@ typedef struct ctx {
   /* scratch */
   float *attn;
   int64_t attn_floats; /* per thread */
+  float *mm;           /* MN_MM_SCRATCH floats per thread */
   int8_t *xq;
   int64_t xq_bytes;
   int disposed;
@@ -404,14 +405,14 @@ typedef struct {
   const mn_matmul *m;
   int64_t rb, pb, npb, rows, panels;
   int q8a;
+  float *scratch; /* MN_MM_SCRATCH floats per thread */
 } mm_job;
 
 static void mm_task(void *arg, int64_t t, int thread) {
-  (void)thread;
   mm_job *j = (mm_job *)arg;
   int64_t r0 = (t / j->npb) * j->rb, p0 = (t % j->npb) * j->pb;
   int64_t r1 = r0 + j->rb < j->rows ? r0 + j->rb : j->rows, p1 = p0 + j->pb < j->panels ? p0 + j->pb : j->panels;
-  (j->q8a ? j->k->matmul_q8a : j->k->matmul)(j->m, r0, r1, p0, p1);
+  (j->q8a ? j->k->matmul_q8a : j->k->matmul)(j->m, r0, r1, p0, p1, j->scratch + (int64_t)thread * MN_MM_SCRATCH);
 }
 
 typedef struct {
@@ -503,7 +504,11 @@ static napi_value m_matmul(napi_env env, napi_callback_info info) {
     mn_pool_run(c->pool, q_task, &qj, (rows + 15) / 16);
   }
   int64_t panels = (n + 15) / 16;
-  mm_job j = {c->k, &m, rows, panels, 1, rows, panels, q8a};
+  if (!c->mm) {
+    c->mm = (float *)alloc_aligned((int64_t)MN_MM_SCRATCH * 4 * c->threads);
+    if (!c->mm) return throw_range(env, "native matmul: could not allocate scratch");
+  }
+  mm_job j = {c->k, &m, rows, panels, 1, rows, panels, q8a, c->mm};
   int64_t tasks_wanted = (int64_t)c->threads * 8;
   if (rows <= 4) {
     j.rb = rows;
@@ -511,7 +516,7 @@ static napi_value m_matmul(napi_env env, napi_callback_info info) {
     pb = (pb + 3) & ~(int64_t)3;
     j.pb = pb < 4 ? 4 : pb;
   } else {
-    j.rb = rows <= 64 ? rows : 64;
+    j.rb = rows <= 128 ? rows : 128;
     j.pb = 8;
   }
   j.npb = (panels + j.pb - 1) / j.pb;
@@ -716,6 +721,8 @@ static void ctx_release(ctx *c) {
   free(c->free_idx);
   free(c->attn);
   free(c->xq);
+  free(c->mm);
+  c->mm = NULL;
   c->bufs = NULL;
   c->free_idx = NULL;
   c->attn = NULL;

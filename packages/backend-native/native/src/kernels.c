@@ -16,6 +16,7 @@
 #define MN_MR 4
 #define MN_NV 2
 #define MN_NV1 4
+#define MN_GMR 8
 #elif defined(MN_LEVEL_AVX512)
 #include "vec_avx512.h"
 #define MN_TABLE mn_kernels_avx512
@@ -23,6 +24,7 @@
 #define MN_MR 4
 #define MN_NV 2
 #define MN_NV1 4
+#define MN_GMR 8
 #elif defined(MN_LEVEL_AVX2)
 #include "vec_avx2.h"
 #define MN_TABLE mn_kernels_avx2
@@ -30,6 +32,7 @@
 #define MN_MR 2
 #define MN_NV 2
 #define MN_NV1 4
+#define MN_GMR 2
 #elif defined(MN_LEVEL_DOTPROD)
 #define MN_DOTPROD 1
 #include "vec_neon.h"
@@ -38,6 +41,7 @@
 #define MN_MR 2
 #define MN_NV 2
 #define MN_NV1 4
+#define MN_GMR 2
 #elif defined(MN_LEVEL_NEON)
 #include "vec_neon.h"
 #define MN_TABLE mn_kernels_neon
@@ -45,6 +49,7 @@
 #define MN_MR 2
 #define MN_NV 2
 #define MN_NV1 4
+#define MN_GMR 2
 #else
 #include "vec_scalar.h"
 #define MN_TABLE mn_kernels_scalar
@@ -52,6 +57,7 @@
 #define MN_MR 1
 #define MN_NV 1
 #define MN_NV1 1
+#define MN_GMR 1
 #endif
 
 #define MN_UNROLL _Pragma("GCC unroll 32")
@@ -504,6 +510,112 @@ QUANT_FN(8)
 Q8A_FN(4)
 Q8A_FN(8)
 
+/*
+ * Prefill GEMM: a block of MN_GNV panels x MN_KC columns of the weight is decoded once into f32 scratch (dense
+ * elements converted exactly, affine ones as fma(scale, q, bias): the very values the single-row tiles compute in
+ * registers), then a register-blocked micro-kernel (MN_GMR rows x MN_GNV panels) runs over every row of the task.
+ * Accumulators go through y between column blocks (an exact f32 store and load), the bias is added after the last:
+ * each output is still acc = fma(x[k], w[k], acc) for k ascending, then + bias.
+ */
+MN_AI void decode_block(float *dst, const mn_matmul *m, int64_t p, int np, int64_t k0, int64_t kc) {
+  const int64_t K = m->k;
+  const int stride = MN_GNV * 16;
+  for (int j = 0; j < np; j++) {
+    float *d = dst + j * 16;
+    if (!m->quant) {
+      const int64_t base = (p + j) * 16 * K;
+      if (m->dtype == MN_F16)
+        for (int64_t k = 0; k < kc; k++) vf_storeu(d + k * stride, vf_load_f16((const uint16_t *)m->w + base + (k0 + k) * 16));
+      else if (m->dtype == MN_BF16)
+        for (int64_t k = 0; k < kc; k++) vf_storeu(d + k * stride, vf_load_bf16((const uint16_t *)m->w + base + (k0 + k) * 16));
+      else
+        for (int64_t k = 0; k < kc; k++) vf_storeu(d + k * stride, vf_loadu((const float *)m->w + base + (k0 + k) * 16));
+      continue;
+    }
+    const int B = m->bits;
+    const int64_t chunks = K / 32, G = K / m->group;
+    const uint32_t *codes = (const uint32_t *)m->w + (p + j) * chunks * B * 16;
+    for (int64_t c = k0 / 32; c < (k0 + kc) / 32; c++) {
+      const int64_t g = c * 32 / m->group;
+      vf sc = load_s(m->scales, ((p + j) * G + g) * 16, m->sdtype);
+      vf bi = load_s(m->biases, ((p + j) * G + g) * 16, m->sdtype);
+      const uint32_t *cw = codes + c * B * 16;
+      float *dc = d + (c * 32 - k0) * stride;
+      if (B == 4) {
+        for (int wd = 0; wd < 4; wd++) {
+          vi W = vi_loadu(cw + wd * 16);
+          MN_UNROLL for (int e = 0; e < 8; e++)
+            vf_storeu(dc + (wd * 8 + e) * stride, vf_fma(sc, vi_to_vf(word_code(W, e, 4)), bi));
+        }
+      } else if (B == 8) {
+        for (int wd = 0; wd < 8; wd++) {
+          vi W = vi_loadu(cw + wd * 16);
+          MN_UNROLL for (int e = 0; e < 4; e++)
+            vf_storeu(dc + (wd * 4 + e) * stride, vf_fma(sc, vi_to_vf(word_code(W, e, 8)), bi));
+        }
+      } else {
+        for (int e = 0; e < 32; e++) vf_storeu(dc + e * stride, vf_fma(sc, vi_to_vf(chunk_code(cw, e, B)), bi));
+      }
+    }
+  }
+}
+
+/* rows r..r+MR x panels p..p+NV over columns k0..k0+kc of scratch w; first: start from 0, else from y; last: + bias */
+MN_AI void gemm_tile(const mn_matmul *m, const float *w, int64_t r, int64_t p, int64_t k0, int64_t kc, int first,
+                     int last, const int MR, const int NV) {
+  vf acc[MN_GMR][MN_GNV];
+  const int stride = MN_GNV * 16;
+  MN_UNROLL for (int i = 0; i < MR; i++) MN_UNROLL for (int j = 0; j < NV; j++) {
+    if (first) {
+      acc[i][j] = vf_zero();
+    } else {
+      int64_t valid = m->n - (p + j) * 16;
+      const float *y = m->y + (r + i) * m->ldy + (p + j) * 16;
+      acc[i][j] = valid >= 16 ? vf_loadu(y) : vf_load_part(y, valid, 0.0f);
+    }
+  }
+  const float *x = m->x + r * m->ldx + k0;
+  const int64_t ldx = m->ldx;
+  for (int64_t k = 0; k < kc; k++) {
+    vf wv[MN_GNV];
+    MN_UNROLL for (int j = 0; j < NV; j++) wv[j] = vf_loadu(w + k * stride + j * 16);
+    MN_UNROLL for (int i = 0; i < MR; i++) {
+      vf xb = vf_set1(x[i * ldx + k]);
+      MN_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = vf_fma(xb, wv[j], acc[i][j]);
+    }
+  }
+  MN_UNROLL for (int i = 0; i < MR; i++) MN_UNROLL for (int j = 0; j < NV; j++) {
+    if (last) {
+      store_out(m, r + i, p + j, acc[i][j]);
+    } else {
+      int64_t valid = m->n - (p + j) * 16;
+      float *y = m->y + (r + i) * m->ldy + (p + j) * 16;
+      if (valid >= 16) vf_storeu(y, acc[i][j]);
+      else vf_store_part(y, acc[i][j], valid);
+    }
+  }
+}
+
+static void k_gemm(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch) {
+  const int64_t K = m->k;
+  for (int64_t p = p0; p < p1; p += MN_GNV) {
+    const int np = p1 - p < MN_GNV ? (int)(p1 - p) : MN_GNV;
+    for (int64_t k0 = 0; k0 < K; k0 += MN_KC) {
+      const int64_t kc = K - k0 < MN_KC ? K - k0 : MN_KC;
+      const int first = k0 == 0, last = k0 + kc == K;
+      decode_block(scratch, m, p, np, k0, kc);
+      int64_t r = r0;
+      if (np == MN_GNV) {
+        for (; r + MN_GMR <= r1; r += MN_GMR) gemm_tile(m, scratch, r, p, k0, kc, first, last, MN_GMR, MN_GNV);
+        for (; r < r1; r++) gemm_tile(m, scratch, r, p, k0, kc, first, last, 1, MN_GNV);
+      } else {
+        for (; r + MN_GMR <= r1; r += MN_GMR) gemm_tile(m, scratch, r, p, k0, kc, first, last, MN_GMR, 1);
+        for (; r < r1; r++) gemm_tile(m, scratch, r, p, k0, kc, first, last, 1, 1);
+      }
+    }
+  }
+}
+
 typedef void (*mm_fn)(const mn_matmul *, int64_t, int64_t, int64_t, int64_t);
 static const mm_fn quant_fns[9] = {
     [2] = mm_quant_2, [3] = mm_quant_3, [4] = mm_quant_4, [5] = mm_quant_5, [6] = mm_quant_6, [8] = mm_quant_8,
@@ -511,14 +623,19 @@ static const mm_fn quant_fns[9] = {
 static const mm_fn dense_fns[3] = {mm_dense_0, mm_dense_1, mm_dense_2};
 static const mm_fn q8a_fns[9] = {[4] = mm_q8a_4, [8] = mm_q8a_8};
 
-static void k_matmul(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+static void k_matmul(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch) {
   if (r0 >= r1 || p0 >= p1) return;
+  if (scratch && r1 - r0 >= MN_GEMM_MIN_ROWS) {
+    k_gemm(m, r0, r1, p0, p1, scratch);
+    return;
+  }
   if (!m->quant)
     dense_fns[m->dtype](m, r0, r1, p0, p1);
   else
     quant_fns[m->bits](m, r0, r1, p0, p1);
 }
-static void k_matmul_q8a(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+static void k_matmul_q8a(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch) {
+  (void)scratch;
   if (r0 >= r1 || p0 >= p1) return;
   q8a_fns[m->bits](m, r0, r1, p0, p1);
 }

@@ -80,6 +80,12 @@ typedef struct mn_attention {
   float scale;
 } mn_attention;
 
+/* Prefill GEMM: panels and columns decoded into f32 scratch at a time, and the rows a matmul needs to use it. */
+#define MN_GNV 2
+#define MN_KC 512
+#define MN_GEMM_MIN_ROWS 4
+#define MN_MM_SCRATCH (MN_GNV * 16 * MN_KC)
+
 /* Scratch floats one thread needs for attention with `group` query heads per kv head of size hd. */
 #define MN_ATTN_SCRATCH(group, hd) (((group) + 1) * ((hd) + 16) + 18 * (group) + 16)
 
@@ -87,9 +93,9 @@ typedef struct mn_attention {
 typedef struct mn_kernels {
   const char *name;
   void (*to_f32)(float *out, const void *src, int dtype, int64_t n);
-  /* rows r0..r1 of y, panels p0..p1 (outputs 16*p0 .. min(16*p1, n)) */
-  void (*matmul)(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
-  void (*matmul_q8a)(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
+  /* rows r0..r1 of y, panels p0..p1 (outputs 16*p0 .. min(16*p1, n)); scratch: MN_MM_SCRATCH floats or NULL */
+  void (*matmul)(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch);
+  void (*matmul_q8a)(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch);
   void (*rmsnorm)(float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps);
   void (*rope)(float *x, const float *cos, const float *sin, int64_t rows, int64_t nheads, int64_t hd,
                int64_t half, int layout);

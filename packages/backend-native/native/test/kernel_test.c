@@ -205,7 +205,9 @@ static void test_to_f32(void) {
 
 /* ---- matmul ------------------------------------------------------------------------------------------------- */
 
-/* runs m on kernels kk split into tasks of rb rows x pb panels (0: one task) */
+static float mm_scratch[MN_MM_SCRATCH];
+
+/* runs m on kernels kk split into tasks of rb rows x pb panels (0: one task); odd rb: without the GEMM scratch */
 static void run_matmul(const mn_kernels *kk, const mn_matmul *m, int64_t rb, int64_t pb, int q8a) {
   int64_t P = (m->n + 15) / 16;
   if (rb <= 0) rb = m->rows;
@@ -213,7 +215,7 @@ static void run_matmul(const mn_kernels *kk, const mn_matmul *m, int64_t rb, int
   for (int64_t r = 0; r < m->rows; r += rb)
     for (int64_t p = 0; p < P; p += pb) {
       int64_t r1 = r + rb < m->rows ? r + rb : m->rows, p1 = p + pb < P ? p + pb : P;
-      (q8a ? kk->matmul_q8a : kk->matmul)(m, r, r1, p, p1);
+      (q8a ? kk->matmul_q8a : kk->matmul)(m, r, r1, p, p1, rb % 2 ? NULL : mm_scratch);
     }
 }
 
@@ -227,9 +229,9 @@ static void check_matmul_levels(const char *label, mn_matmul *m, int q8a, const 
   if (ref) expect_close(label, want, ref, tol, ny);
   float *got = malloc((size_t)(ny + 1) * 4);
   m->y = got;
-  const int64_t splits[][2] = {{0, 0}, {1, 1}, {3, 2}, {5, 1}, {2, 3}};
+  const int64_t splits[][2] = {{0, 0}, {1, 1}, {3, 2}, {5, 1}, {2, 3}, {1000, 0}, {1001, 0}, {4, 1}};
   for (int l = 0; l < nlevels; l++)
-    for (int s = 0; s < 5; s++) {
+    for (int s = 0; s < 8; s++) {
       for (int64_t i = 0; i < ny; i++) got[i] = NAN;
       run_matmul(levels[l].kernels, m, splits[s][0], splits[s][1], q8a);
       expect_same(label, levels[l].name, got, want, ny);
@@ -256,7 +258,8 @@ static void check_matmul_levels(const char *label, mn_matmul *m, int q8a, const 
 
 static void test_dense(void) {
   const int64_t shapes[][3] = {{1, 1, 1}, {1, 7, 3}, {2, 16, 5}, {3, 33, 17}, {1, 64, 40}, {5, 100, 9},
-                               {4, 257, 6}, {7, 8, 1}, {16, 19, 23}, {9, 64, 70}, {1, 128, 96}, {6, 40, 33}};
+                               {4, 257, 6}, {7, 8, 1}, {16, 19, 23}, {9, 64, 70}, {1, 128, 96}, {6, 40, 33},
+                               {19, 1100, 37}, {12, 513, 64}};
   int count = 0;
   for (int d = MN_F32; d <= MN_BF16; d++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -401,8 +404,9 @@ static void test_quant(void) {
     for (int gi = 0; gi < 3; gi++)
       for (int sd = 0; sd < 3; sd++) {
         int bits = bitss[bi], group = groups[gi];
-        const int64_t shapes[][3] = {{1, 1, 5}, {3, 2, 3}, {2, 3, 1}, {7, 2, 37}, {1, 4, 70}};
-        for (int s = 0; s < 5; s++) {
+        const int64_t shapes[][3] = {{1, 1, 5}, {3, 2, 3}, {2, 3, 1}, {7, 2, 37}, {1, 4, 70}, {13, 10, 35}};
+        for (int s = 0; s < 6; s++) {
+          if (s == 5 && (gi != 1 || sd != 1)) continue; /* one long case per bit width */
           int64_t rows = shapes[s][0], K = shapes[s][1] * group, N = shapes[s][2];
           qweight q;
           make_qweight(&q, N, K, bits, group, sd);

@@ -14,7 +14,10 @@ export interface ComputeFlags {
 /** Adds `--backend`, `--threads` and `--int8-activations` to a command that runs a model. */
 export function addComputeFlags(cmd: Command): Command {
   return cmd
-    .option('--backend <name>', 'compute backend (wasm, js); default MNEMO_BACKEND or wasm')
+    .option(
+      '--backend <name>',
+      'compute backend (native, wasm, js); default MNEMO_BACKEND, else native where it can run, else wasm',
+    )
     .option('--threads <n>', 'threads to compute with (default MNEMO_THREADS or every core)', intArg(1, 64))
     .option(
       '--int8-activations',
@@ -39,6 +42,16 @@ export async function loadLM(model: string, f: ComputeFlags): Promise<LM> {
   } finally {
     bar.done();
   }
+}
+
+/** One line naming the backend a model runs on, e.g. `Backend: native (avx512vnni, 2 threads, numerics native-f32)`. */
+export function backendLine(lm: LM): string {
+  const b = lm.backend as { name: string; isa?: unknown; threads?: unknown };
+  const parts: string[] = [];
+  if (typeof b.isa === 'string') parts.push(b.isa);
+  if (typeof b.threads === 'number') parts.push(`${b.threads} thread${b.threads === 1 ? '' : 's'}`);
+  parts.push(`numerics ${lm.numerics}`);
+  return `Backend: ${b.name} (${parts.join(', ')})\n`;
 }
 
 /** A one-line bar for prompt processing, on a TTY only; returns the callback and a closer. */

@@ -11,7 +11,7 @@ import {
 import type { Command } from 'commander';
 import { addCacheFlags, type CacheFlags, cacheKind, hasCacheFlags } from '../cache-flags';
 import { action, CliError } from '../errors';
-import { addComputeFlags, type ComputeFlags, loadLM, prefillProgress } from '../load';
+import { addComputeFlags, backendLine, type ComputeFlags, loadLM, prefillProgress } from '../load';
 import { fileArg, floatArg, intArg, readPrompt } from '../options';
 
 export interface GenerateFlags extends CacheFlags, ComputeFlags {
@@ -175,7 +175,7 @@ export function registerGenerate(program: Command): void {
     .option('--system-prompt <text>', 'system message for the chat template')
     .option('--json', 'print one JSON object with token ids, text, logprobs and stats')
     .option('--logprobs <k>', 'with --json: top-k log-probabilities of each generated token', intArg(0, 1000))
-    .option('--verbose', 'print prompt and generation speed and peak memory');
+    .option('--verbose', 'print the backend, prompt and generation speed and peak memory');
   addComputeFlags(addCacheFlags(addSamplingFlags(cmd))).action(
     action(async (f: GenerateFlags) => {
       const model =
@@ -187,6 +187,7 @@ export function registerGenerate(program: Command): void {
         throw new CliError('--model is required (or --prompt-cache-file to take the model from the file)');
       let prompt = await readPrompt(f.prompt);
       const lm = await loadLM(model, f);
+      if (f.verbose) process.stderr.write(backendLine(lm));
       let pc: PromptCache | undefined;
       try {
         let opts = generateOptions(f);

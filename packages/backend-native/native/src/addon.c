@@ -20,6 +20,24 @@
 #define INDEX_BITS 24
 #define INDEX_MASK ((1 << INDEX_BITS) - 1)
 
+/* Products of sizes, -1 when a factor is negative or the product exceeds MAX_BYTES (then `at` refuses it). */
+static int64_t mul2(int64_t a, int64_t b) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > MAX_BYTES) return -1;
+  return r;
+}
+static int64_t mul3(int64_t a, int64_t b, int64_t c) { return mul2(mul2(a, b), c); }
+static int64_t mul4(int64_t a, int64_t b, int64_t c, int64_t d) { return mul2(mul3(a, b, c), d); }
+/* mn_*_panel_bytes with the same checks (rows rounded up to 16) */
+static int64_t dense_panel_bytes(int64_t rows, int64_t cols, int64_t esize) {
+  if (rows < 0 || rows > MAX_BYTES) return -1;
+  return mul3((rows + 15) / 16 * 16, cols, esize);
+}
+static int64_t codes_panel_bytes(int64_t rows, int64_t cols, int64_t bits) {
+  if (rows < 0 || rows > MAX_BYTES || cols < 0) return -1;
+  return mul4((rows + 15) / 16 * 16, cols / 32, bits, 4);
+}
+
 typedef struct {
   uint8_t *p;
   int64_t size;
@@ -303,9 +321,9 @@ static napi_value m_fill(napi_env env, napi_callback_info info) {
  * repack(h, rows, cols, kind, arg, toPanel): converts buffer h in place (a new buffer under the same handle).
  */
 static int64_t layout_bytes(int kind, int64_t rows, int64_t cols, int64_t arg) {
-  return kind == 0 ? mn_dense_panel_bytes(rows, cols, (int)arg) : mn_codes_panel_bytes(rows, cols, (int)arg);
+  return kind == 0 ? dense_panel_bytes(rows, cols, arg) : codes_panel_bytes(rows, cols, arg);
 }
-static int64_t row_bytes(int kind, int64_t cols, int64_t arg) { return kind == 0 ? cols * arg : cols * arg / 8; }
+static int64_t row_bytes(int kind, int64_t cols, int64_t arg) { return kind == 0 ? mul2(cols, arg) : mul2(cols, arg) / 8; }
 
 static int layout_ok(int kind, int64_t rows, int64_t cols, int64_t arg) {
   if (rows < 0 || cols < 0 || rows > ((int64_t)1 << 40) || cols > ((int64_t)1 << 40)) return 0;
@@ -323,7 +341,7 @@ static napi_value m_pack(napi_env env, napi_callback_info info) {
   uint8_t *src;
   int64_t len;
   if (!view_bytes(env, argv[1], &src, &len)) return throw_type(env, "native pack: expected a TypedArray or DataView");
-  if (len != (r1 - r0) * row_bytes((int)kind, cols, arg))
+  if (len != mul2(r1 - r0, row_bytes((int)kind, cols, arg)))
     return throw_range(env, "native pack: %lld source bytes for %lld rows", (long long)len, (long long)(r1 - r0));
   uint8_t *d = AT(dh, 0, layout_bytes((int)kind, rows, cols, arg));
   CHECK;
@@ -344,7 +362,8 @@ static napi_value m_repack(napi_env env, napi_callback_info info) {
   int64_t h = I(0), rows = I(1), cols = I(2), kind = I(3), arg = I(4), to_panel = I(5);
   CHECK;
   if (!layout_ok((int)kind, rows, cols, arg)) return throw_range(env, "native repack: bad layout arguments");
-  int64_t plain = rows * row_bytes((int)kind, cols, arg), panel = layout_bytes((int)kind, rows, cols, arg);
+  int64_t plain = mul2(rows, row_bytes((int)kind, cols, arg)), panel = layout_bytes((int)kind, rows, cols, arg);
+  if (plain < 0 || panel < 0) return throw_range(env, "native repack: %lld x %lld is too large", (long long)rows, (long long)cols);
   uint8_t *src = AT(h, 0, to_panel ? plain : panel);
   CHECK;
   int64_t nbytes = to_panel ? panel : plain;
@@ -393,8 +412,8 @@ static napi_value m_to_f32(napi_env env, napi_callback_info info) {
   int64_t oh = I(0), oo = I(1), sh = I(2), so = I(3), n = I(4), dt = I(5);
   CHECK;
   if (dt < 0 || dt > 2 || n < 0) return throw_range(env, "native toF32: bad arguments");
-  float *out = (float *)AT(oh, oo, n * 4);
-  const void *src = AT(sh, so, n * dsize(dt));
+  float *out = (float *)AT(oh, oo, mul2(n, 4));
+  const void *src = AT(sh, so, mul2(n, dsize(dt)));
   CHECK;
   c->k->to_f32(out, src, (int)dt, n);
   return undefined(env);
@@ -443,16 +462,16 @@ static int weight_arg(ctx *c, napi_env env, napi_value *argv, int i, int64_t n, 
   if (!quant) {
     if (dt < 0 || dt > 2) return *okp = 0, throw_range(env, "native %s: bad weight dtype", OP), 0;
     m->dtype = (int)dt;
-    m->w = at(c, env, wh, 0, mn_dense_panel_bytes(n, k, dsize(dt)), OP, &ok);
+    m->w = at(c, env, wh, 0, dense_panel_bytes(n, k, dsize(dt)), OP, &ok);
   } else {
     if (dt < 2 || dt > 8 || dt == 7 || (group != 32 && group != 64 && group != 128) || k % group || sd < 0 || sd > 2)
       return *okp = 0, throw_range(env, "native %s: bad quantization", OP), 0;
     m->bits = (int)dt;
     m->group = (int)group;
     m->sdtype = (int)sd;
-    m->w = at(c, env, wh, 0, mn_codes_panel_bytes(n, k, (int)dt), OP, &ok);
-    m->scales = at(c, env, sh, 0, mn_dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
-    m->biases = at(c, env, bh, 0, mn_dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
+    m->w = at(c, env, wh, 0, codes_panel_bytes(n, k, dt), OP, &ok);
+    m->scales = at(c, env, sh, 0, dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
+    m->biases = at(c, env, bh, 0, dense_panel_bytes(n, k / group, dsize(sd)), OP, &ok);
   }
   *okp = ok;
   return ok;
@@ -480,9 +499,9 @@ static napi_value m_matmul(napi_env env, napi_callback_info info) {
   CHECK;
   if (rows < 0 || k < 0 || n < 0) return throw_range(env, "native matmul: bad sizes");
   mn_matmul m = {0};
-  m.y = (float *)AT(yh, yo, rows * n * 4);
-  m.x = (const float *)AT(xh, xo, rows * k * 4);
-  m.bias = bh >= 0 ? (const float *)AT(bh, bo, n * 4) : NULL;
+  m.y = (float *)AT(yh, yo, mul3(rows, n, 4));
+  m.x = (const float *)AT(xh, xo, mul3(rows, k, 4));
+  m.bias = bh >= 0 ? (const float *)AT(bh, bo, mul2(n, 4)) : NULL;
   CHECK;
   if (!weight_arg(c, env, argv, 9, n, k, &m, OP, &ok)) return NULL;
   m.rows = rows, m.k = k, m.n = n, m.ldx = k, m.ldy = n;
@@ -539,7 +558,7 @@ static napi_value m_embedding(napi_env env, napi_callback_info info) {
       napi_get_typedarray_info(env, argv[2], &t, &nids, &idp, &ab, &ab_off) != napi_ok || t != napi_int32_array)
     return throw_type(env, "native embedding: ids must be an Int32Array");
   const int32_t *ids = (const int32_t *)idp;
-  float *out = (float *)AT(oh, oo, (int64_t)nids * k * 4);
+  float *out = (float *)AT(oh, oo, mul3((int64_t)nids, k, 4));
   CHECK;
   mn_matmul m = {0};
   if (!weight_arg(c, env, argv, 5, vocab, k, &m, OP, &ok)) return NULL;
@@ -576,8 +595,8 @@ static napi_value m_rmsnorm(napi_env env, napi_callback_info info) {
   double eps = F(8);
   CHECK;
   if (rows < 0 || dim < 0) return throw_range(env, "native rmsnorm: bad sizes");
-  rms_job j = {c->k, (float *)AT(oh, oo, rows * dim * 4), (const float *)AT(xh, xo, rows * dim * 4),
-               (const float *)AT(wh, wo, dim * 4), dim, rows_per_task(rows, dim), rows, (float)eps};
+  rms_job j = {c->k, (float *)AT(oh, oo, mul3(rows, dim, 4)), (const float *)AT(xh, xo, mul3(rows, dim, 4)),
+               (const float *)AT(wh, wo, mul2(dim, 4)), dim, rows_per_task(rows, dim), rows, (float)eps};
   CHECK;
   if (rows == 0 || dim == 0) return undefined(env);
   mn_pool_run(c->pool, rms_task, &j, (rows + j.rows_per - 1) / j.rows_per);
@@ -589,11 +608,11 @@ static napi_value m_rope(napi_env env, napi_callback_info info) {
   int64_t xh = I(0), xo = I(1), ch = I(2), co = I(3), sh = I(4), so = I(5), rows = I(6), nh = I(7), hd = I(8),
           half = I(9), layout = I(10);
   CHECK;
-  if (rows < 0 || nh < 0 || hd < 0 || half < 0 || 2 * half > hd || (layout != 0 && layout != 1))
+  if (rows < 0 || nh < 0 || hd < 0 || half < 0 || half > hd / 2 || (layout != 0 && layout != 1))
     return throw_range(env, "native rope: bad sizes");
-  float *x = (float *)AT(xh, xo, rows * nh * hd * 4);
-  const float *cs = (const float *)AT(ch, co, rows * half * 4);
-  const float *sn = (const float *)AT(sh, so, rows * half * 4);
+  float *x = (float *)AT(xh, xo, mul4(rows, nh, hd, 4));
+  const float *cs = (const float *)AT(ch, co, mul3(rows, half, 4));
+  const float *sn = (const float *)AT(sh, so, mul3(rows, half, 4));
   CHECK;
   c->k->rope(x, cs, sn, rows, nh, hd, half, (int)layout);
   return undefined(env);
@@ -621,7 +640,7 @@ static napi_value elementwise(napi_env env, napi_callback_info info, int op) {
   int64_t oh = I(0), oo = I(1), ah = I(2), ao = I(3), bh = I(4), bo = I(5), n = I(6);
   CHECK;
   if (n < 0) return throw_range(env, "native %s: bad size", OP);
-  ew_job j = {c->k, (float *)AT(oh, oo, n * 4), (const float *)AT(ah, ao, n * 4), (const float *)AT(bh, bo, n * 4), n,
+  ew_job j = {c->k, (float *)AT(oh, oo, mul2(n, 4)), (const float *)AT(ah, ao, mul2(n, 4)), (const float *)AT(bh, bo, mul2(n, 4)), n,
               65536, op};
   CHECK;
   if (n == 0) return undefined(env);
@@ -648,7 +667,7 @@ static napi_value m_softmax(napi_env env, napi_callback_info info) {
   int64_t xh = I(0), xo = I(1), rows = I(2), n = I(3);
   CHECK;
   if (rows < 0 || n < 0) return throw_range(env, "native softmax: bad sizes");
-  sm_job j = {c->k, (float *)AT(xh, xo, rows * n * 4), n, rows, rows_per_task(rows, n)};
+  sm_job j = {c->k, (float *)AT(xh, xo, mul3(rows, n, 4)), n, rows, rows_per_task(rows, n)};
   CHECK;
   if (rows == 0 || n == 0) return undefined(env);
   mn_pool_run(c->pool, sm_task, &j, (rows + j.per - 1) / j.per);
@@ -660,7 +679,7 @@ static napi_value m_argmax(napi_env env, napi_callback_info info) {
   int64_t xh = I(0), xo = I(1), n = I(2);
   CHECK;
   if (n <= 0) return throw_range(env, "native argmax: empty row");
-  const float *x = (const float *)AT(xh, xo, n * 4);
+  const float *x = (const float *)AT(xh, xo, mul2(n, 4));
   CHECK;
   return num(env, (double)c->k->argmax(x, n));
 }
@@ -685,13 +704,14 @@ static napi_value m_attention(napi_env env, napi_callback_info info) {
           start = I(9), nh = I(10), nkv = I(11), hd = I(12), window = I(14), cap = I(15);
   double scale = F(13);
   CHECK;
-  if (rows < 0 || start < 0 || nh < 1 || nkv < 1 || nh % nkv || hd < 1 || window < 0 || cap < start + rows)
+  if (rows < 0 || start < 0 || nh < 1 || nkv < 1 || nh % nkv || hd < 1 || window < 0 || rows > MAX_BYTES ||
+      start > MAX_BYTES || cap < start + rows || nh > (1 << 20) || hd > (1 << 20))
     return throw_range(env, "native attention: bad sizes");
   mn_attention a = {0};
-  a.out = (float *)AT(oh, oo, rows * nh * hd * 4);
-  a.q = (const float *)AT(qh, qo, rows * nh * hd * 4);
-  a.k = (const float *)AT(kh, ko, cap * nkv * hd * 4);
-  a.v = (const float *)AT(vh, vo, cap * nkv * hd * 4);
+  a.out = (float *)AT(oh, oo, mul4(rows, nh, hd, 4));
+  a.q = (const float *)AT(qh, qo, mul4(rows, nh, hd, 4));
+  a.k = (const float *)AT(kh, ko, mul4(cap, nkv, hd, 4));
+  a.v = (const float *)AT(vh, vo, mul4(cap, nkv, hd, 4));
   CHECK;
   a.rows = rows, a.start = start, a.nheads = nh, a.nkv = nkv, a.hd = hd, a.window = window, a.scale = (float)scale;
   if (rows == 0) return undefined(env);
@@ -766,8 +786,8 @@ static napi_value m_exp(napi_env env, napi_callback_info info) {
   int64_t oh = I(0), oo = I(1), xh = I(2), xo = I(3), n = I(4);
   CHECK;
   if (n < 0) return throw_range(env, "native exp: bad size");
-  float *o = (float *)AT(oh, oo, n * 4);
-  const float *x = (const float *)AT(xh, xo, n * 4);
+  float *o = (float *)AT(oh, oo, mul2(n, 4));
+  const float *x = (const float *)AT(xh, xo, mul2(n, 4));
   CHECK;
   c->k->exp(o, x, n);
   return undefined(env);

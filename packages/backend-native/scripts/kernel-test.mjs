@@ -4,7 +4,7 @@
 // (scalar, NEON, NEON dotprod). Prints the test's output; exits with its status. Objects go to build/kernel-test/<arch>.
 //   node scripts/kernel-test.mjs [--arch x64|arm64] [level...]
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -56,10 +56,23 @@ function run(cmd, args) {
   return r.stdout;
 }
 
-// compile the levels two at a time
+// The host's kernel objects from `pnpm build` (node-gyp compiled the same source with the same flags) are reused
+// when newer than every source file.
+const kernelSources = readdirSync(src).filter((f) => f === 'kernels.c' || f.endsWith('.h'));
+const newestSource = Math.max(...kernelSources.map((f) => statSync(join(src, f)).mtimeMs));
+function built(name) {
+  if (arch !== process.arch) return undefined;
+  const o = join(root, 'build', 'Release', 'obj.target', `mn_kernels_${name}`, 'native', 'src', 'kernels.o');
+  return existsSync(o) && statSync(o).mtimeMs >= newestSource ? o : undefined;
+}
 const objs = [];
 const jobs = [];
 for (const [name, flags] of levels) {
+  const reuse = built(name);
+  if (reuse) {
+    objs.push(reuse);
+    continue;
+  }
   const o = join(out, `kernels_${name}.o`);
   objs.push(o);
   jobs.push([cc, [...cflags, ...flags, '-c', join(src, 'kernels.c'), '-o', o]]);

@@ -69,9 +69,12 @@ async function gen(
 async function main(): Promise<void> {
   const notes: string[] = [];
   const t0 = performance.now();
-  const lm = await LM.load(job.model, { backendName: 'wasm' });
+  const lm = await LM.load(job.model, { backendName: job.backend ?? 'native' });
   const loadMs = performance.now() - t0;
-  log(`loaded in ${(loadMs / 1000).toFixed(1)} s`);
+  const isa = (lm.backend as { readonly isa?: unknown }).isa;
+  log(
+    `loaded in ${(loadMs / 1000).toFixed(1)} s on ${lm.backend.name}${typeof isa === 'string' ? ` (${isa})` : ''}, numerics ${lm.numerics}`,
+  );
 
   await gen(lm, job.prefillPrompt.slice(0, 32), 4); // warm-up (JIT, first allocations)
 
@@ -143,7 +146,7 @@ async function main(): Promise<void> {
   }
 
   const env = process.env.MNEMO_THREADS;
-  // The WASM backend reports the threads it computes with (the calling thread plus workers).
+  // The backends report the threads they compute with (the calling thread included).
   const backendThreads = (lm.backend as { readonly threads?: unknown }).threads;
   const threadsReported = typeof backendThreads === 'number' ? backendThreads : null;
   const result: ChildResult = {
@@ -162,8 +165,10 @@ async function main(): Promise<void> {
     threadsNote:
       threadsReported === null
         ? `MNEMO_THREADS=${env ?? '(unset)'}; the backend reports no thread count — see the cores busy, measured from CPU time`
-        : `MNEMO_THREADS=${env ?? '(unset)'}; backend threads ${threadsReported} (${lm.backend.name})`,
+        : `MNEMO_THREADS=${env ?? '(unset)'}; backend threads ${threadsReported} (${lm.backend.name}${typeof isa === 'string' ? `, ISA level ${isa}` : ''}, numerics ${lm.numerics})`,
     kvBytesPerToken: 2 * lm.model.numLayers * lm.model.cacheShape.nKvHeads * lm.model.cacheShape.headDim * 4,
+    backend: lm.backend.name,
+    numerics: lm.numerics,
     notes,
   };
   writeFileSync(job.outFile, JSON.stringify(result));

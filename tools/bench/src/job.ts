@@ -13,6 +13,8 @@ export interface Job {
    */
   readonly deadline: number | null;
   readonly threads: number;
+  /** mnemo only: the backend to load the model on (`native`, `wasm`). */
+  readonly backend?: string;
   /** Folder for the prompt-cache file. */
   readonly scratchDir: string;
   readonly outFile: string;
@@ -45,12 +47,15 @@ export interface ChildResult {
   readonly cachedSameToken: boolean | null;
   readonly peakRssBytes: number;
   readonly threadsRequested: number;
-  /** What the runtime says it uses (llama.cpp: context.currentThreads; mnemo: no thread setting yet → 1). */
+  /** What the runtime says it uses (llama.cpp: context.currentThreads; mnemo: the backend's thread count). */
   readonly threadsReported: number | null;
   readonly threadsNote: string;
   /** Teacher-forced agreement (llama.cpp child only): positions where its greedy token equals mnemo's. */
   readonly teacherForcedAgree?: number | null;
   readonly kvBytesPerToken: number;
+  /** mnemo only: the backend and arithmetic it ran with (`native`, `native-f32+int8a`, ...). */
+  readonly backend?: string;
+  readonly numerics?: string;
   readonly notes: string[];
 }
 

@@ -16,16 +16,22 @@ import { makeQ4KMFile } from './kquant-file';
 import { ensurePeer } from './peer';
 import { Rng } from './prng';
 import {
+  ALL_VARIANTS,
   agreement,
   type BenchConfig,
   type BenchReport,
   chartSvg,
   type FormatResult,
   figures,
+  formatTargets,
+  type MnemoVariant,
   markdown,
   referenceBandwidth,
   renderPng,
-  targets,
+  upgradeReport,
+  type VariantResult,
+  variantApplies,
+  variantBackend,
 } from './report';
 import { kvElementsPerToken, MODEL_SPECS, type ModelSpec } from './spec';
 import { makeVocab } from './vocab';
@@ -41,8 +47,8 @@ interface Args {
   peerThreads: number | undefined;
   skipPeer: boolean;
   skipMnemo: boolean;
-  /** mnemo with int8 activations (MNEMO_INT8_ACTIVATIONS=1); results go to `<model>-int8a.*`. */
-  int8: boolean;
+  /** What mnemo runs on, each in its own process per format: backend, with or without int8 activations. */
+  variants: MnemoVariant[];
   /** One GGUF file that both runtimes load as it is (instead of generated checkpoints). */
   gguf: string | undefined;
   /** Write a Q4_K_M-style GGUF of the model's shapes (random blocks) and bench it as with --gguf. */
@@ -63,9 +69,10 @@ const USAGE = `pnpm bench [options]
 
   --formats q4,q8,f16   formats to run (default: all three)
   --runs N              runs per figure, the median is reported (default 3)
+  --mnemo LIST          mnemo variants (default native,native+int8a,wasm,wasm+int8a): the native or WASM backend,
+                        "+int8a" with its opt-in int8 activations (q4/q8 only)
   --skip-peer           mnemo only (no node-llama-cpp install, no llama.cpp runs)
   --skip-mnemo          llama.cpp only (no greedy agreement then)
-  --int8-activations    mnemo with its opt-in int8 activations for q4/q8 (results in <model>-int8a.*)
   --8b                  also run Llama-3.1-8B (about 60 GB of checkpoints for the three formats, both runtimes)
   --model 1b|8b|tiny    run only this model (tiny: a small model of the same family, a quick smoke test)
   --gguf FILE           run both runtimes on this GGUF file as it is (any GGML types mnemo runs, e.g. Q4_K_M);
@@ -91,7 +98,7 @@ function parseArgs(argv: string[]): Args {
     peerThreads: undefined,
     skipPeer: false,
     skipMnemo: false,
-    int8: false,
+    variants: [...ALL_VARIANTS],
     gguf: undefined,
     makeQ4km: false,
     prefill: 512,
@@ -140,9 +147,15 @@ function parseArgs(argv: string[]): Args {
       case '--skip-mnemo':
         a.skipMnemo = true;
         break;
-      case '--int8-activations':
-        a.int8 = true;
+      case '--mnemo': {
+        const vs = (next() ?? '').split(',').filter(Boolean);
+        for (const v of vs)
+          if (!(ALL_VARIANTS as readonly string[]).includes(v))
+            throw new RangeError(`unknown mnemo variant ${v} (${ALL_VARIANTS.join(', ')})`);
+        if (vs.length === 0) throw new RangeError('--mnemo needs at least one variant');
+        a.variants = vs as MnemoVariant[];
         break;
+      }
       case '--make-q4km':
         a.makeQ4km = true;
         break;
@@ -282,7 +295,7 @@ async function benchModel(
     ttftTokens: a.ttft,
     agreeTokens: a.agree,
     contextSize,
-    ...(a.int8 ? { mnemoNumerics: 'wasm+int8a' } : {}),
+    variants: a.variants,
   };
   const notes: string[] = [];
   const loadBefore = loadavg()[0]!;
@@ -295,15 +308,7 @@ async function benchModel(
       ckpt = await ensureCheckpoint(spec, format, a.modelsDir, { log, force: a.regenerate });
     } catch (e) {
       errors.push(`checkpoint generation failed: ${(e as Error).message}`);
-      formats.push({
-        format,
-        label: FORMAT_INFO[format].label,
-        mnemo: null,
-        peer: null,
-        agreement: null,
-        targets: [],
-        errors,
-      });
+      formats.push({ format, label: FORMAT_INFO[format].label, mnemo: [], peer: null, targets: [], errors });
       continue;
     }
     log(
@@ -322,28 +327,35 @@ async function benchModel(
       scratchDir: '',
       outFile: '',
     };
-    let mnemo: ChildResult | null = null;
     const loads: Record<string, [number, number]> = {};
+    const mnemoRuns: [MnemoVariant, ChildResult | null][] = [];
     if (!a.skipMnemo) {
-      const before = loadavg()[0]!;
-      try {
-        const env: NodeJS.ProcessEnv = { MNEMO_THREADS: String(a.threads) };
-        env.MNEMO_INT8_ACTIVATIONS = a.int8 ? '1' : '0'; // never inherited: the report names what ran
-        log(
-          `  mnemo (${Object.entries(env)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(' ')})`,
-        );
-        mnemo = await runChild(
-          'child-mnemo.js',
-          { ...base, model: ckpt.dir, deadline: budget.nextDeadline() },
-          env,
-        );
-      } catch (e) {
-        errors.push(`mnemo: ${(e as Error).message}`);
+      for (const variant of a.variants) {
+        if (!variantApplies(variant, format)) continue;
+        const before = loadavg()[0]!;
+        const { backend, int8 } = variantBackend(variant);
+        let res: ChildResult | null = null;
+        try {
+          const env: NodeJS.ProcessEnv = { MNEMO_THREADS: String(a.threads) };
+          env.MNEMO_INT8_ACTIVATIONS = int8 ? '1' : '0'; // never inherited: the report names what ran
+          log(
+            `  mnemo ${variant} (${Object.entries(env)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')})`,
+          );
+          res = await runChild(
+            'child-mnemo.js',
+            { ...base, model: ckpt.dir, backend, deadline: budget.nextDeadline() },
+            env,
+          );
+        } catch (e) {
+          errors.push(`mnemo ${variant}: ${(e as Error).message}`);
+        }
+        loads[variant] = [before, loadavg()[0]!];
+        mnemoRuns.push([variant, res]);
       }
-      loads.mnemo = [before, loadavg()[0]!];
     }
+    const first = mnemoRuns.find(([, r]) => r !== null)?.[1] ?? null;
     let peer: ChildResult | null = null;
     if (!a.skipPeer) {
       const before = loadavg()[0]!;
@@ -358,7 +370,7 @@ async function benchModel(
             deadline: budget.nextDeadline(),
             peerDir: a.peerDir,
             contextSize,
-            ...(mnemo ? { referenceTokens: mnemo.runs[0]!.tokens } : {}),
+            ...(first ? { referenceTokens: first.runs[0]!.tokens } : {}),
           },
           {},
         );
@@ -368,19 +380,30 @@ async function benchModel(
       loads.peer = [before, loadavg()[0]!];
     }
     const kvElems = kvElementsPerToken(spec);
-    const m = mnemo
-      ? figures(
-          spec,
-          format,
-          mnemo,
-          config,
-          bandwidth,
-          ckpt.hfWeightBytes,
-          mnemo.kvBytesPerToken,
-          roundUp(maxTokens, 256),
-          loads.mnemo!,
-        )
-      : null;
+    const variants: VariantResult[] = mnemoRuns.map(([variant, res]) => ({
+      variant,
+      figures: res
+        ? figures(
+            spec,
+            format,
+            res,
+            config,
+            bandwidth,
+            ckpt.hfWeightBytes,
+            res.kvBytesPerToken,
+            roundUp(maxTokens, 256),
+            loads[variant]!,
+          )
+        : null,
+      agreement:
+        res && peer
+          ? {
+              ...agreement(res, peer, a.agree),
+              // llama.cpp was teacher-forced with the first variant's tokens only
+              ...(res === first ? {} : { teacherForced: null }),
+            }
+          : null,
+    }));
     // llama.cpp: f16 K and V for the whole context, allocated up front.
     const pf = peer
       ? figures(
@@ -395,15 +418,16 @@ async function benchModel(
           loads.peer!,
         )
       : null;
-    formats.push({
+    const result: FormatResult = {
       format,
       label: FORMAT_INFO[format].label,
-      mnemo: m,
+      mnemo: variants,
       peer: pf,
-      agreement: mnemo && peer ? agreement(mnemo, peer, a.agree) : null,
-      targets: targets(spec, format, m, pf),
+      targets: [],
       errors,
-    });
+    };
+    result.targets = formatTargets(spec, result);
+    formats.push(result);
     for (const e of errors) log(`  error: ${e}`);
   }
   const loadAfter = loadavg()[0]!;
@@ -437,7 +461,10 @@ async function benchModel(
     bandwidthMeasurements: [bandwidth],
     loadAverage: [
       loadBefore,
-      ...formats.flatMap((f) => [...(f.mnemo?.loadAverage ?? []), ...(f.peer?.loadAverage ?? [])]),
+      ...formats.flatMap((f) => [
+        ...f.mnemo.flatMap((v) => v.figures?.loadAverage ?? []),
+        ...(f.peer?.loadAverage ?? []),
+      ]),
       loadAfter,
     ],
     formats,
@@ -456,10 +483,10 @@ function finishReport(report: BenchReport, bandwidths: Bandwidth[]): void {
   report.bandwidth = best;
   report.bandwidthMeasurements = bandwidths;
   for (const f of report.formats) {
-    for (const fig of [f.mnemo, f.peer]) {
+    for (const fig of [...f.mnemo.map((v) => v.figures), f.peer]) {
       if (fig) fig.decodeBandwidthPct = (100 * fig.decodeGBs) / referenceBandwidth(best);
     }
-    f.targets = targets(report.spec, f.format, f.mnemo, f.peer);
+    f.targets = formatTargets(report.spec, f);
   }
   const cores = Number(report.machine.cores);
   // The benchmark itself keeps about `threads` cores busy; more than one core beyond that is someone else's work.
@@ -489,7 +516,7 @@ async function benchGguf(
     ttftTokens: a.ttft,
     agreeTokens: a.agree,
     contextSize,
-    ...(a.int8 ? { mnemoNumerics: 'wasm+int8a' } : {}),
+    variants: a.variants,
   };
   const types = Object.entries(g.typeBytes)
     .sort((x, y) => y[1] - x[1])
@@ -510,23 +537,29 @@ async function benchGguf(
   };
   const errors: string[] = [];
   const loads: Record<string, [number, number]> = {};
-  let mnemo: ChildResult | null = null;
+  const mnemoRuns: [MnemoVariant, ChildResult | null][] = [];
   if (!a.skipMnemo) {
-    const before = loadavg()[0]!;
-    try {
-      const env: NodeJS.ProcessEnv = {
-        MNEMO_THREADS: String(a.threads),
-        MNEMO_INT8_ACTIVATIONS: a.int8 ? '1' : '0',
-      };
-      log(
-        `  mnemo (MNEMO_THREADS=${env.MNEMO_THREADS} MNEMO_INT8_ACTIVATIONS=${env.MNEMO_INT8_ACTIVATIONS})`,
-      );
-      mnemo = await runChild('child-mnemo.js', { ...base, deadline: budget.nextDeadline() }, env);
-    } catch (e) {
-      errors.push(`mnemo: ${(e as Error).message}`);
+    for (const variant of a.variants) {
+      const before = loadavg()[0]!;
+      const { backend, int8 } = variantBackend(variant);
+      let res: ChildResult | null = null;
+      try {
+        const env: NodeJS.ProcessEnv = {
+          MNEMO_THREADS: String(a.threads),
+          MNEMO_INT8_ACTIVATIONS: int8 ? '1' : '0', // never inherited: the report names what ran
+        };
+        log(
+          `  mnemo ${variant} (MNEMO_THREADS=${env.MNEMO_THREADS} MNEMO_INT8_ACTIVATIONS=${env.MNEMO_INT8_ACTIVATIONS})`,
+        );
+        res = await runChild('child-mnemo.js', { ...base, backend, deadline: budget.nextDeadline() }, env);
+      } catch (e) {
+        errors.push(`mnemo ${variant}: ${(e as Error).message}`);
+      }
+      loads[variant] = [before, loadavg()[0]!];
+      mnemoRuns.push([variant, res]);
     }
-    loads.mnemo = [before, loadavg()[0]!];
   }
+  const first = mnemoRuns.find(([, r]) => r !== null)?.[1] ?? null;
   let peer: ChildResult | null = null;
   if (!a.skipPeer) {
     const before = loadavg()[0]!;
@@ -540,7 +573,7 @@ async function benchGguf(
           deadline: budget.nextDeadline(),
           peerDir: a.peerDir,
           contextSize,
-          ...(mnemo ? { referenceTokens: mnemo.runs[0]!.tokens } : {}),
+          ...(first ? { referenceTokens: first.runs[0]!.tokens } : {}),
         },
         {},
       );
@@ -563,9 +596,29 @@ async function benchGguf(
       load,
       g.weightBytesPerToken,
     );
-  const m = mnemo ? fig(mnemo, mnemo.kvBytesPerToken, roundUp(maxTokens, 256), loads.mnemo!) : null;
+  const variants: VariantResult[] = mnemoRuns.map(([variant, res]) => ({
+    variant,
+    figures: res ? fig(res, res.kvBytesPerToken, roundUp(maxTokens, 256), loads[variant]!) : null,
+    agreement:
+      res && peer
+        ? {
+            ...agreement(res, peer, a.agree),
+            // llama.cpp was teacher-forced with the first variant's tokens only
+            ...(res === first ? {} : { teacherForced: null }),
+          }
+        : null,
+  }));
   const pf = peer ? fig(peer, kvElems * 2, contextSize, loads.peer!) : null;
   for (const e of errors) log(`  error: ${e}`);
+  const result: FormatResult = {
+    format: 'gguf',
+    label: `${g.fileType} GGUF, the same file for both runtimes (${types})`,
+    mnemo: variants,
+    peer: pf,
+    targets: [],
+    errors,
+  };
+  result.targets = formatTargets(spec, result);
   return {
     model: spec.name,
     spec,
@@ -581,18 +634,8 @@ async function benchGguf(
     config,
     bandwidth,
     bandwidthMeasurements: [bandwidth],
-    loadAverage: [...(m?.loadAverage ?? []), ...(pf?.loadAverage ?? [])],
-    formats: [
-      {
-        format: 'gguf',
-        label: `${g.fileType} GGUF, the same file for both runtimes (${types})`,
-        mnemo: m,
-        peer: pf,
-        agreement: mnemo && peer ? agreement(mnemo, peer, a.agree) : null,
-        targets: targets(spec, 'gguf', m, pf),
-        errors,
-      },
-    ],
+    loadAverage: [...variants.flatMap((v) => v.figures?.loadAverage ?? []), ...(pf?.loadAverage ?? [])],
+    formats: [result],
     notes: [
       'Both runtimes load the same GGUF file as it is: mnemo computes with its GGML blocks (Q4_K, Q6_K, ... per tensor, exact f32 path unless int8 activations are asked for), llama.cpp with its own CPU kernels. Prompts are seeded ids of the file’s normal tokens.',
       'Decode bandwidth = (the tensors in their stored form, one row of the embedding unless it is the head, + KV at the mean decode context) × decode tok/s. mnemo keeps its KV cache in f32, llama.cpp in f16.',
@@ -616,7 +659,7 @@ async function save(report: BenchReport, stem: string): Promise<string> {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (a.render !== undefined) {
-    const report = JSON.parse(readFileSync(a.render, 'utf8')) as BenchReport;
+    const report = upgradeReport(JSON.parse(readFileSync(a.render, 'utf8')) as BenchReport);
     process.stdout.write(`${await save(report, a.render.replace(/\.json$/, ''))}\n`);
     return;
   }
@@ -632,18 +675,20 @@ async function main(): Promise<void> {
   if (a.makeQ4km)
     a.gguf = makeQ4KMFile(a.models[0]!, join(a.modelsDir, `${a.models[0]!.name}-q4_k_m.gguf`), log).path;
   if (a.gguf !== undefined) {
-    const budget = new Budget(a.budgetMin, (a.skipMnemo ? 0 : 1) + (a.skipPeer ? 0 : 1));
+    const budget = new Budget(a.budgetMin, (a.skipMnemo ? 0 : a.variants.length) + (a.skipPeer ? 0 : 1));
     const report = await benchGguf(a.gguf, a, bandwidth, budget, git);
     log('measuring memory read bandwidth again…');
     const again = await measureBandwidth();
     log(`  ${describeBandwidth(again)}`);
     bandwidths.push(again);
     finishReport(report, bandwidths);
-    const md = await save(report, join(a.out, `${report.model}${a.int8 ? '-int8a' : ''}`));
+    const md = await save(report, join(a.out, report.model));
     process.stdout.write(`\n${md}\n`);
     return;
   }
-  const children = a.models.length * a.formats.length * ((a.skipMnemo ? 0 : 1) + (a.skipPeer ? 0 : 1));
+  const perFormat = (f: Format) =>
+    (a.skipMnemo ? 0 : a.variants.filter((v) => variantApplies(v, f)).length) + (a.skipPeer ? 0 : 1);
+  const children = a.models.length * a.formats.reduce((n, f) => n + perFormat(f), 0);
   const budget = new Budget(a.budgetMin, children);
   for (const spec of a.models) {
     const report = await benchModel(spec, a, bandwidth, budget, git);
@@ -653,7 +698,7 @@ async function main(): Promise<void> {
     log(`  ${describeBandwidth(again)}`);
     bandwidths.push(again);
     finishReport(report, bandwidths);
-    const md = await save(report, join(a.out, `${spec.name}${a.int8 ? '-int8a' : ''}`));
+    const md = await save(report, join(a.out, spec.name));
     process.stdout.write(`\n${md}\n`);
   }
 }

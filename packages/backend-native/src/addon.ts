@@ -33,6 +33,16 @@ export interface NativeContext {
   /** Converts buffer h in place between row-major (toPanel 0) and panels (1). */
   repack(h: number, rows: number, cols: number, kind: number, arg: number, toPanel: number): void;
   readFile(h: number, byteOffset: number, fd: number, position: number, bytes: number): void;
+  /** A row-major matrix read from a file, packed into the panel buffer `dst` a few rows at a time. */
+  packFile(
+    dst: number,
+    fd: number,
+    position: number,
+    rows: number,
+    cols: number,
+    kind: number,
+    arg: number,
+  ): void;
   toF32(out: number, outOff: number, src: number, srcOff: number, n: number, dtype: number): void;
   matmul(
     y: number,

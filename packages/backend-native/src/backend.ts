@@ -19,6 +19,7 @@ import {
   checkEmbedding,
   checkFree,
   checkMatmul,
+  checkQuantSpec,
   checkRead,
   checkReadBytes,
   checkRmsnorm,
@@ -33,6 +34,7 @@ import {
   checkWrite,
   DTYPE_BYTES,
   type DType,
+  type FileRange,
   isDType,
   Owner,
   packedRowWords,
@@ -84,11 +86,16 @@ export interface NativeBackend extends Backend {
   readonly isa: string;
   /** Bytes of native buffers held (panel padding included; scratch excluded). */
   nativeBytes(): number;
-  /**
-   * Like `upload`, reading the bytes straight from an open file (`fd`, at byte `position`) into native memory, with
-   * no JavaScript copy. Same result as `upload(dtype, shape, bytes read from the file)`.
-   */
-  uploadFromFile(dtype: DType, shape: readonly number[], fd: number, position: number): Tensor;
+  /** `upload` reading the bytes from an open file straight into native memory (`pread`; no JavaScript copy). */
+  uploadFromFile(dtype: DType, shape: readonly number[], src: FileRange): Tensor;
+  /** `uploadQuantized` with each part read from its file range, packed on the way in a few rows at a time. */
+  uploadQuantizedFromFile(
+    spec: QuantSpec,
+    shape: readonly [rows: number, cols: number],
+    packed: FileRange,
+    scales: FileRange,
+    biases: FileRange,
+  ): QuantizedTensor;
 }
 
 export class NativeBackendImpl implements NativeBackend {
@@ -185,28 +192,79 @@ export class NativeBackendImpl implements NativeBackend {
     return t;
   }
 
-  uploadFromFile(dtype: DType, shape: readonly number[], fd: number, position: number): Tensor {
-    this.owner.checkLive('uploadFromFile');
-    if (!isDType(dtype)) throw new TypeError(`uploadFromFile: unknown dtype ${String(dtype)}`);
-    const bytes = checkShape('uploadFromFile', shape) * DTYPE_BYTES[dtype];
-    if (!Number.isSafeInteger(fd) || fd < 0)
-      throw new RangeError(`uploadFromFile: bad file descriptor ${fd}`);
-    if (!Number.isSafeInteger(position) || position < 0)
-      throw new RangeError(`uploadFromFile: bad file position ${position}`);
-    const h = this.allocHandle('uploadFromFile', bytes);
-    let panel: Panel | null = null;
+  uploadFromFile(dtype: DType, shape: readonly number[], src: FileRange): Tensor {
+    const op = 'uploadFromFile';
+    this.owner.checkLive(op);
+    if (!isDType(dtype)) throw new TypeError(`${op}: unknown dtype ${String(dtype)}`);
+    const bytes = checkShape(op, shape) * DTYPE_BYTES[dtype];
+    checkFileRange(op, 'src', src);
+    const panel: Panel | null =
+      shape.length === 2 && (dtype === 'f16' || dtype === 'bf16') && shape[0]! > 0 && shape[1]! > 0
+        ? { kind: 0, rows: shape[0]!, cols: shape[1]!, arg: 2 }
+        : null;
+    const h = this.fileHandle(op, src, bytes, panel);
+    return new Tensor(this.name, dtype, [...shape], this.newStorage(dtype, bytes, h, panel), 0);
+  }
+
+  /** A buffer filled from a file range: packed when `panel` is given, else the bytes as they are. */
+  private fileHandle(op: string, src: FileRange, bytes: number, panel: Panel | null): number {
+    const h = this.allocHandle(op, panel ? panelBytes(panel.kind, panel.rows, panel.cols, panel.arg) : bytes);
     try {
-      if (bytes > 0) this.ctx.readFile(h, 0, fd, position, bytes);
-      if (shape.length === 2 && (dtype === 'f16' || dtype === 'bf16') && shape[0]! > 0 && shape[1]! > 0) {
-        panel = { kind: 0, rows: shape[0]!, cols: shape[1]!, arg: 2 };
-        this.ctx.repack(h, panel.rows, panel.cols, 0, 2, 1);
-      }
+      if (panel) this.ctx.packFile(h, src.fd, src.position, panel.rows, panel.cols, panel.kind, panel.arg);
+      else if (bytes > 0) this.ctx.readFile(h, 0, src.fd, src.position, bytes);
     } catch (e) {
       this.ctx.free(h);
-      if (e instanceof RangeError) throw new RangeError(`uploadFromFile: ${e.message}`);
+      if (e instanceof RangeError) throw new RangeError(`${op}: ${e.message}`);
       throw e;
     }
-    return new Tensor(this.name, dtype, [...shape], this.newStorage(dtype, bytes, h, panel), 0);
+    return h;
+  }
+
+  uploadQuantizedFromFile(
+    spec: QuantSpec,
+    shape: readonly [rows: number, cols: number],
+    packed: FileRange,
+    scales: FileRange,
+    biases: FileRange,
+  ): QuantizedTensor {
+    const op = 'uploadQuantizedFromFile';
+    this.owner.checkLive(op);
+    checkQuantShape(op, spec, shape);
+    checkFileRange(op, 'packed', packed);
+    checkFileRange(op, 'scales', scales);
+    checkFileRange(op, 'biases', biases);
+    const [rows, cols] = shape;
+    const groups = cols / spec.groupSize;
+    const es = DTYPE_BYTES[spec.scaleDtype];
+    const empty = rows === 0 || cols === 0;
+    const made: number[] = [];
+    const parts: NativeStorage[] = [];
+    const part = (dtype: DType, src: FileRange, bytes: number, panel: Panel | null) => {
+      const h = this.fileHandle(op, src, bytes, empty ? null : panel);
+      made.push(h);
+      parts.push({ handle: h, panel: empty ? null : panel, byteLength: bytes, dtype, freed: false });
+    };
+    try {
+      part('u32', packed, rows * packedRowWords(spec, cols) * 4, { kind: 1, rows, cols, arg: spec.bits });
+      part(spec.scaleDtype, scales, rows * groups * es, { kind: 0, rows, cols: groups, arg: es });
+      part(spec.scaleDtype, biases, rows * groups * es, { kind: 0, rows, cols: groups, arg: es });
+    } catch (e) {
+      for (const h of made) this.ctx.free(h);
+      throw e;
+    }
+    for (const s of parts) this.owner.add(s);
+    return this.quantizedOf(spec, rows, cols, parts);
+  }
+
+  private quantizedOf(spec: QuantSpec, rows: number, cols: number, parts: NativeStorage[]): QuantizedTensor {
+    const groups = cols / spec.groupSize;
+    return new QuantizedTensor(
+      { bits: spec.bits, groupSize: spec.groupSize, scaleDtype: spec.scaleDtype },
+      [rows, cols],
+      new Tensor(this.name, 'u32', [rows, packedRowWords(spec, cols)], parts[0]!, 0),
+      new Tensor(this.name, spec.scaleDtype, [rows, groups], parts[1]!, 0),
+      new Tensor(this.name, spec.scaleDtype, [rows, groups], parts[2]!, 0),
+    );
   }
 
   uploadQuantized(
@@ -222,7 +280,6 @@ export class NativeBackendImpl implements NativeBackend {
     const [rows, cols] = shape;
     const { bits, groupSize, scaleDtype } = spec;
     const groups = cols / groupSize;
-    const words = packedRowWords(spec, cols);
     const es = DTYPE_BYTES[scaleDtype];
     const made: number[] = [];
     const parts: NativeStorage[] = [];
@@ -249,13 +306,7 @@ export class NativeBackendImpl implements NativeBackend {
       throw e;
     }
     for (const s of parts) this.owner.add(s);
-    return new QuantizedTensor(
-      { bits, groupSize, scaleDtype },
-      [rows, cols],
-      new Tensor(this.name, 'u32', [rows, words], parts[0]!, 0),
-      new Tensor(this.name, scaleDtype, [rows, groups], parts[1]!, 0),
-      new Tensor(this.name, scaleDtype, [rows, groups], parts[2]!, 0),
-    );
+    return this.quantizedOf(spec, rows, cols, parts);
   }
 
   view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
@@ -576,6 +627,21 @@ export class NativeBackendImpl implements NativeBackend {
       k.shape[0]!,
     );
   }
+}
+
+function checkFileRange(op: string, what: string, r: FileRange): void {
+  if (typeof r !== 'object' || r === null) throw new TypeError(`${op}: ${what} must be { fd, position }`);
+  if (!Number.isSafeInteger(r.fd) || r.fd < 0)
+    throw new RangeError(`${op}: ${what}.fd must be a file descriptor, got ${r.fd}`);
+  if (!Number.isSafeInteger(r.position) || r.position < 0)
+    throw new RangeError(`${op}: ${what}.position must be an integer >= 0, got ${r.position}`);
+}
+
+/** The checks of uploadQuantized that do not concern the data (shape and spec). */
+function checkQuantShape(op: string, spec: QuantSpec, shape: readonly [number, number]): void {
+  if (!Array.isArray(shape) || shape.length !== 2) throw new RangeError(`${op}: shape must be [rows, cols]`);
+  checkShape(op, shape);
+  checkQuantSpec(op, spec, shape[1]);
 }
 
 /** Whether `t` shares its storage with one of the tensors an op also uses as activations. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { read } from 'node:fs';
 import type { RawConfig } from './config';
 
 /** What a tensor's digest covers besides its bytes: name, dtype, shape and length, unambiguously separated. */
@@ -19,6 +20,43 @@ export function tensorDigest(
     .digest('hex');
 }
 
+/** Bytes read at a time by {@link tensorDigestFromFile}. */
+const FILE_CHUNK = 4 << 20;
+
+function readAt(fd: number, buf: Uint8Array, length: number, position: number): Promise<number> {
+  return new Promise((res, rej) => read(fd, buf, 0, length, position, (e, n) => (e ? rej(e) : res(n))));
+}
+
+/**
+ * {@link tensorDigest} of the `byteLength` bytes at `position` of an open file (`fd`), read through one bounded buffer
+ * (never the whole tensor): for backends that load the tensor itself straight from the file. A file shorter than the
+ * range is a RangeError.
+ */
+export async function tensorDigestFromFile(
+  name: string,
+  dtype: string,
+  shape: readonly number[],
+  byteLength: number,
+  fd: number,
+  position: number,
+): Promise<string> {
+  const h = createHash('sha256').update(tensorHeader(name, dtype, shape, byteLength));
+  const buf = new Uint8Array(Math.min(byteLength, FILE_CHUNK));
+  for (let done = 0; done < byteLength; ) {
+    const want = Math.min(buf.byteLength, byteLength - done);
+    let got = 0;
+    while (got < want) {
+      const n = await readAt(fd, buf.subarray(got), want - got, position + done + got);
+      if (n === 0)
+        throw new RangeError(`tensor "${name}": the file ends ${byteLength - done - got} bytes before the tensor does`);
+      got += n;
+    }
+    h.update(buf.subarray(0, want));
+    done += want;
+  }
+  return h.digest('hex');
+}
+
 /**
  * Identity of a model's weights, accumulated while they load: per tensor its name, dtype, shape and the sha256 of
  * every one of its bytes. Any change to any byte of any tensor the model reads changes the model's fingerprint, so a
@@ -31,6 +69,20 @@ export class WeightDigest {
   /** Hashes `bytes`, all of them. Returns the tensor's digest. */
   add(name: string, dtype: string, shape: readonly number[], bytes: Uint8Array): string {
     const hex = tensorDigest(name, dtype, shape, bytes);
+    this.entries.set(name, hex);
+    return hex;
+  }
+
+  /** {@link add} of the bytes at `position` of an open file, read through a bounded buffer. Returns the digest. */
+  async addFromFile(
+    name: string,
+    dtype: string,
+    shape: readonly number[],
+    byteLength: number,
+    fd: number,
+    position: number,
+  ): Promise<string> {
+    const hex = await tensorDigestFromFile(name, dtype, shape, byteLength, fd, position);
     this.entries.set(name, hex);
     return hex;
   }

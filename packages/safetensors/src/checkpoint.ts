@@ -43,6 +43,8 @@ export interface Checkpoint {
   readInto(name: string, out: Uint8Array): Promise<void>;
   /** The identity of shard `file` (a path of `files`), now, from its open handle (see `SafetensorsFile.identity`). */
   identity(file: string): Promise<FileIdentity>;
+  /** The tensor's file descriptor (valid until `close()`), absolute position and length. Throws NOT_FOUND / CLOSED. */
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number };
   close(): Promise<void>;
 }
 
@@ -298,6 +300,10 @@ class MergedCheckpoint implements Checkpoint {
         tensor: file,
       });
     return f.identity();
+  }
+
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number } {
+    return this.#file(name).fileRange(name);
   }
 
   async close(): Promise<void> {

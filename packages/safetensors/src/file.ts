@@ -41,6 +41,11 @@ export interface SafetensorsFile {
    * was not written to since it was opened (see `FileIdentity` of `@mnemo/files`).
    */
   identity(): Promise<FileIdentity>;
+  /**
+   * Where the tensor's bytes lie in the open file: its descriptor (valid until `close()`) and absolute position, for
+   * readers that copy straight from the file (e.g. a native backend's `uploadFromFile`). Throws NOT_FOUND / CLOSED.
+   */
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number };
   /** Closes the file handle; further reads throw CLOSED. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -115,6 +120,11 @@ class OpenFile implements SafetensorsFile {
     const out = allocBytes(t.byteLength, this.path, name);
     await readFully(fh, out, t.byteOffset, this.path, name);
     return out;
+  }
+
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number } {
+    const t = this.info(name);
+    return { fd: this.#handle(name).fd, position: t.byteOffset, byteLength: t.byteLength };
   }
 
   readSync(name: string): Uint8Array {

@@ -85,6 +85,12 @@ export interface WriteKvOptions {
   readonly keep?: number;
 }
 
+/** Where a tensor's bytes lie in an open file: a descriptor the caller keeps open during the call, and a byte position. */
+export interface FileRange {
+  readonly fd: number;
+  readonly position: number;
+}
+
 export interface RopeOptions {
   readonly nHeads: number;
   readonly headDim: number;
@@ -151,6 +157,19 @@ export interface Backend {
     shape: readonly [rows: number, cols: number],
     blocks: ArrayBufferView,
   ): GgmlTensor;
+  /**
+   * Optional: `upload` with the bytes read from `src` straight into the backend's memory, with no JavaScript copy of
+   * the tensor. Same result as `upload(dtype, shape, bytes read from the file)`; a short file is a `RangeError`.
+   */
+  uploadFromFile?(dtype: DType, shape: readonly number[], src: FileRange): Tensor;
+  /** Optional: `uploadQuantized` with each part read from its file range (see {@link Backend.uploadFromFile}). */
+  uploadQuantizedFromFile?(
+    spec: QuantSpec,
+    shape: readonly [rows: number, cols: number],
+    packed: FileRange,
+    scales: FileRange,
+    biases: FileRange,
+  ): QuantizedTensor;
   /** A tensor sharing `t`'s storage: elements `[offset, offset + prod(shape))` of `t` under `shape`. */
   view(t: Tensor, shape: readonly number[], offset?: number): Tensor;
   /** Copies `src`'s elements into `dst` (same dtype and size). */

@@ -4,6 +4,7 @@ export {
   type Backend,
   type BackendFactory,
   type BackendOptions,
+  type FileRange,
   type KvRows,
   kvRow,
   type RopeLayout,
@@ -39,6 +40,7 @@ export {
   isGgmlBlockType,
 } from './ggml';
 export {
+  checkQuantSpec,
   dequantize,
   dequantizeRow,
   INT8_ACTIVATION_BLOCK,

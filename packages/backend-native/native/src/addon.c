@@ -384,6 +384,58 @@ static napi_value m_repack(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+static int read_fully(int fd, uint8_t *d, int64_t n, int64_t pos, int64_t *done) {
+  *done = 0;
+  while (*done < n) {
+    int64_t want = n - *done > (1 << 30) ? (1 << 30) : n - *done;
+    ssize_t got = pread(fd, d + *done, (size_t)want, (off_t)(pos + *done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return got < 0 ? errno : -1;
+    *done += got;
+  }
+  return 0;
+}
+
+/*
+ * packFile(dst, fd, position, rows, cols, kind, arg): a row-major matrix read from a file, packed into the panel buffer
+ * dst a few rows at a time (a bounded temporary: never the whole matrix).
+ */
+static napi_value m_pack_file(napi_env env, napi_callback_info info) {
+  BEGIN("packFile", 7);
+  int64_t dh = I(0), fd = I(1), pos = I(2), rows = I(3), cols = I(4), kind = I(5), arg = I(6);
+  CHECK;
+  if (!layout_ok((int)kind, rows, cols, arg) || fd < 0 || pos < 0)
+    return throw_range(env, "native packFile: bad arguments");
+  int64_t rb = row_bytes((int)kind, cols, arg), total = layout_bytes((int)kind, rows, cols, arg);
+  if (rb < 0 || total < 0) return throw_range(env, "native packFile: the matrix is too large");
+  uint8_t *d = AT(dh, 0, total);
+  CHECK;
+  if (rows % 16) {
+    int64_t pbytes = layout_bytes((int)kind, 16, cols, arg);
+    memset(d + (rows / 16) * pbytes, 0, (size_t)pbytes);
+  }
+  int64_t chunk = rb > 0 ? ((int64_t)4 << 20) / rb : rows;
+  if (chunk < 1) chunk = 1;
+  if (chunk > rows) chunk = rows;
+  uint8_t *tmp = (uint8_t *)alloc_aligned(mul2(chunk, rb) > 0 ? mul2(chunk, rb) : 64);
+  if (!tmp) return throw_range(env, "native packFile: could not allocate a read buffer");
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows, done;
+    int err = read_fully((int)fd, tmp, (r1 - r0) * rb, pos + r0 * rb, &done);
+    if (err) {
+      free(tmp);
+      return throw_range(env, "native packFile: read %lld of %lld bytes at %lld (%s)", (long long)(r0 * rb + done),
+                         (long long)(rows * rb), (long long)pos, err > 0 ? strerror(err) : "end of file");
+    }
+    if (kind == 0)
+      mn_pack_dense_rows(d, tmp, rows, cols, (int)arg, r0, r1);
+    else
+      mn_pack_codes_rows((uint32_t *)d, (const uint32_t *)tmp, rows, cols, (int)arg, r0, r1);
+  }
+  free(tmp);
+  return undefined(env);
+}
+
 /* readFile(h, off, fd, position, bytes): reads a file range straight into a buffer */
 static napi_value m_read_file(napi_env env, napi_callback_info info) {
   BEGIN("readFile", 5);
@@ -391,15 +443,11 @@ static napi_value m_read_file(napi_env env, napi_callback_info info) {
   uint8_t *d = AT(h, off, n);
   CHECK;
   if (fd < 0 || pos < 0) return throw_range(env, "native readFile: bad file descriptor or position");
-  int64_t done = 0;
-  while (done < n) {
-    ssize_t got = pread((int)fd, d + done, (size_t)(n - done > (1 << 30) ? (1 << 30) : n - done), (off_t)(pos + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0)
-      return throw_range(env, "native readFile: read %lld of %lld bytes at %lld (%s)", (long long)done, (long long)n,
-                         (long long)pos, got < 0 ? strerror(errno) : "end of file");
-    done += got;
-  }
+  int64_t done;
+  int err = read_fully((int)fd, d, n, pos, &done);
+  if (err)
+    return throw_range(env, "native readFile: read %lld of %lld bytes at %lld (%s)", (long long)done, (long long)n,
+                       (long long)pos, err > 0 ? strerror(err) : "end of file");
   return undefined(env);
 }
 
@@ -838,7 +886,7 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
   } methods[] = {
       {"alloc", m_alloc},         {"free", m_free},       {"write", m_write},     {"read", m_read},
       {"copy", m_copy},           {"fill", m_fill},       {"pack", m_pack},       {"repack", m_repack},
-      {"readFile", m_read_file},  {"toF32", m_to_f32},    {"matmul", m_matmul},   {"embedding", m_embedding},
+      {"readFile", m_read_file},  {"packFile", m_pack_file},  {"toF32", m_to_f32},    {"matmul", m_matmul},   {"embedding", m_embedding},
       {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"bytes", m_bytes},         {"dispose", m_dispose},

@@ -103,6 +103,9 @@ export interface NativeContext {
   ): void;
   add(out: number, outOff: number, a: number, aOff: number, b: number, bOff: number, n: number): void;
   swiglu(out: number, outOff: number, g: number, gOff: number, u: number, uOff: number, n: number): void;
+  geluGlu(out: number, outOff: number, g: number, gOff: number, u: number, uOff: number, n: number): void;
+  softcap(x: number, xOff: number, n: number, cap: number): void;
+  scale(out: number, outOff: number, x: number, xOff: number, n: number, s: number): void;
   softmax(x: number, xOff: number, rows: number, n: number): void;
   argmax(x: number, xOff: number, n: number): number;
   attention(
@@ -122,8 +125,10 @@ export interface NativeContext {
     scale: number,
     window: number,
     capacity: number,
+    softcap: number,
   ): void;
   exp(out: number, outOff: number, x: number, xOff: number, n: number): void;
+  tanh(out: number, outOff: number, x: number, xOff: number, n: number): void;
   /** Bytes of live native buffers. */
   bytes(): number;
   dispose(): void;

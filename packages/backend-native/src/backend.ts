@@ -18,13 +18,16 @@ import {
   checkCopyRows,
   checkEmbedding,
   checkFree,
+  checkGeluGlu,
   checkMatmul,
   checkQuantSpec,
   checkRead,
   checkReadBytes,
   checkRmsnorm,
   checkRope,
+  checkScale,
   checkShape,
+  checkSoftcap,
   checkSoftmax,
   checkSwiglu,
   checkToF32,
@@ -577,6 +580,38 @@ export class NativeBackendImpl implements NativeBackend {
     );
   }
 
+  geluGlu(out: Tensor, gate: Tensor, up: Tensor): void {
+    checkGeluGlu(this.owner, out, gate, up);
+    this.plain(out);
+    this.plain(gate);
+    this.plain(up);
+    if (out.size === 0) return;
+    this.ctx.geluGlu(
+      handle(out),
+      byteOffset(out),
+      handle(gate),
+      byteOffset(gate),
+      handle(up),
+      byteOffset(up),
+      out.size,
+    );
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    checkSoftcap(this.owner, x, cap);
+    this.plain(x);
+    if (x.size === 0) return;
+    this.ctx.softcap(handle(x), byteOffset(x), x.size, cap);
+  }
+
+  scale(out: Tensor, x: Tensor, s: number): void {
+    checkScale(this.owner, out, x, s);
+    this.plain(out);
+    this.plain(x);
+    if (out.size === 0) return;
+    this.ctx.scale(handle(out), byteOffset(out), handle(x), byteOffset(x), out.size, s);
+  }
+
   add(out: Tensor, a: Tensor, b: Tensor): void {
     checkAdd(this.owner, out, a, b);
     this.plain(out);
@@ -625,6 +660,7 @@ export class NativeBackendImpl implements NativeBackend {
       opts.scale,
       opts.window ?? 0,
       k.shape[0]!,
+      opts.softcap ?? 0,
     );
   }
 }

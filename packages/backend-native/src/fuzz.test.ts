@@ -310,6 +310,9 @@ describe('fuzzing the native backend', () => {
           ),
       ],
       ['swiglu', () => b.swiglu(tensor(), tensor(), tensor())],
+      ['geluGlu', () => b.geluGlu(tensor(), tensor(), tensor())],
+      ['softcap', () => b.softcap(tensor(), r.pick([1, 30, 0, -1, Number.NaN, Infinity, 1e-30]))],
+      ['scale', () => b.scale(tensor(), tensor(), r.pick([1, 0.5, -2, Number.NaN, Infinity, 1e300]))],
       ['add', () => b.add(tensor(), tensor(), tensor())],
       ['softmax', () => b.softmax(tensor())],
       [
@@ -335,6 +338,7 @@ describe('fuzzing the native backend', () => {
               headDim: r.pick([1, 2, 4, 8, 16, 0, 5]),
               scale: r.pick([0.5, 1, Number.NaN, Infinity]),
               window: opt(() => garbageNumber(r)),
+              softcap: opt(() => r.pick([0, 10, -1, Number.NaN, Infinity])),
             } as never),
           ),
       ],
@@ -456,7 +460,12 @@ describe('fuzzing the native backend', () => {
           0.5,
           n(),
           n(),
+          r.pick([0, 1, -1, 50, Number.NaN]),
         ),
+      () => ctx.geluGlu(h(), n(), h(), n(), h(), n(), n()),
+      () => ctx.softcap(h(), n(), n(), r.pick([1, 0, -1, 30, Number.NaN, Infinity])),
+      () => ctx.scale(h(), n(), h(), n(), n(), r.pick([1, 0.5, Number.NaN, Infinity])),
+      () => ctx.tanh(h(), n(), h(), n(), n()),
       () => ctx.repack(h(), n(), r.pick([32, 64, 3]), r.int(0, 3), r.pick([2, 4, 8, 3]), r.int(0, 2)),
       () =>
         ctx.pack(

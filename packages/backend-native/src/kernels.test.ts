@@ -49,5 +49,6 @@ describe('C kernel tests', () => {
       expect(r.status).toBe(0);
       expect(hash(r.out)).toBe(hostHash);
     },
+    900_000,
   );
 });

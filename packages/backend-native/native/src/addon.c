@@ -671,7 +671,8 @@ typedef struct {
   float *out;
   const float *a, *b;
   int64_t n, per;
-  int op;
+  int op; /* 0 add, 1 swiglu, 2 geluGlu, 3 softcap (in place), 4 scale */
+  float f;
 } ew_job;
 static void ew_task(void *arg, int64_t t, int thread) {
   (void)thread;
@@ -679,17 +680,23 @@ static void ew_task(void *arg, int64_t t, int thread) {
   int64_t i0 = t * j->per, i1 = i0 + j->per < j->n ? i0 + j->per : j->n;
   if (j->op == 0)
     j->k->add(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
-  else
+  else if (j->op == 1)
     j->k->swiglu(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
+  else if (j->op == 2)
+    j->k->gelu_glu(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
+  else if (j->op == 3)
+    j->k->softcap(j->out + i0, i1 - i0, j->f);
+  else
+    j->k->scale(j->out + i0, j->a + i0, i1 - i0, j->f);
 }
 
 static napi_value elementwise(napi_env env, napi_callback_info info, int op) {
-  BEGIN(op == 0 ? "add" : "swiglu", 7);
+  BEGIN(op == 0 ? "add" : op == 1 ? "swiglu" : "geluGlu", 7);
   int64_t oh = I(0), oo = I(1), ah = I(2), ao = I(3), bh = I(4), bo = I(5), n = I(6);
   CHECK;
   if (n < 0) return throw_range(env, "native %s: bad size", OP);
   ew_job j = {c->k, (float *)AT(oh, oo, mul2(n, 4)), (const float *)AT(ah, ao, mul2(n, 4)), (const float *)AT(bh, bo, mul2(n, 4)), n,
-              65536, op};
+              65536, op, 0.0f};
   CHECK;
   if (n == 0) return undefined(env);
   mn_pool_run(c->pool, ew_task, &j, (n + j.per - 1) / j.per);
@@ -697,6 +704,35 @@ static napi_value elementwise(napi_env env, napi_callback_info info, int op) {
 }
 static napi_value m_add(napi_env env, napi_callback_info info) { return elementwise(env, info, 0); }
 static napi_value m_swiglu(napi_env env, napi_callback_info info) { return elementwise(env, info, 1); }
+static napi_value m_gelu_glu(napi_env env, napi_callback_info info) { return elementwise(env, info, 2); }
+
+/* softcap(x, xOff, n, cap): in place */
+static napi_value m_softcap(napi_env env, napi_callback_info info) {
+  BEGIN("softcap", 4);
+  int64_t xh = I(0), xo = I(1), n = I(2);
+  double cap = F(3);
+  CHECK;
+  if (n < 0 || !(cap > 0 && cap <= 3.4028234663852886e38)) return throw_range(env, "native softcap: bad arguments");
+  float *x = (float *)AT(xh, xo, mul2(n, 4));
+  CHECK;
+  ew_job j = {c->k, x, x, x, n, 65536, 3, (float)cap};
+  if (n > 0) mn_pool_run(c->pool, ew_task, &j, (n + j.per - 1) / j.per);
+  return undefined(env);
+}
+
+/* scale(out, outOff, x, xOff, n, s) */
+static napi_value m_scale(napi_env env, napi_callback_info info) {
+  BEGIN("scale", 6);
+  int64_t oh = I(0), oo = I(1), xh = I(2), xo = I(3), n = I(4);
+  double sc = F(5);
+  CHECK;
+  if (n < 0) return throw_range(env, "native scale: bad size");
+  ew_job j = {c->k, (float *)AT(oh, oo, mul2(n, 4)), (const float *)AT(xh, xo, mul2(n, 4)), NULL, n, 65536, 4,
+              (float)sc};
+  CHECK;
+  if (n > 0) mn_pool_run(c->pool, ew_task, &j, (n + j.per - 1) / j.per);
+  return undefined(env);
+}
 
 typedef struct {
   const mn_kernels *k;
@@ -745,13 +781,14 @@ static void at_task(void *arg, int64_t t, int thread) {
   j->k->attention(j->a, kvh, r0, r1, j->scratch + thread * j->per_thread);
 }
 
-/* attention(out, outOff, q, qOff, k, kOff, v, vOff, rows, start, nheads, nkv, hd, scale, window, capacity) */
+/* attention(out, outOff, q, qOff, k, kOff, v, vOff, rows, start, nheads, nkv, hd, scale, window, capacity, softcap) */
 static napi_value m_attention(napi_env env, napi_callback_info info) {
-  BEGIN("attention", 16);
+  BEGIN("attention", 17);
   int64_t oh = I(0), oo = I(1), qh = I(2), qo = I(3), kh = I(4), ko = I(5), vh = I(6), vo = I(7), rows = I(8),
           start = I(9), nh = I(10), nkv = I(11), hd = I(12), window = I(14), cap = I(15);
-  double scale = F(13);
+  double scale = F(13), softcap = F(16);
   CHECK;
+  if (!(softcap >= 0 && softcap <= 3.4028234663852886e38)) return throw_range(env, "native attention: bad softcap");
   if (rows < 0 || start < 0 || nh < 1 || nkv < 1 || nh % nkv || hd < 1 || window < 0 || rows > MAX_BYTES ||
       start > MAX_BYTES || cap < start + rows || nh > (1 << 20) || hd > (1 << 20))
     return throw_range(env, "native attention: bad sizes");
@@ -762,6 +799,7 @@ static napi_value m_attention(napi_env env, napi_callback_info info) {
   a.v = (const float *)AT(vh, vo, mul4(cap, nkv, hd, 4));
   CHECK;
   a.rows = rows, a.start = start, a.nheads = nh, a.nkv = nkv, a.hd = hd, a.window = window, a.scale = (float)scale;
+  a.softcap = (float)softcap;
   if (rows == 0) return undefined(env);
   int64_t per = MN_ATTN_SCRATCH(nh / nkv, hd);
   if (per > c->attn_floats) {
@@ -828,18 +866,20 @@ static napi_value m_bytes(napi_env env, napi_callback_info info) {
   return num(env, (double)((ctx *)data)->bytes);
 }
 
-/* exp(out, outOff, x, xOff, n): the kernels' exp, for tests */
-static napi_value m_exp(napi_env env, napi_callback_info info) {
-  BEGIN("exp", 5);
+/* exp / tanh (out, outOff, x, xOff, n): the kernels' functions, for tests */
+static napi_value unary(napi_env env, napi_callback_info info, int which) {
+  BEGIN(which ? "tanh" : "exp", 5);
   int64_t oh = I(0), oo = I(1), xh = I(2), xo = I(3), n = I(4);
   CHECK;
   if (n < 0) return throw_range(env, "native exp: bad size");
   float *o = (float *)AT(oh, oo, mul2(n, 4));
   const float *x = (const float *)AT(xh, xo, mul2(n, 4));
   CHECK;
-  c->k->exp(o, x, n);
+  (which ? c->k->tanh : c->k->exp)(o, x, n);
   return undefined(env);
 }
+static napi_value m_exp(napi_env env, napi_callback_info info) { return unary(env, info, 0); }
+static napi_value m_tanh(napi_env env, napi_callback_info info) { return unary(env, info, 1); }
 
 static const mn_level *find_level(const char *name, mn_level *all, int n) {
   for (int i = 0; i < n; i++)
@@ -889,6 +929,7 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"readFile", m_read_file},  {"packFile", m_pack_file},  {"toF32", m_to_f32},    {"matmul", m_matmul},   {"embedding", m_embedding},
       {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
+      {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
       {"bytes", m_bytes},         {"dispose", m_dispose},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {

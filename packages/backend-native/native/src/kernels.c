@@ -113,10 +113,43 @@ MN_AI vf vf_exp(vf x) {
 }
 MN_AI float mn_exp1(float x) { return vf_lane0(vf_exp(vf_set1(x))); }
 
+/* |a| (sign bit cleared) */
+MN_AI vf vf_abs(vf a) { return vi_bits(vi_and(vf_bits(a), vi_set1(0x7fffffff))); }
+/* a with the sign of s */
+MN_AI vf vf_copysign(vf a, vf s) {
+  return vi_bits(vi_or(vi_and(vf_bits(a), vi_set1(0x7fffffff)), vi_and(vf_bits(s), vi_set1((int32_t)0x80000000u))));
+}
+
+/*
+ * tanh(y): for |y| < 0.35 the odd Taylor polynomial to y^9 (Horner in y^2, fused); else sign(y)·(1 − t)/(1 + t) with
+ * t = exp(−2|y|) (no cancellation: t < 0.5). ±inf → ±1, ±0 → ±0, NaN → NaN.
+ */
+MN_AI vf vf_tanh(vf y) {
+  vf ay = vf_abs(y);
+  vf y2 = vf_mul(y, y);
+  vf p = vf_set1(62.0f / 2835.0f);
+  p = vf_fma(p, y2, vf_set1(-17.0f / 315.0f));
+  p = vf_fma(p, y2, vf_set1(2.0f / 15.0f));
+  p = vf_fma(p, y2, vf_set1(-1.0f / 3.0f));
+  vf small = vf_copysign(vf_fma(vf_mul(p, y2), y, y), y); /* the sign of y, also for -0 */
+  vf t = vf_exp(vf_mul(ay, vf_set1(-2.0f)));
+  vf large = vf_copysign(vf_div(vf_sub(vf_set1(1.0f), t), vf_add(vf_set1(1.0f), t)), y);
+  return vf_gt_sel(vf_set1(0.35f), ay, small, large);
+}
+
+/* cap · tanh(x / cap) */
+MN_AI vf vf_softcap(vf x, vf cap) { return vf_mul(cap, vf_tanh(vf_div(x, cap))); }
+
 static void k_exp(float *out, const float *x, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) vf_storeu(out + i, vf_exp(vf_loadu(x + i)));
   if (i < n) vf_store_part(out + i, vf_exp(vf_load_part(x + i, n - i, 0.0f)), n - i);
+}
+
+static void k_tanh(float *out, const float *x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vf_storeu(out + i, vf_tanh(vf_loadu(x + i)));
+  if (i < n) vf_store_part(out + i, vf_tanh(vf_load_part(x + i, n - i, 0.0f)), n - i);
 }
 
 /* sum of squares / dot product: 16 partial sums (element i -> lane i mod 16, zero-padded tail), vf_reduce_add */
@@ -161,6 +194,39 @@ static void k_swiglu(float *out, const float *g, const float *u, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) vf_storeu(out + i, swiglu16(vf_loadu(g + i), vf_loadu(u + i)));
   if (i < n) vf_store_part(out + i, swiglu16(vf_load_part(g + i, n - i, 0.0f), vf_load_part(u + i, n - i, 0.0f)), n - i);
+}
+
+/*
+ * out = gelu_tanh(g) · u = (g / (1 + exp(−v))) · u with v = (g · 2·sqrt(2/π)) · fma(g·g, 0.044715, 1) (= 2u);
+ * gelu_tanh(−inf) = −0.
+ */
+MN_AI vf geglu16(vf g, vf u) {
+  vf a = vf_fma(vf_mul(g, g), vf_set1(0.044715f), vf_set1(1.0f));
+  vf v = vf_mul(vf_mul(g, vf_set1(1.5957691216057308f)), a);
+  vf r = vf_div(g, vf_add(vf_set1(1.0f), vf_exp(vf_neg(v))));
+  r = vf_gt_sel(vf_set1(-3.4028234663852886e38f), g, vf_set1(-0.0f), r);
+  return vf_mul(r, u);
+}
+static void k_gelu_glu(float *out, const float *g, const float *u, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vf_storeu(out + i, geglu16(vf_loadu(g + i), vf_loadu(u + i)));
+  if (i < n) vf_store_part(out + i, geglu16(vf_load_part(g + i, n - i, 0.0f), vf_load_part(u + i, n - i, 0.0f)), n - i);
+}
+
+/* in place: x = cap · tanh(x / cap) */
+static void k_softcap(float *x, int64_t n, float cap) {
+  vf c = vf_set1(cap);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vf_storeu(x + i, vf_softcap(vf_loadu(x + i), c));
+  if (i < n) vf_store_part(x + i, vf_softcap(vf_load_part(x + i, n - i, 0.0f), c), n - i);
+}
+
+/* out = x · s (one rounding) */
+static void k_scale(float *out, const float *x, int64_t n, float s) {
+  vf vs = vf_set1(s);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vf_storeu(out + i, vf_mul(vf_loadu(x + i), vs));
+  for (; i < n; i++) out[i] = x[i] * s;
 }
 
 /* ss = dot16(x, x); inv = 1 / sqrt(ss / dim + eps); out = (x * inv) * w */
@@ -708,6 +774,15 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
           sc[h * 16 + (j - b0)] = vf_reduce_add(s) * a->scale;
         }
       }
+      if (a->softcap > 0.0f) {
+        /* the block's valid scores, soft-capped (the masked lanes stay -inf) */
+        const vf cap = vf_set1(a->softcap);
+        for (int64_t h = 0; h < G; h++) {
+          float t[16];
+          vf_storeu(t, vf_softcap(vf_loadu(sc + h * 16), cap));
+          for (int64_t j = j0; j <= j1; j++) sc[h * 16 + (j - b0)] = t[j - b0];
+        }
+      }
       for (int64_t h = 0; h < G; h++) {
         float *s = sc + h * 16;
         float mb = ninf;
@@ -756,10 +831,14 @@ const mn_kernels MN_TABLE = {
     .rmsnorm = k_rmsnorm,
     .rope = k_rope,
     .swiglu = k_swiglu,
+    .gelu_glu = k_gelu_glu,
+    .softcap = k_softcap,
+    .scale = k_scale,
     .add = k_add,
     .softmax = k_softmax,
     .argmax = k_argmax,
     .attention = k_attention,
     .embed = k_embed,
     .exp = k_exp,
+    .tanh = k_tanh,
 };

@@ -78,6 +78,7 @@ typedef struct mn_attention {
   const float *q, *k, *v;
   int64_t rows, start, nheads, nkv, hd, window;
   float scale;
+  float softcap; /* 0: none */
 } mn_attention;
 
 /* Prefill GEMM: panels and columns decoded into f32 scratch at a time, and the rows a matmul needs to use it. */
@@ -100,6 +101,9 @@ typedef struct mn_kernels {
   void (*rope)(float *x, const float *cos, const float *sin, int64_t rows, int64_t nheads, int64_t hd,
                int64_t half, int layout);
   void (*swiglu)(float *out, const float *g, const float *u, int64_t n);
+  void (*gelu_glu)(float *out, const float *g, const float *u, int64_t n);
+  void (*softcap)(float *x, int64_t n, float cap);
+  void (*scale)(float *out, const float *x, int64_t n, float s);
   void (*add)(float *out, const float *a, const float *b, int64_t n);
   void (*softmax)(float *x, int64_t rows, int64_t n);
   int64_t (*argmax)(const float *x, int64_t n);
@@ -107,8 +111,9 @@ typedef struct mn_kernels {
   void (*attention)(const mn_attention *a, int64_t kvh, int64_t r0, int64_t r1, float *scratch);
   /* one row of a dense or affine panel weight (m->w etc.; m->k columns) as f32 */
   void (*embed)(float *out, const mn_matmul *m, int64_t row);
-  /* exp of n values (tests) */
+  /* exp and tanh of n values (tests) */
   void (*exp)(float *out, const float *x, int64_t n);
+  void (*tanh)(float *out, const float *x, int64_t n);
 } mn_kernels;
 
 extern const mn_kernels mn_kernels_scalar;

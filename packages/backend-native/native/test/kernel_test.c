@@ -161,6 +161,40 @@ static void test_exp(void) {
     expect_same("exp", levels[l].name, got, want, n);
   }
   printf("exp: max relative error %.3g ulp-ish (%.3g)\n", worst / U, worst);
+  /* tanh */
+  for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)i / n + rndf(0.001f);
+  float tsp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0.35f, -0.35f, 0.3499999f, 1e-20f, -1e-6f, 0.5f, 20.0f};
+  memcpy(x, tsp, sizeof tsp);
+  for (int i = 0; i < 200; i++) x[20 + i] = ldexpf(1.0f + (float)i / 200.0f, -(i % 40)) * (i % 2 ? -1.0f : 1.0f);
+  mn_kernels_scalar.tanh(want, x, n);
+  hash_floats(want, n);
+  worst = 0;
+  for (int i = 0; i < n; i++) {
+    if (isnan(x[i])) {
+      if (!isnan(want[i])) failures++;
+      continue;
+    }
+    double e = tanh((double)x[i]);
+    double rel = e == 0 ? fabs(want[i]) : fabs(want[i] - e) / fabs(e);
+    if (rel > worst) worst = rel;
+    if (!signbit(want[i]) != !signbit(e) && e != 0) {
+      failures++;
+      if (failures < 5) printf("FAIL tanh(%g) = %g, sign\n", x[i], want[i]);
+    }
+  }
+  if (!signbit(want[1]) || want[2] != 1.0f || want[3] != -1.0f) {
+    failures++;
+    printf("FAIL tanh limits: %g %g %g\n", want[1], want[2], want[3]);
+  }
+  if (worst > 8 * U) {
+    failures++;
+    printf("FAIL tanh: relative error %.3g\n", worst);
+  }
+  for (int l = 0; l < nlevels; l++) {
+    levels[l].kernels->tanh(got, x, n);
+    expect_same("tanh", levels[l].name, got, want, n);
+  }
+  printf("tanh: max relative error %.3g ulp-ish\n", worst / U);
   free(x), free(want), free(got);
 }
 
@@ -516,6 +550,51 @@ static void test_rowops(void) {
       levels[l].kernels->swiglu(got, got, a, t);
       expect_same("swiglu in place", levels[l].name, got, want, t);
     }
+    /* geluGlu (gate b, up a) */
+    mn_kernels_scalar.gelu_glu(want, b, a, t);
+    hash_floats(want, t);
+    for (int64_t i = 0; i < t; i++) {
+      double g = b[i], u = sqrt(2 / M_PI) * (g + 0.044715 * g * g * g);
+      double e = g / (1 + exp(-2 * u)) * a[i];
+      double tol = (1.0 / 65536 + 1.0 / 2097152 + fabs(2 * u) / (1 + exp(2 * u)) / 2097152) * fabs(e) + 1e-30;
+      if (fabs(want[i] - e) > tol) {
+        failures++;
+        printf("FAIL geluGlu %g %g: %g vs %g\n", b[i], a[i], want[i], e);
+        break;
+      }
+    }
+    for (int l = 0; l < nlevels; l++) {
+      levels[l].kernels->gelu_glu(got, b, a, t);
+      expect_same("geluGlu", levels[l].name, got, want, t);
+    }
+    /* softcap (of b, cap 10) and scale (of a by 0.3) */
+    memcpy(want, b, t * 4);
+    mn_kernels_scalar.softcap(want, t, 10.0f);
+    hash_floats(want, t);
+    for (int64_t i = 0; i < t; i++) {
+      double e = 10.0 * tanh(b[i] / 10.0);
+      if (fabs(want[i] - e) > (1.0 / 65536 + 1.0 / 2097152) * fabs(e) + 1e-30) {
+        failures++;
+        printf("FAIL softcap %g: %g vs %g\n", b[i], want[i], e);
+        break;
+      }
+    }
+    for (int l = 0; l < nlevels; l++) {
+      memcpy(got, b, t * 4);
+      levels[l].kernels->softcap(got, t, 10.0f);
+      expect_same("softcap", levels[l].name, got, want, t);
+    }
+    mn_kernels_scalar.scale(want, a, t, 0.3f);
+    for (int64_t i = 0; i < t; i++)
+      if (want[i] != a[i] * 0.3f) {
+        failures++;
+        printf("FAIL scale\n");
+        break;
+      }
+    for (int l = 0; l < nlevels; l++) {
+      levels[l].kernels->scale(got, a, t, 0.3f);
+      expect_same("scale", levels[l].name, got, want, t);
+    }
     /* rmsnorm */
     if (rows > 1) memset(a + n, 0, n * 4);
     mn_kernels_scalar.rmsnorm(want, a, w, rows, n, 1e-5f);
@@ -604,7 +683,7 @@ static void test_rowops(void) {
     }
     free(x), free(c), free(sn), free(want), free(got);
   }
-  printf("add, swiglu, rmsnorm, softmax, argmax, rope: ok\n");
+  printf("add, swiglu, geluGlu, softcap, scale, rmsnorm, softmax, argmax, rope: ok\n");
 }
 
 /* ---- attention ---------------------------------------------------------------------------------------------- */
@@ -620,6 +699,7 @@ static void attention_ref(const mn_attention *a, double *out, double *tol) {
         double d = 0;
         for (int64_t i = 0; i < a->hd; i++) d += (double)a->q[r * ldq + h * a->hd + i] * a->k[j * ldkv + kvh * a->hd + i];
         w[j] = d * a->scale;
+        if (a->softcap > 0) w[j] = a->softcap * tanh(w[j] / a->softcap);
         if (w[j] > mx) mx = w[j];
       }
       for (int64_t j = lo; j <= p; j++) sum += (w[j] = exp(w[j] - mx));
@@ -642,15 +722,16 @@ static void test_attention(void) {
   const int64_t cs[][6] = {{2, 2, 8, 1, 0, 0},   {4, 2, 16, 5, 0, 0},   {8, 2, 8, 3, 7, 0},    {4, 1, 12, 4, 9, 3},
                            {4, 4, 8, 6, 2, 4},   {8, 2, 16, 1, 20, 8},  {2, 1, 64, 2, 30, 0},  {6, 3, 5, 7, 1, 0},
                            {4, 2, 32, 3, 4, 1},  {8, 4, 64, 1, 700, 0}, {6, 3, 36, 40, 300, 100}, {4, 4, 20, 33, 0, 0},
-                           {32, 8, 64, 2, 100, 0}};
+                           {32, 8, 64, 2, 100, 0},  {8, 4, 16, 20, 30, 0},  {4, 2, 32, 3, 40, 16}};
   for (size_t s = 0; s < sizeof cs / sizeof cs[0]; s++) {
     mn_attention a = {0};
     a.nheads = cs[s][0], a.nkv = cs[s][1], a.hd = cs[s][2], a.rows = cs[s][3], a.start = cs[s][4], a.window = cs[s][5];
     a.scale = 1.0f / sqrtf((float)a.hd);
+    a.softcap = s >= 13 ? 2.0f : 0.0f; /* the last cases soft-capped (scores from q, k up to 4 to make it bite) */
     int64_t cap = a.start + a.rows + 5, ldq = a.nheads * a.hd, ldkv = a.nkv * a.hd, G = a.nheads / a.nkv;
     float *q = malloc(a.rows * ldq * 4), *k = malloc(cap * ldkv * 4), *v = malloc(cap * ldkv * 4);
-    fill(q, a.rows * ldq, 1.0f);
-    fill(k, cap * ldkv, 1.0f);
+    fill(q, a.rows * ldq, a.softcap > 0 ? 4.0f : 1.0f);
+    fill(k, cap * ldkv, a.softcap > 0 ? 4.0f : 1.0f);
     fill(v, cap * ldkv, 1.0f);
     /* garbage the rows no query may read */
     for (int64_t i = (a.start + a.rows) * ldkv; i < cap * ldkv; i++) k[i] = v[i] = NAN;

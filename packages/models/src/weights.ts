@@ -1,5 +1,5 @@
 import { type FileIdentity, sameIdentity } from '@mnemo/files';
-import type { Backend, DType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
+import type { Backend, DType, GgmlBlockType, ScaleDType, Tensor, Weight } from '@mnemo/tensor';
 import { ggmlRowBytes, isGgmlBlockType, toFloat32 } from '@mnemo/tensor';
 import { DigestCache } from './digest-cache';
 import { ModelLoadError } from './errors';
@@ -21,6 +21,24 @@ export interface TensorSource {
   read(name: string): Promise<Uint8Array>;
   /** The identity of one of the source's files, now, from its open handle. */
   identity?(file: string): Promise<FileIdentity>;
+  /**
+   * Optional: where `name`'s bytes lie in an open file (descriptor valid while loading, absolute position), or
+   * undefined when they are not stored as read (e.g. converted on reading). Used only through a digesting source's
+   * {@link DigestingSource.locate}, so that the digest still covers every byte.
+   */
+  fileRange?(name: string): FileRangeInfo | undefined;
+  /**
+   * Optional (a {@link DigestingSource} has it): where `name`'s bytes lie in an open file, for a backend that reads
+   * them itself (`uploadFromFile`, ...), once they are accounted for; undefined when the tensor must be read.
+   */
+  locate?(name: string): Promise<FileRangeInfo | undefined>;
+}
+
+/** Where a tensor's bytes lie in an open file. */
+export interface FileRangeInfo {
+  readonly fd: number;
+  readonly position: number;
+  readonly byteLength: number;
 }
 
 /** A {@link TensorSource} that adds every tensor it reads to a {@link WeightDigest}. */
@@ -30,6 +48,13 @@ export interface DigestingSource extends TensorSource {
    * (ModelLoadError), and remembers the digests computed (best effort).
    */
   finish(): Promise<void>;
+  /**
+   * Where `name`'s bytes lie in its open file, for a backend to read them itself, after adding every byte of them to
+   * the digest (read through a bounded buffer, or a remembered digest of the unchanged file). The file must then stay
+   * unchanged until `finish()`, which refuses the load otherwise. Undefined when the source cannot say (or cannot
+   * check its files' identities): read the tensor instead.
+   */
+  locate(name: string): Promise<FileRangeInfo | undefined>;
 }
 
 /**
@@ -80,16 +105,47 @@ export function digestingSource(
       } else await cache!.record(placed.file, id, key, digest.add(name, info.dtype, info.shape, bytes));
       return bytes;
     },
+    locate: async (name) => {
+      const info = source.info(name);
+      if (!source.fileRange || !source.identity || info.file === undefined) return undefined;
+      const file = info.file;
+      // The identity is taken before the bytes are hashed; the backend reads them again afterwards, so the file must
+      // be the same in finish() (whether its digest was remembered or computed here).
+      const id = await identity(file);
+      const r = source.fileRange(name);
+      if (r === undefined) return undefined;
+      const key =
+        cache && info.byteOffset !== undefined
+          ? DigestCache.tensorKey(name, info.dtype, info.shape, info.byteOffset, r.byteLength)
+          : undefined;
+      const known = key === undefined ? undefined : await cache!.lookup(file, id, key);
+      if (known !== undefined) digest.set(name, known);
+      else {
+        const hex = await digest.addFromFile(name, info.dtype, info.shape, r.byteLength, r.fd, r.position);
+        if (key !== undefined) await cache!.record(file, id, key, hex);
+      }
+      remembered.add(file);
+      return r;
+    },
     finish: async () => {
-      if (!cache || !source.identity) return;
+      if (!source.identity) return;
       for (const [file, before] of identities) {
         const now = await source.identity(file);
         if (remembered.has(file) && !sameIdentity(now, await before))
           throw new ModelLoadError(`${file} changed while the model was being loaded; load it again`);
       }
-      await cache.save((file) => source.identity!(file));
+      if (cache) await cache.save((file) => source.identity!(file));
     },
   };
+}
+
+/** A backend that decodes GGML blocks straight from a file (the native backend). */
+interface GgmlFileUpload {
+  uploadGgmlFromFile(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    src: { readonly fd: number; readonly position: number },
+  ): Weight;
 }
 
 const DTYPES: Readonly<Record<string, DType>> = {
@@ -170,8 +226,18 @@ export class Weights {
           `tensor "${weightName}" has shape [${info.shape.join(', ')}]; expected [${rows}, ${cols}]`,
         );
       this.used.add(weightName);
-      const bytes = await this.source.read(weightName);
       const rowBytes = ggmlRowBytes(stored, cols);
+      const backend = this.backend as Backend & Partial<GgmlFileUpload>;
+      const at = backend.uploadGgmlFromFile ? await this.source.locate?.(weightName) : undefined;
+      if (at !== undefined) {
+        let r0 = 0;
+        return rowSplits.map((n) => {
+          const src = { fd: at.fd, position: at.position + r0 * rowBytes };
+          r0 += n;
+          return backend.uploadGgmlFromFile!(stored, [n, cols], src);
+        });
+      }
+      const bytes = await this.source.read(weightName);
       let r0 = 0;
       return rowSplits.map((n) => {
         const part = bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
@@ -181,6 +247,18 @@ export class Weights {
     }
     const scalesName = `${prefix}.scales`;
     if (!this.has(scalesName)) {
+      const direct = this.backend.uploadFromFile
+        ? await this.located(`${prefix}.weight`, [rows, cols], ['f32', 'f16', 'bf16'])
+        : undefined;
+      if (direct) {
+        const rowBytes = direct.byteLength / rows;
+        let r0 = 0;
+        return rowSplits.map((n) => {
+          const src = { fd: direct.fd, position: direct.position + r0 * rowBytes };
+          r0 += n;
+          return this.backend.uploadFromFile!(direct.dtype, [n, cols], src);
+        });
+      }
       const { dtype, bytes } = await this.raw(`${prefix}.weight`, [rows, cols], ['f32', 'f16', 'bf16']);
       const rowBytes = (bytes.byteLength / rows) | 0;
       let r0 = 0;
@@ -204,6 +282,33 @@ export class Weights {
     }
     const words = (cols * bits) / 32;
     const groups = cols / groupSize;
+    const p = this.backend.uploadQuantizedFromFile
+      ? await this.located(`${prefix}.weight`, [rows, words], ['u32'])
+      : undefined;
+    const s = p && (await this.located(scalesName, [rows, groups], ['f32', 'f16', 'bf16']));
+    const b = s && (await this.located(`${prefix}.biases`, [rows, groups], ['f32', 'f16', 'bf16']));
+    if (p && s && b) {
+      if (s.dtype !== b.dtype)
+        throw new ModelLoadError(`${prefix}: scales are ${s.dtype} but biases are ${b.dtype}`);
+      const spec = { bits, groupSize, scaleDtype: s.dtype as ScaleDType };
+      const sRow = s.byteLength / rows;
+      let r0 = 0;
+      return rowSplits.map((n) => {
+        const at = (x: { fd: number; position: number }, rowBytes: number) => ({
+          fd: x.fd,
+          position: x.position + r0 * rowBytes,
+        });
+        const w = this.backend.uploadQuantizedFromFile!(
+          spec,
+          [n, cols],
+          at(p, words * 4),
+          at(s, sRow),
+          at(b, sRow),
+        );
+        r0 += n;
+        return w;
+      });
+    }
     const packed = await this.raw(`${prefix}.weight`, [rows, words], ['u32']);
     const scales = await this.raw(scalesName, [rows, groups], ['f32', 'f16', 'bf16']);
     const biases = await this.raw(`${prefix}.biases`, [rows, groups], ['f32', 'f16', 'bf16']);
@@ -227,12 +332,23 @@ export class Weights {
     });
   }
 
-  /** Raw bytes of `name`, checked to have `shape` and one of `dtypes`. */
-  async raw(
+  /**
+   * Where `name`'s bytes lie in its file (checked like {@link raw}), when the source can say (its digest then already
+   * covers them): for backends that read tensors straight from files. Undefined when the tensor must be read.
+   */
+  async located(
     name: string,
     shape: readonly number[],
     dtypes: readonly DType[],
-  ): Promise<{ dtype: DType; bytes: Uint8Array }> {
+  ): Promise<{ dtype: DType; fd: number; position: number; byteLength: number } | undefined> {
+    if (!this.source.locate) return undefined;
+    const dtype = this.check(name, shape, dtypes);
+    const at = await this.source.locate(name);
+    return at === undefined ? undefined : { dtype, ...at };
+  }
+
+  /** The dtype of `name` after checking it exists with `shape` and one of `dtypes`; marks it used. */
+  private check(name: string, shape: readonly number[], dtypes: readonly DType[]): DType {
     if (!this.source.has(name)) throw new ModelLoadError(`checkpoint is missing tensor "${name}"`);
     const info = this.source.info(name);
     const dtype = DTYPES[info.dtype];
@@ -247,6 +363,16 @@ export class Weights {
       );
     }
     this.used.add(name);
+    return dtype;
+  }
+
+  /** Raw bytes of `name`, checked to have `shape` and one of `dtypes`. */
+  async raw(
+    name: string,
+    shape: readonly number[],
+    dtypes: readonly DType[],
+  ): Promise<{ dtype: DType; bytes: Uint8Array }> {
+    const dtype = this.check(name, shape, dtypes);
     return { dtype, bytes: await this.source.read(name) };
   }
 }

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nativeLevels } from '@mnemo/backend-native';
-import { readReference, syntheticPreset } from '@mnemo/test-utils';
+import { readReference, syntheticGguf, syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, describe, expect, it } from 'vitest';
 
 // The native backend through the CLI: chosen by default here, results bitwise independent of the thread count and of
@@ -11,6 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 const cli = join(import.meta.dirname, '..', 'dist', 'mnemo.js');
 const f32 = syntheticPreset('llama-f32');
 const q4 = syntheticPreset('llama-q4g32');
+/** GGML Q4_K and Q6_K blocks mixed per tensor (groups of 32 and of 16; int8 kernels and rounded activations). */
+const q4km = syntheticGguf('llama-q4_k_m.gguf');
 const long = readReference(f32).cases[3]!.prompt; // 629 characters, one token each
 const tmp = mkdtempSync(join(tmpdir(), 'mnemo-native-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -43,9 +45,11 @@ const gen = (model: string, prompt: string, extra: string[] = [], env: Record<st
 
 describe.skipIf(!existsSync(cli) || levels.length < 2)('the native backend through the CLI', () => {
   it('is the default here, and --verbose names it', () => {
-    const r = run(['generate', '--model', q4, '--prompt', 'Hi', '--max-tokens', '2', '--verbose']);
-    expect(r.status).toBe(0);
-    expect(r.stderr).toMatch(/Backend: native \(\w+, \d+ threads?, numerics native-f32\)/);
+    for (const model of [q4, q4km]) {
+      const r = run(['generate', '--model', model, '--prompt', 'Hi', '--max-tokens', '2', '--verbose']);
+      expect(r.status).toBe(0);
+      expect(r.stderr).toMatch(/Backend: native \(\w+, \d+ threads?, numerics native-f32\)/);
+    }
     const w = run([
       'generate',
       '--model',
@@ -66,6 +70,8 @@ describe.skipIf(!existsSync(cli) || levels.length < 2)('the native backend throu
       [f32, []],
       [q4, []],
       [q4, ['--int8-activations']],
+      [q4km, []],
+      [q4km, ['--int8-activations']],
     ] as const) {
       const outs = ['1', '2', '3'].map((t) =>
         comparable(gen(model, long.slice(0, 300), ['--max-tokens', '24', '--threads', t, ...extra])),
@@ -80,6 +86,8 @@ describe.skipIf(!existsSync(cli) || levels.length < 2)('the native backend throu
       [f32, []],
       [q4, []],
       [q4, ['--int8-activations']],
+      [q4km, []],
+      [q4km, ['--int8-activations']],
     ] as const) {
       const outs = levels.map((isa) =>
         comparable(

@@ -78,11 +78,12 @@ for (const [name, flags] of levels) {
   jobs.push([cc, [...cflags, ...flags, '-c', join(src, 'kernels.c'), '-o', o]]);
 }
 jobs.push([cc, [...cflags, '-c', join(src, 'common.c'), '-o', join(out, 'common.o')]]);
+jobs.push([cc, [...cflags, '-c', join(src, 'ggml.c'), '-o', join(out, 'ggml.o')]]);
 jobs.push([
   cc,
   [...cflags, '-c', join(root, 'native', 'test', 'kernel_test.c'), '-o', join(out, 'kernel_test.o')],
 ]);
-objs.push(join(out, 'common.o'), join(out, 'kernel_test.o'));
+objs.push(join(out, 'common.o'), join(out, 'ggml.o'), join(out, 'kernel_test.o'));
 const { spawn } = await import('node:child_process');
 await Promise.all(
   jobs.map(

@@ -43,6 +43,22 @@ export interface NativeContext {
     kind: number,
     arg: number,
   ): void;
+  /** Bytes of the decoded panel of a `[rows, cols]` GGML weight of type `type` (GGUF id); -1 when impossible. */
+  ggmlBytes(type: number, rows: number, cols: number): number;
+  /** Raw GGML blocks of rows r0..r1 (`src` holds exactly those) decoded into the panel buffer `dst`. */
+  ggmlPack(
+    dst: number,
+    src: ArrayBufferView,
+    type: number,
+    rows: number,
+    cols: number,
+    r0: number,
+    r1: number,
+  ): void;
+  /** All rows of raw GGML blocks in buffer `src` at `srcOff` decoded into `dst`. */
+  ggmlPackBuf(dst: number, src: number, srcOff: number, type: number, rows: number, cols: number): void;
+  /** All rows of raw GGML blocks read from a file, decoded into `dst` a few rows at a time. */
+  ggmlPackFile(dst: number, fd: number, position: number, type: number, rows: number, cols: number): void;
   toF32(out: number, outOff: number, src: number, srcOff: number, n: number, dtype: number): void;
   matmul(
     y: number,

@@ -32,12 +32,16 @@ import {
   checkSwiglu,
   checkToF32,
   checkUpload,
+  checkUploadGgml,
   checkUploadQuantized,
   checkView,
   checkWrite,
   DTYPE_BYTES,
   type DType,
   type FileRange,
+  GGML_BLOCK_TYPES,
+  type GgmlBlockType,
+  GgmlTensor,
   isDType,
   Owner,
   packedRowWords,
@@ -51,9 +55,12 @@ import {
 } from '@mnemo/tensor';
 import type { NativeContext } from './addon';
 
-/** The panel layout a buffer holds: kind 0 dense (arg = element bytes), 1 affine codes (arg = bits). */
+/**
+ * The panel layout a buffer holds: kind 0 dense (arg = element bytes), 1 affine codes (arg = bits), 2 GGML blocks
+ * decoded into codes, scales and offsets (arg = the GGML type id; see `native/src/ggml.c`).
+ */
 interface Panel {
-  readonly kind: 0 | 1;
+  readonly kind: 0 | 1 | 2;
   readonly rows: number;
   readonly cols: number;
   readonly arg: number;
@@ -99,6 +106,12 @@ export interface NativeBackend extends Backend {
     scales: FileRange,
     biases: FileRange,
   ): QuantizedTensor;
+  /** `uploadGgml` with the blocks read from a file range and decoded a few rows at a time (no JavaScript copy). */
+  uploadGgmlFromFile(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    src: FileRange,
+  ): GgmlTensor;
 }
 
 export class NativeBackendImpl implements NativeBackend {
@@ -211,6 +224,7 @@ export class NativeBackendImpl implements NativeBackend {
 
   /** A buffer filled from a file range: packed when `panel` is given, else the bytes as they are. */
   private fileHandle(op: string, src: FileRange, bytes: number, panel: Panel | null): number {
+    if (panel?.kind === 2) throw new TypeError(`${op}: GGML blocks are read with uploadGgmlFromFile`);
     const h = this.allocHandle(op, panel ? panelBytes(panel.kind, panel.rows, panel.cols, panel.arg) : bytes);
     try {
       if (panel) this.ctx.packFile(h, src.fd, src.position, panel.rows, panel.cols, panel.kind, panel.arg);
@@ -312,6 +326,75 @@ export class NativeBackendImpl implements NativeBackend {
     return this.quantizedOf(spec, rows, cols, parts);
   }
 
+  /**
+   * GGML blocks are decoded at upload into the affine panel layout (codes, f32 scales and offsets per sub-block): the
+   * blocks tensor's storage holds that layout, which only matmul and embedding read; reading the blocks back is an
+   * error.
+   */
+  uploadGgml(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    blocks: ArrayBufferView,
+  ): GgmlTensor {
+    const op = 'uploadGgml';
+    this.owner.checkLive(op);
+    const rowBytes = checkUploadGgml(type, shape, blocks);
+    const [rows, cols] = shape;
+    const id = GGML_BLOCK_TYPES[type].id;
+    const panel: Panel = { kind: 2, rows, cols, arg: id };
+    const h = this.allocHandle(op, this.ggmlBytes(op, id, rows, cols));
+    try {
+      if (rows > 0 && cols > 0) this.ctx.ggmlPack(h, blocks, id, rows, cols, 0, rows);
+    } catch (e) {
+      this.ctx.free(h);
+      throw e;
+    }
+    const s = this.newStorage('u8', rows * rowBytes, h, panel);
+    return new GgmlTensor(type, [rows, cols], new Tensor(this.name, 'u8', [rows, rowBytes], s, 0));
+  }
+
+  /** `uploadGgml` with the blocks read from a file range, decoded a few rows at a time (no JavaScript copy). */
+  uploadGgmlFromFile(
+    type: GgmlBlockType,
+    shape: readonly [rows: number, cols: number],
+    src: FileRange,
+  ): GgmlTensor {
+    const op = 'uploadGgmlFromFile';
+    this.owner.checkLive(op);
+    checkFileRange(op, 'src', src);
+    if (!Array.isArray(shape) || shape.length !== 2)
+      throw new RangeError(`${op}: shape must be [rows, cols]`);
+    checkShape(op, shape);
+    const [rows, cols] = shape;
+    const info = GGML_BLOCK_TYPES[type];
+    if (info === undefined || !Object.hasOwn(GGML_BLOCK_TYPES, type))
+      throw new TypeError(
+        `${op}: type must be one of ${Object.keys(GGML_BLOCK_TYPES).join(', ')}, got ${String(type)}`,
+      );
+    if (cols % info.blockSize !== 0)
+      throw new RangeError(
+        `${op}: cols ${cols} is not a multiple of the ${type} block size ${info.blockSize}`,
+      );
+    const rowBytes = (cols / info.blockSize) * info.blockBytes;
+    const panel: Panel = { kind: 2, rows, cols, arg: info.id };
+    const h = this.allocHandle(op, this.ggmlBytes(op, info.id, rows, cols));
+    try {
+      if (rows > 0 && cols > 0) this.ctx.ggmlPackFile(h, src.fd, src.position, info.id, rows, cols);
+    } catch (e) {
+      this.ctx.free(h);
+      if (e instanceof RangeError) throw new RangeError(`${op}: ${e.message}`);
+      throw e;
+    }
+    const s = this.newStorage('u8', rows * rowBytes, h, panel);
+    return new GgmlTensor(type, [rows, cols], new Tensor(this.name, 'u8', [rows, rowBytes], s, 0));
+  }
+
+  private ggmlBytes(op: string, id: number, rows: number, cols: number): number {
+    const n = this.ctx.ggmlBytes(id, rows, cols);
+    if (n < 0) throw new RangeError(`${op}: a [${rows}, ${cols}] GGML weight is too large`);
+    return n;
+  }
+
   view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
     checkView(this.owner, t, shape, offset);
     return new Tensor(this.name, t.dtype, [...shape], t.storage, t.offset + offset);
@@ -319,13 +402,13 @@ export class NativeBackendImpl implements NativeBackend {
 
   write(dst: Tensor, src: ArrayBufferView): void {
     checkWrite(this.owner, dst, src);
-    this.plain(dst);
+    this.plain(dst, 'write');
     if (src.byteLength > 0) this.ctx.write(handle(dst), byteOffset(dst), src);
   }
 
   read(t: Tensor, out?: Float32Array): Float32Array {
     checkRead(this.owner, t, out);
-    this.plain(t);
+    this.plain(t, 'read');
     const res = out ?? new Float32Array(t.size);
     if (t.size > 0) this.ctx.read(handle(t), byteOffset(t), res);
     return res;
@@ -333,7 +416,7 @@ export class NativeBackendImpl implements NativeBackend {
 
   readBytes(t: Tensor, out?: Uint8Array): Uint8Array {
     checkReadBytes(this.owner, t, out);
-    this.plain(t);
+    this.plain(t, 'readBytes');
     const res = out ?? new Uint8Array(t.byteLength);
     if (res.byteLength > 0) this.ctx.read(handle(t), byteOffset(t), res);
     return res;
@@ -350,6 +433,8 @@ export class NativeBackendImpl implements NativeBackend {
       this.release(t.packed.storage as NativeStorage);
       this.release(t.scales.storage as NativeStorage);
       this.release(t.biases.storage as NativeStorage);
+    } else if (t instanceof GgmlTensor) {
+      this.release(t.blocks.storage as NativeStorage);
     } else {
       this.release(t.storage as NativeStorage);
     }
@@ -368,10 +453,14 @@ export class NativeBackendImpl implements NativeBackend {
   // ---- layouts ---------------------------------------------------------------------------------------------------
 
   /** Makes `t`'s storage row-major (a panel storage is converted back in place). */
-  private plain(t: Tensor): void {
+  private plain(t: Tensor, op: string): void {
     const s = t.storage as NativeStorage;
     const p = s.panel;
     if (p === null) return;
+    if (p.kind === 2)
+      throw new TypeError(
+        `${op}: ${t} holds the blocks of a GGML weight (decoded at upload on the native backend): it can only be a matmul or embedding weight`,
+      );
     this.ctx.repack(s.handle, p.rows, p.cols, p.kind, p.arg, 0);
     s.panel = null;
   }
@@ -380,20 +469,28 @@ export class NativeBackendImpl implements NativeBackend {
    * The handle of a panel buffer holding `t` (`rows` x `cols`) in the given layout: its own storage (converted in place
    * if needed) when `t` is the whole storage and no activation of the op shares it (`shared`), else a temporary copy.
    */
-  private panelOf(t: Tensor, kind: 0 | 1, rows: number, cols: number, arg: number, shared: boolean): number {
+  private panelOf(
+    op: string,
+    t: Tensor,
+    kind: 0 | 1,
+    rows: number,
+    cols: number,
+    arg: number,
+    shared: boolean,
+  ): number {
     const s = t.storage as NativeStorage;
     if (!shared && t.offset === 0 && t.byteLength === s.byteLength) {
       const p = s.panel;
       if (p !== null && p.kind === kind && p.rows === rows && p.cols === cols && p.arg === arg)
         return s.handle;
-      if (p !== null) this.plain(t);
+      if (p !== null) this.plain(t, op);
       this.ctx.repack(s.handle, rows, cols, kind, arg, 1);
       s.panel = { kind, rows, cols, arg };
       return s.handle;
     }
-    this.plain(t);
+    this.plain(t, op);
     const bytes = t.byteLength;
-    const h = this.allocHandle('matmul', bytes);
+    const h = this.allocHandle(op, bytes);
     this.temps.push(h);
     this.ctx.copy(h, 0, s.handle, byteOffset(t), bytes);
     this.ctx.repack(h, rows, cols, kind, arg, 1);
@@ -401,7 +498,7 @@ export class NativeBackendImpl implements NativeBackend {
   }
 
   /** Sets the weight arguments (wH ...) for `w` as panels; `a`, `b`, `c` are the op's other tensors. */
-  private weightArgs(w: Weight, a: Tensor, b: Tensor | undefined, c: Tensor | undefined): void {
+  private weightArgs(op: string, w: Weight, a: Tensor, b: Tensor | undefined, c: Tensor | undefined): void {
     const rows = w.shape[0];
     const cols = w.shape[1];
     if (w instanceof QuantizedTensor) {
@@ -411,9 +508,17 @@ export class NativeBackendImpl implements NativeBackend {
       this.wType = bits;
       this.wGroup = groupSize;
       this.wSd = dtypeCode(scaleDtype);
-      this.wH = this.panelOf(w.packed, 1, rows, cols, bits, shares(w.packed, a, b, c));
-      this.wS = this.panelOf(w.scales, 0, rows, cols / groupSize, es, shares(w.scales, a, b, c));
-      this.wB = this.panelOf(w.biases, 0, rows, cols / groupSize, es, shares(w.biases, a, b, c));
+      this.wH = this.panelOf(op, w.packed, 1, rows, cols, bits, shares(w.packed, a, b, c));
+      this.wS = this.panelOf(op, w.scales, 0, rows, cols / groupSize, es, shares(w.scales, a, b, c));
+      this.wB = this.panelOf(op, w.biases, 0, rows, cols / groupSize, es, shares(w.biases, a, b, c));
+    } else if (w instanceof GgmlTensor) {
+      this.wQuant = 2;
+      this.wType = GGML_BLOCK_TYPES[w.type].id;
+      this.wGroup = 0;
+      this.wSd = 0;
+      this.wS = 0;
+      this.wB = 0;
+      this.wH = this.ggmlPanelOf(op, w, rows, cols);
     } else {
       this.wQuant = 0;
       this.wType = dtypeCode(w.dtype);
@@ -421,8 +526,31 @@ export class NativeBackendImpl implements NativeBackend {
       this.wSd = 0;
       this.wS = 0;
       this.wB = 0;
-      this.wH = this.panelOf(w, 0, rows, cols, DTYPE_BYTES[w.dtype], shares(w, a, b, c));
+      this.wH = this.panelOf(op, w, 0, rows, cols, DTYPE_BYTES[w.dtype], shares(w, a, b, c));
     }
+  }
+
+  /**
+   * The handle of the decoded panel of GGML weight `w`: its blocks' storage when it was uploaded as this type and shape,
+   * else a temporary decoded from raw blocks (a u8 tensor of this backend holding them as a GGUF file does).
+   */
+  private ggmlPanelOf(op: string, w: GgmlTensor, rows: number, cols: number): number {
+    const b = w.blocks;
+    const s = b.storage as NativeStorage;
+    const p = s.panel;
+    const id = GGML_BLOCK_TYPES[w.type].id;
+    if (p !== null && p.kind === 2) {
+      if (p.arg !== id || p.rows !== rows || p.cols !== cols || b.offset !== 0)
+        throw new TypeError(
+          `${op}: ${w} is not the GGML weight its blocks were uploaded as (type id ${p.arg}, [${p.rows}, ${p.cols}])`,
+        );
+      return s.handle;
+    }
+    this.plain(b, op);
+    const h = this.allocHandle(op, this.ggmlBytes(op, id, rows, cols));
+    this.temps.push(h);
+    this.ctx.ggmlPackBuf(h, s.handle, byteOffset(b), id, rows, cols);
+    return h;
   }
 
   private freeTemps(): void {
@@ -433,8 +561,8 @@ export class NativeBackendImpl implements NativeBackend {
 
   copyRows(dst: Tensor, dstRow: number, src: Tensor, srcRow: number, rows: number): void {
     checkCopyRows(this.owner, dst, dstRow, src, srcRow, rows);
-    this.plain(dst);
-    this.plain(src);
+    this.plain(dst, 'copyRows');
+    this.plain(src, 'copyRows');
     const rowBytes = width(dst) * DTYPE_BYTES[dst.dtype];
     if (rows === 0 || rowBytes === 0) return;
     this.ctx.copy(
@@ -448,8 +576,8 @@ export class NativeBackendImpl implements NativeBackend {
 
   toF32(out: Tensor, src: Tensor): void {
     checkToF32(this.owner, out, src);
-    this.plain(out);
-    this.plain(src);
+    this.plain(out, 'toF32');
+    this.plain(src, 'toF32');
     if (out.size === 0) return;
     this.ctx.toF32(
       handle(out),
@@ -463,14 +591,14 @@ export class NativeBackendImpl implements NativeBackend {
 
   matmul(y: Tensor, x: Tensor, w: Weight, bias?: Tensor): void {
     checkMatmul(this.owner, y, x, w, bias);
-    this.plain(y);
-    this.plain(x);
-    if (bias !== undefined) this.plain(bias);
+    this.plain(y, 'matmul');
+    this.plain(x, 'matmul');
+    if (bias !== undefined) this.plain(bias, 'matmul');
     const rows = x.shape[0]!;
     const outDim = w.shape[0];
     if (rows === 0 || outDim === 0) return;
     try {
-      this.weightArgs(w, y, x, bias);
+      this.weightArgs('matmul', w, y, x, bias);
       this.ctx.matmul(
         handle(y),
         byteOffset(y),
@@ -497,11 +625,11 @@ export class NativeBackendImpl implements NativeBackend {
 
   embedding(out: Tensor, table: Weight, ids: Int32Array): void {
     checkEmbedding(this.owner, out, table, ids);
-    this.plain(out);
+    this.plain(out, 'embedding');
     const dim = table.shape[1];
     if (ids.length === 0 || dim === 0) return;
     try {
-      this.weightArgs(table, out, undefined, undefined);
+      this.weightArgs('embedding', table, out, undefined, undefined);
       this.ctx.embedding(
         handle(out),
         byteOffset(out),
@@ -523,9 +651,9 @@ export class NativeBackendImpl implements NativeBackend {
 
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
     checkRmsnorm(this.owner, out, x, weight, eps);
-    this.plain(out);
-    this.plain(x);
-    this.plain(weight);
+    this.plain(out, 'rmsnorm');
+    this.plain(x, 'rmsnorm');
+    this.plain(weight, 'rmsnorm');
     if (out.size === 0) return;
     this.ctx.rmsnorm(
       handle(out),
@@ -542,9 +670,9 @@ export class NativeBackendImpl implements NativeBackend {
 
   rope(x: Tensor, cos: Tensor, sin: Tensor, opts: RopeOptions): void {
     checkRope(this.owner, x, cos, sin, opts);
-    this.plain(x);
-    this.plain(cos);
-    this.plain(sin);
+    this.plain(x, 'rope');
+    this.plain(cos, 'rope');
+    this.plain(sin, 'rope');
     const rows = x.shape[0]!;
     const half = cos.shape[1]!;
     if (rows === 0 || half === 0) return;
@@ -565,9 +693,9 @@ export class NativeBackendImpl implements NativeBackend {
 
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
     checkSwiglu(this.owner, out, gate, up);
-    this.plain(out);
-    this.plain(gate);
-    this.plain(up);
+    this.plain(out, 'swiglu');
+    this.plain(gate, 'swiglu');
+    this.plain(up, 'swiglu');
     if (out.size === 0) return;
     this.ctx.swiglu(
       handle(out),
@@ -582,9 +710,9 @@ export class NativeBackendImpl implements NativeBackend {
 
   geluGlu(out: Tensor, gate: Tensor, up: Tensor): void {
     checkGeluGlu(this.owner, out, gate, up);
-    this.plain(out);
-    this.plain(gate);
-    this.plain(up);
+    this.plain(out, 'geluGlu');
+    this.plain(gate, 'geluGlu');
+    this.plain(up, 'geluGlu');
     if (out.size === 0) return;
     this.ctx.geluGlu(
       handle(out),
@@ -599,48 +727,48 @@ export class NativeBackendImpl implements NativeBackend {
 
   softcap(x: Tensor, cap: number): void {
     checkSoftcap(this.owner, x, cap);
-    this.plain(x);
+    this.plain(x, 'softcap');
     if (x.size === 0) return;
     this.ctx.softcap(handle(x), byteOffset(x), x.size, cap);
   }
 
   scale(out: Tensor, x: Tensor, s: number): void {
     checkScale(this.owner, out, x, s);
-    this.plain(out);
-    this.plain(x);
+    this.plain(out, 'scale');
+    this.plain(x, 'scale');
     if (out.size === 0) return;
     this.ctx.scale(handle(out), byteOffset(out), handle(x), byteOffset(x), out.size, s);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor): void {
     checkAdd(this.owner, out, a, b);
-    this.plain(out);
-    this.plain(a);
-    this.plain(b);
+    this.plain(out, 'add');
+    this.plain(a, 'add');
+    this.plain(b, 'add');
     if (out.size === 0) return;
     this.ctx.add(handle(out), byteOffset(out), handle(a), byteOffset(a), handle(b), byteOffset(b), out.size);
   }
 
   softmax(x: Tensor): void {
     checkSoftmax(this.owner, x);
-    this.plain(x);
+    this.plain(x, 'softmax');
     if (x.size === 0) return;
     this.ctx.softmax(handle(x), byteOffset(x), x.shape[0]!, width(x));
   }
 
   argmax(x: Tensor, row = 0): number {
     checkArgmax(this.owner, x, row);
-    this.plain(x);
+    this.plain(x, 'argmax');
     const n = width(x);
     return this.ctx.argmax(handle(x), byteOffset(x) + row * n * 4, n);
   }
 
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void {
     checkAttention(this.owner, out, q, k, v, opts);
-    this.plain(out);
-    this.plain(q);
-    this.plain(k);
-    this.plain(v);
+    this.plain(out, 'attention');
+    this.plain(q, 'attention');
+    this.plain(k, 'attention');
+    this.plain(v, 'attention');
     const rows = q.shape[0]!;
     if (rows === 0) return;
     this.ctx.attention(

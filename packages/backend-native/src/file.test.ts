@@ -1,6 +1,7 @@
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type GgmlBlockType, ggmlRowBytes } from '@mnemo/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNativeBackend, type NativeBackend } from './index';
 
@@ -98,6 +99,55 @@ describe('native: uploads straight from a file', () => {
       for (const t of [x, y1, y2, want, got]) b.free(t);
     } finally {
       closeSync(qfd);
+    }
+  });
+
+  it('GGML weights (decoded from the file a few rows at a time) compute and embed as uploaded', () => {
+    const file = join(dir, 'ggml.bin');
+    // the pseudo-random bytes as blocks (f16 fields that are NaN or inf give NaN outputs, equal on both sides)
+    writeFileSync(file, Buffer.concat([Buffer.alloc(at), Buffer.from(bytes)]));
+    const gfd = openSync(file, 'r');
+    try {
+      for (const [type, rows, cols] of [
+        ['Q4_K', 21, 256],
+        ['Q6_K', 17, 512],
+        ['Q8_0', 40, 64],
+        ['Q5_0', 3, 96],
+      ] as [GgmlBlockType, number, number][]) {
+        const n = rows * ggmlRowBytes(type, cols);
+        const want = b.uploadGgml(type, [rows, cols], bytes.subarray(0, n));
+        const got = b.uploadGgmlFromFile(type, [rows, cols], { fd: gfd, position: at });
+        const x = b.upload(
+          'f32',
+          [5, cols],
+          new Float32Array(5 * cols).map((_, i) => Math.sin(i)),
+        );
+        const y1 = b.alloc('f32', [5, rows]);
+        const y2 = b.alloc('f32', [5, rows]);
+        b.matmul(y1, x, want);
+        b.matmul(y2, x, got);
+        expect(b.read(y2), type).toEqual(b.read(y1));
+        const e1 = b.alloc('f32', [2, cols]);
+        const e2 = b.alloc('f32', [2, cols]);
+        const ids = new Int32Array([rows - 1, 0]);
+        b.embedding(e1, want, ids);
+        b.embedding(e2, got, ids);
+        expect(b.read(e2), type).toEqual(b.read(e1));
+        // the blocks of a decoded GGML weight are not readable as bytes
+        expect(() => b.readBytes(got.blocks)).toThrow(/readBytes: .*GGML weight/);
+        for (const t of [x, y1, y2, e1, e2, want, got]) b.free(t);
+      }
+      const before = b.memoryInUse();
+      expect(() => b.uploadGgmlFromFile('Q4_K', [1000, 256], { fd: gfd, position: 0 })).toThrow(
+        /uploadGgmlFromFile: .*end of file/,
+      );
+      expect(() => b.uploadGgmlFromFile('Q4_K', [2, 100], { fd: gfd, position: 0 })).toThrow(RangeError);
+      expect(() => b.uploadGgmlFromFile('Q4_2' as GgmlBlockType, [2, 256], { fd: gfd, position: 0 })).toThrow(
+        TypeError,
+      );
+      expect(b.memoryInUse()).toBe(before);
+    } finally {
+      closeSync(gfd);
     }
   });
 

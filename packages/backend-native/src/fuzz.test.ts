@@ -2,6 +2,10 @@ import {
   type Backend,
   createReferenceBackend,
   type DType,
+  GGML_BLOCK_TYPES,
+  type GgmlBlockType,
+  GgmlTensor,
+  ggmlRowBytes,
   QuantizedTensor,
   type QuantSpec,
   Tensor,
@@ -107,6 +111,14 @@ const SPECS: readonly QuantSpec[] = [
   { bits: 6, groupSize: 128, scaleDtype: 'f16' },
 ];
 
+const GGML = Object.keys(GGML_BLOCK_TYPES) as GgmlBlockType[];
+/** The tensor a weight's random use picks: a part of a quantized or GGML weight, or the tensor itself. */
+function partOf(r: Rng, w: Weight): Tensor {
+  if (w instanceof QuantizedTensor) return r.pick([w.packed, w.scales, w.biases]);
+  if (w instanceof GgmlTensor) return w.blocks;
+  return w;
+}
+
 describe('fuzzing the native backend', () => {
   let b: NativeBackend;
   let other: NativeBackend;
@@ -157,6 +169,17 @@ describe('fuzzing the native backend', () => {
         ),
       );
     }
+    for (const type of GGML) {
+      const rows = r.int(1, 40);
+      const cols = GGML_BLOCK_TYPES[type].blockSize * r.int(1, 3);
+      pool.push(
+        b.uploadGgml(
+          type,
+          [rows, cols],
+          new Uint8Array(rows * ggmlRowBytes(type, cols)).map(() => r.int(0, 256)),
+        ),
+      );
+    }
     const foreign: Weight[] = [
       other.upload('f32', [4, 4], new Float32Array(16)),
       ref.upload('f32', [4, 4], new Float32Array(16)),
@@ -166,8 +189,7 @@ describe('fuzzing the native backend', () => {
     const tensor = (): Tensor => {
       const x = r.next();
       if (x < 0.7 || pool.length === 0) {
-        const w = r.pick(pool);
-        if (w instanceof QuantizedTensor) return r.pick([w.packed, w.scales, w.biases]);
+        const w = partOf(r, r.pick(pool));
         if (r.next() < 0.2 && w.size > 0) {
           const len = r.int(0, w.size + 1);
           const off = r.int(0, w.size - len + 1);
@@ -180,16 +202,13 @@ describe('fuzzing the native backend', () => {
         return w;
       }
       if (x < 0.8 && freed.length > 0) {
-        const w = r.pick(freed);
-        return w instanceof QuantizedTensor ? w.packed : w;
+        return partOf(r, r.pick(freed));
       }
       if (x < 0.9) {
-        const w = r.pick(foreign);
-        return w instanceof QuantizedTensor ? w.packed : w;
+        return partOf(r, r.pick(foreign));
       }
       // forged: a real storage under a wrong dtype, shape or offset, or a made-up storage
-      const w = r.pick(pool);
-      const t = w instanceof QuantizedTensor ? w.packed : w;
+      const t = partOf(r, r.pick(pool));
       const storage = r.next() < 0.8 ? t.storage : {};
       try {
         return new Tensor(
@@ -217,6 +236,19 @@ describe('fuzzing the native backend', () => {
             tensor(),
             tensor(),
             tensor(),
+          );
+        }
+      }
+      if (x < 0.45) {
+        const gs = pool.filter((w) => w instanceof GgmlTensor);
+        if (gs.length > 0) {
+          const g = r.pick(gs) as GgmlTensor;
+          if (r.next() < 0.7) return g;
+          // another type or shape over these (or other) blocks
+          return new GgmlTensor(
+            r.next() < 0.9 ? r.pick(GGML) : (r.pick(['Q4_2', 'F16', '']) as GgmlBlockType),
+            [r.int(0, 40), r.pick([32, 64, 256, 0, 48])],
+            r.next() < 0.7 ? g.blocks : tensor(),
           );
         }
       }
@@ -258,6 +290,23 @@ describe('fuzzing the native backend', () => {
             typedArray(r, words * 4),
             typedArray(r, groups * 2),
             typedArray(r, groups * 2),
+          );
+        },
+      ],
+      [
+        'uploadGgml',
+        () => {
+          const type = r.next() < 0.9 ? r.pick(GGML) : (r.pick(['Q4_2', 'F32', 'x']) as GgmlBlockType);
+          const rows = garbageNumber(r) % 40;
+          const cols = r.pick([32, 64, 256, 512, 0, -32, 48]);
+          const info = GGML_BLOCK_TYPES[type];
+          const bytes =
+            info && rows > 0 && cols > 0 ? Math.floor((rows * cols) / info.blockSize) * info.blockBytes : 64;
+          const n = r.next() < 0.8 ? bytes : r.int(0, 2 * bytes + 2);
+          return b.uploadGgml(
+            type,
+            [rows, cols] as [number, number],
+            r.next() < 0.9 ? new Uint8Array(Math.min(n, 1 << 16)).map(() => r.int(0, 256)) : typedArray(r, n),
           );
         },
       ],
@@ -357,8 +406,8 @@ describe('fuzzing the native backend', () => {
       try {
         const res = call();
         ok++;
-        if (res instanceof Tensor || res instanceof QuantizedTensor) {
-          if (res.backendName === 'native' && (res instanceof QuantizedTensor || res.byteLength <= 1 << 16))
+        if (res instanceof Tensor || res instanceof QuantizedTensor || res instanceof GgmlTensor) {
+          if (res.backendName === 'native' && (!(res instanceof Tensor) || res.byteLength <= 1 << 16))
             pool.push(res);
           else b.free(res);
         }
@@ -413,14 +462,26 @@ describe('fuzzing the native backend', () => {
           r.pick([-1, h()]),
           n(),
           h(),
-          r.int(0, 2),
-          r.pick([0, 1, 2, 4, 8, 7, 3]),
+          r.int(0, 3),
+          r.pick([0, 1, 2, 4, 8, 7, 3, 10, 12, 14, 99]),
           r.pick([32, 64, 0]),
           r.int(0, 3),
           h(),
           h(),
           r.int(0, 2),
         ),
+      () => ctx.ggmlBytes(r.pick([2, 8, 12, 14, 0, 99, -1]), n(), r.pick([32, 256, 0, 48, n()])),
+      () =>
+        ctx.ggmlPack(
+          h(),
+          new Uint8Array(r.int(0, 1200)),
+          r.pick([2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 5]),
+          r.int(0, 6),
+          r.pick([32, 256, 64, 0]),
+          r.int(0, 6),
+          r.int(0, 6),
+        ),
+      () => ctx.ggmlPackBuf(h(), h(), n(), r.pick([2, 8, 12, 14, 1]), r.int(0, 6), r.pick([32, 256, 0])),
       () =>
         ctx.embedding(
           h(),
@@ -429,8 +490,8 @@ describe('fuzzing the native backend', () => {
           n(),
           n(),
           h(),
-          r.int(0, 2),
-          r.int(0, 9),
+          r.int(0, 3),
+          r.pick([0, 1, 2, 4, 8, 12, 14, 99]),
           32,
           r.int(0, 3),
           h(),

@@ -25,9 +25,6 @@ export {
 } from './convert';
 export type { DType, QuantBits, QuantGroupSize, QuantSpec, ScaleDType } from './dtype';
 export { DTYPE_BYTES, DTYPES, isDType, QUANT_BITS, QUANT_GROUP_SIZES } from './dtype';
-// For Backend implementations (the native backend, third-party ones): the storage bookkeeping, argument checks and
-// settings the built-in backends share, so that every backend refuses exactly the same calls.
-export { Owner, overlaps, type StorageBase, width } from './owner';
 export {
   dequantizeGgmlRow,
   GGML_BLOCK_TYPES,
@@ -39,6 +36,9 @@ export {
   isGgml,
   isGgmlBlockType,
 } from './ggml';
+// For Backend implementations (the native backend, third-party ones): the storage bookkeeping, argument checks and
+// settings the built-in backends share, so that every backend refuses exactly the same calls.
+export { Owner, overlaps, type StorageBase, width } from './owner';
 export {
   checkQuantSpec,
   dequantize,
@@ -83,6 +83,7 @@ export {
   checkSwiglu,
   checkToF32,
   checkUpload,
+  checkUploadGgml,
   checkUploadQuantized,
   checkView,
   checkWrite,

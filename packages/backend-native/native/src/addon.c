@@ -38,6 +38,18 @@ static int64_t codes_panel_bytes(int64_t rows, int64_t cols, int64_t bits) {
   return mul4((rows + 15) / 16 * 16, cols / 32, bits, 4);
 }
 
+/* mn_ggml_panel_bytes with the same checks; -1 for an unknown type or impossible sizes */
+static int64_t ggml_panel_bytes(int64_t type, int64_t rows, int64_t cols, mn_ggml_type *t) {
+  if (type < 0 || type > 64 || !mn_ggml_info((int)type, t)) return -1;
+  if (rows < 0 || cols < 0 || cols % t->block || codes_panel_bytes(rows, cols, t->bits) < 0 ||
+      dense_panel_bytes(rows, cols / t->group, 4) < 0)
+    return -1;
+  int64_t total = mn_ggml_panel_bytes(t, rows, cols, NULL, NULL);
+  return total > MAX_BYTES ? -1 : total;
+}
+/* bytes of one row of raw blocks */
+static int64_t ggml_row_bytes(const mn_ggml_type *t, int64_t cols) { return mul2(cols / t->block, t->block_bytes); }
+
 typedef struct {
   uint8_t *p;
   int64_t size;
@@ -451,6 +463,83 @@ static napi_value m_read_file(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/*
+ * GGML weights. ggmlBytes(type, rows, cols): bytes of the panel buffer (-1 when impossible).
+ * ggmlPack(dst, view, type, rows, cols, r0, r1): raw blocks of rows r0..r1 (`view` holds exactly those) into dst.
+ * ggmlPackBuf(dst, src, srcOff, type, rows, cols): all rows from a native buffer of raw blocks.
+ * ggmlPackFile(dst, fd, position, type, rows, cols): all rows read from a file a few at a time.
+ */
+static napi_value m_ggml_bytes(napi_env env, napi_callback_info info) {
+  BEGIN("ggmlBytes", 3);
+  int64_t type = I(0), rows = I(1), cols = I(2);
+  CHECK;
+  mn_ggml_type t;
+  return num(env, (double)ggml_panel_bytes(type, rows, cols, &t));
+}
+
+static napi_value m_ggml_pack(napi_env env, napi_callback_info info) {
+  BEGIN("ggmlPack", 7);
+  int64_t dh = I(0), type = I(2), rows = I(3), cols = I(4), r0 = I(5), r1 = I(6);
+  CHECK;
+  mn_ggml_type t;
+  int64_t total = ggml_panel_bytes(type, rows, cols, &t);
+  if (total < 0 || r0 < 0 || r1 < r0 || r1 > rows) return throw_range(env, "native ggmlPack: bad layout arguments");
+  uint8_t *src;
+  int64_t len;
+  if (!view_bytes(env, argv[1], &src, &len)) return throw_type(env, "native ggmlPack: expected a TypedArray or DataView");
+  if (len != mul2(r1 - r0, ggml_row_bytes(&t, cols)))
+    return throw_range(env, "native ggmlPack: %lld source bytes for %lld rows", (long long)len, (long long)(r1 - r0));
+  uint8_t *d = AT(dh, 0, total);
+  CHECK;
+  mn_ggml_pack_rows(d, src, &t, rows, cols, r0, r1);
+  return undefined(env);
+}
+
+static napi_value m_ggml_pack_buf(napi_env env, napi_callback_info info) {
+  BEGIN("ggmlPackBuf", 6);
+  int64_t dh = I(0), sh = I(1), so = I(2), type = I(3), rows = I(4), cols = I(5);
+  CHECK;
+  mn_ggml_type t;
+  int64_t total = ggml_panel_bytes(type, rows, cols, &t);
+  if (total < 0) return throw_range(env, "native ggmlPackBuf: bad layout arguments");
+  uint8_t *d = AT(dh, 0, total);
+  const uint8_t *src = AT(sh, so, mul2(rows, ggml_row_bytes(&t, cols)));
+  CHECK;
+  if (d == src) return throw_range(env, "native ggmlPackBuf: source and destination are the same buffer");
+  mn_ggml_pack_rows(d, src, &t, rows, cols, 0, rows);
+  return undefined(env);
+}
+
+static napi_value m_ggml_pack_file(napi_env env, napi_callback_info info) {
+  BEGIN("ggmlPackFile", 6);
+  int64_t dh = I(0), fd = I(1), pos = I(2), type = I(3), rows = I(4), cols = I(5);
+  CHECK;
+  mn_ggml_type t;
+  int64_t total = ggml_panel_bytes(type, rows, cols, &t);
+  if (total < 0 || fd < 0 || pos < 0) return throw_range(env, "native ggmlPackFile: bad arguments");
+  int64_t rb = ggml_row_bytes(&t, cols);
+  if (rb < 0 || mul2(rows, rb) < 0) return throw_range(env, "native ggmlPackFile: the matrix is too large");
+  uint8_t *d = AT(dh, 0, total);
+  CHECK;
+  int64_t chunk = rb > 0 ? ((int64_t)4 << 20) / rb : rows;
+  if (chunk < 1) chunk = 1;
+  if (chunk > rows) chunk = rows;
+  uint8_t *tmp = (uint8_t *)alloc_aligned(mul2(chunk, rb) > 0 ? mul2(chunk, rb) : 64);
+  if (!tmp) return throw_range(env, "native ggmlPackFile: could not allocate a read buffer");
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows, done;
+    int err = read_fully((int)fd, tmp, (r1 - r0) * rb, pos + r0 * rb, &done);
+    if (err) {
+      free(tmp);
+      return throw_range(env, "native ggmlPackFile: read %lld of %lld bytes at %lld (%s)", (long long)(r0 * rb + done),
+                         (long long)(rows * rb), (long long)pos, err > 0 ? strerror(err) : "end of file");
+    }
+    mn_ggml_pack_rows(d, tmp, &t, rows, cols, r0, r1);
+  }
+  free(tmp);
+  return undefined(env);
+}
+
 /* ---- ops ----------------------------------------------------------------------------------------------------- */
 
 static int dsize(int64_t d) { return d == MN_F32 ? 4 : 2; }
@@ -507,6 +596,26 @@ static int weight_arg(ctx *c, napi_env env, napi_value *argv, int i, int64_t n, 
           bh = arg_i(env, argv[i + 6], OP, &ok);
   if (!ok) return *okp = 0;
   m->quant = (int)quant;
+  if (quant == 2) {
+    /* a GGML panel (dtype|bits = the GGML type id): codes, f32 scales and offsets in one buffer */
+    mn_ggml_type t;
+    int64_t total = ggml_panel_bytes(dt, n, k, &t);
+    if (total < 0) return *okp = 0, throw_range(env, "native %s: bad GGML weight", OP), 0;
+    int64_t off_s, off_b;
+    mn_ggml_panel_bytes(&t, n, k, &off_s, &off_b);
+    const uint8_t *base = (const uint8_t *)at(c, env, wh, 0, total, OP, &ok);
+    *okp = ok;
+    if (!ok) return 0;
+    m->quant = 1;
+    m->bits = t.bits;
+    m->group = t.group;
+    m->sdtype = MN_F32;
+    m->w = base;
+    m->scales = base + off_s;
+    m->biases = base + off_b;
+    m->ggml = 1;
+    return 1;
+  }
   if (!quant) {
     if (dt < 0 || dt > 2) return *okp = 0, throw_range(env, "native %s: bad weight dtype", OP), 0;
     m->dtype = (int)dt;
@@ -559,7 +668,23 @@ static napi_value m_matmul(napi_env env, napi_callback_info info) {
       for (int64_t o = 0; o < n; o++) m.y[r * n + o] = m.bias ? m.bias[o] : 0.0f;
     return undefined(env);
   }
-  int q8a = int8a && m.quant && (m.bits == 4 || m.bits == 8);
+  int q8a = int8a && m.quant && (m.bits == 4 || m.bits == 8) && m.group >= 32;
+  if (int8a && m.ggml && !q8a) {
+    /* GGML weights without an integer kernel: the activations rounded to int8 blocks (q · d, as
+       roundActivationsInt8), then the exact kernel */
+    int64_t blocks = k / 32;
+    int64_t need = rows * k + 64 + rows * blocks * 4 + rows * blocks * 4 + 64 + rows * k * 4 + 64;
+    if (!ensure_scratch(c, need)) return throw_range(env, "native matmul: could not allocate %lld bytes of scratch", (long long)need);
+    int8_t *xq = c->xq;
+    float *xd = (float *)(c->xq + ((rows * k + 63) & ~(int64_t)63));
+    float *xg = xd + rows * blocks;
+    float *xr = (float *)(((uintptr_t)(xg + rows * blocks) + 63) & ~(uintptr_t)63);
+    q_job qj = {xq, xd, xg, m.x, k, 8, 32, 16, rows};
+    mn_pool_run(c->pool, q_task, &qj, (rows + 15) / 16);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t i = 0; i < k; i++) xr[r * k + i] = (float)xq[r * k + i] * xd[r * blocks + i / 32];
+    m.x = xr;
+  }
   if (q8a) {
     int64_t blocks = k / 32, groups = k / m.group;
     int64_t need = rows * k + 64 + rows * blocks * 4 + rows * groups * 4 + 64;
@@ -930,7 +1055,8 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
-      {"bytes", m_bytes},         {"dispose", m_dispose},
+      {"bytes", m_bytes},         {"dispose", m_dispose}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
+      {"ggmlPackBuf", m_ggml_pack_buf}, {"ggmlPackFile", m_ggml_pack_file},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
     napi_value fn;

@@ -399,22 +399,27 @@ MN_AI vi chunk_code(const uint32_t *cw, int e, const int B) {
 
 /*
  * Affine (MLX) tile: each weight is dequantized with one rounding, w = fma(scale, q, bias), then as dense:
- * acc = fma(x[k], w[k], acc) for k ascending, then + bias.
+ * acc = fma(x[k], w[k], acc) for k ascending, then + bias. G16: groups of 16 (two per 32-element chunk; GGML K-quants).
  */
-MN_AI void tile_quant(const mn_matmul *m, int64_t r, int64_t p, const int MR, const int NV, const int B) {
-  const int64_t K = m->k, ldx = m->ldx, chunks = K / 32, G = K / m->group, gpc = m->group / 32;
+MN_AI void tile_quant(const mn_matmul *m, int64_t r, int64_t p, const int MR, const int NV, const int B, const int G16) {
+  const int64_t K = m->k, ldx = m->ldx, chunks = K / 32, G = K / m->group, gpc = G16 ? 1 : m->group / 32;
   const int sd = m->sdtype;
-  vf acc[MN_MR][NVMAX], sc[NVMAX], bi[NVMAX];
+  vf acc[MN_MR][NVMAX], sc[2][NVMAX], bi[2][NVMAX];
   MN_UNROLL for (int i = 0; i < MR; i++) MN_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = vf_zero();
   const float *x = m->x + r * ldx;
   const int64_t cstride = chunks * B * 16; /* uint32 per panel */
   const uint32_t *codes = (const uint32_t *)m->w + p * cstride;
   for (int64_t c = 0; c < chunks; c++) {
-    if (c % gpc == 0) {
+    if (G16) {
+      MN_UNROLL for (int h = 0; h < 2; h++) MN_UNROLL for (int j = 0; j < NV; j++) {
+        sc[h][j] = load_s(m->scales, ((p + j) * G + 2 * c + h) * 16, sd);
+        bi[h][j] = load_s(m->biases, ((p + j) * G + 2 * c + h) * 16, sd);
+      }
+    } else if (c % gpc == 0) {
       int64_t g = c / gpc;
       MN_UNROLL for (int j = 0; j < NV; j++) {
-        sc[j] = load_s(m->scales, ((p + j) * G + g) * 16, sd);
-        bi[j] = load_s(m->biases, ((p + j) * G + g) * 16, sd);
+        sc[0][j] = load_s(m->scales, ((p + j) * G + g) * 16, sd);
+        bi[0][j] = load_s(m->biases, ((p + j) * G + g) * 16, sd);
       }
     }
     const float *xc = x + c * 32;
@@ -422,11 +427,12 @@ MN_AI void tile_quant(const mn_matmul *m, int64_t r, int64_t p, const int MR, co
     if (32 % B == 0) {
       const int per = 32 / B;
       for (int wd = 0; wd < B; wd++) {
+        const int h = G16 ? (wd * per) >> 4 : 0;
         vi W[NVMAX];
         MN_UNROLL for (int j = 0; j < NV; j++) W[j] = vi_loadu(cw + j * cstride + wd * 16);
         MN_UNROLL for (int e = 0; e < per; e++) {
           vf w[NVMAX];
-          MN_UNROLL for (int j = 0; j < NV; j++) w[j] = vf_fma(sc[j], vi_to_vf(word_code(W[j], e, B)), bi[j]);
+          MN_UNROLL for (int j = 0; j < NV; j++) w[j] = vf_fma(sc[h][j], vi_to_vf(word_code(W[j], e, B)), bi[h][j]);
           MN_UNROLL for (int i = 0; i < MR; i++) {
             vf xb = vf_set1(xc[i * ldx + wd * per + e]);
             MN_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = vf_fma(xb, w[j], acc[i][j]);
@@ -435,8 +441,10 @@ MN_AI void tile_quant(const mn_matmul *m, int64_t r, int64_t p, const int MR, co
       }
     } else {
       for (int e = 0; e < 32; e++) {
+        const int h = G16 ? e >> 4 : 0;
         vf w[NVMAX];
-        MN_UNROLL for (int j = 0; j < NV; j++) w[j] = vf_fma(sc[j], vi_to_vf(chunk_code(cw + j * cstride, e, B)), bi[j]);
+        MN_UNROLL for (int j = 0; j < NV; j++)
+          w[j] = vf_fma(sc[h][j], vi_to_vf(chunk_code(cw + j * cstride, e, B)), bi[h][j]);
         MN_UNROLL for (int i = 0; i < MR; i++) {
           vf xb = vf_set1(xc[i * ldx + e]);
           MN_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = vf_fma(xb, w[j], acc[i][j]);
@@ -552,18 +560,24 @@ DENSE_FN(2)
     MN_TILE_LOOP(QUANT_CALL_##B);                                                                                      \
     MN_NOWARN_END                                                                                                      \
   }
-#define QUANT_CALL_2(r, p, a, b) tile_quant(m, r, p, a, b, 2)
-#define QUANT_CALL_3(r, p, a, b) tile_quant(m, r, p, a, b, 3)
-#define QUANT_CALL_4(r, p, a, b) tile_quant(m, r, p, a, b, 4)
-#define QUANT_CALL_5(r, p, a, b) tile_quant(m, r, p, a, b, 5)
-#define QUANT_CALL_6(r, p, a, b) tile_quant(m, r, p, a, b, 6)
-#define QUANT_CALL_8(r, p, a, b) tile_quant(m, r, p, a, b, 8)
+#define QUANT_CALL_2(r, p, a, b) tile_quant(m, r, p, a, b, 2, 0)
+#define QUANT_CALL_3(r, p, a, b) tile_quant(m, r, p, a, b, 3, 0)
+#define QUANT_CALL_4(r, p, a, b) tile_quant(m, r, p, a, b, 4, 0)
+#define QUANT_CALL_5(r, p, a, b) tile_quant(m, r, p, a, b, 5, 0)
+#define QUANT_CALL_6(r, p, a, b) tile_quant(m, r, p, a, b, 6, 0)
+#define QUANT_CALL_8(r, p, a, b) tile_quant(m, r, p, a, b, 8, 0)
+#define QUANT_CALL_2g16(r, p, a, b) tile_quant(m, r, p, a, b, 2, 1)
+#define QUANT_CALL_3g16(r, p, a, b) tile_quant(m, r, p, a, b, 3, 1)
+#define QUANT_CALL_6g16(r, p, a, b) tile_quant(m, r, p, a, b, 6, 1)
 QUANT_FN(2)
 QUANT_FN(3)
 QUANT_FN(4)
 QUANT_FN(5)
 QUANT_FN(6)
 QUANT_FN(8)
+QUANT_FN(2g16)
+QUANT_FN(3g16)
+QUANT_FN(6g16)
 
 #define Q8A_FN(B)                                                                                                      \
   static void mm_q8a_##B(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {                        \
@@ -601,26 +615,33 @@ MN_AI void decode_block(float *dst, const mn_matmul *m, int64_t p, int np, int64
     const int B = m->bits;
     const int64_t chunks = K / 32, G = K / m->group;
     const uint32_t *codes = (const uint32_t *)m->w + (p + j) * chunks * B * 16;
+    const int g16 = m->group == 16;
     for (int64_t c = k0 / 32; c < (k0 + kc) / 32; c++) {
-      const int64_t g = c * 32 / m->group;
-      vf sc = load_s(m->scales, ((p + j) * G + g) * 16, m->sdtype);
-      vf bi = load_s(m->biases, ((p + j) * G + g) * 16, m->sdtype);
+      /* the groups of elements 0..15 and 16..31 of the chunk (the same one unless groups are 16) */
+      const int64_t g0 = c * 32 / m->group, g1 = g16 ? g0 + 1 : g0;
+      vf sc0 = load_s(m->scales, ((p + j) * G + g0) * 16, m->sdtype);
+      vf bi0 = load_s(m->biases, ((p + j) * G + g0) * 16, m->sdtype);
+      vf sc1 = load_s(m->scales, ((p + j) * G + g1) * 16, m->sdtype);
+      vf bi1 = load_s(m->biases, ((p + j) * G + g1) * 16, m->sdtype);
       const uint32_t *cw = codes + c * B * 16;
       float *dc = d + (c * 32 - k0) * stride;
       if (B == 4) {
         for (int wd = 0; wd < 4; wd++) {
           vi W = vi_loadu(cw + wd * 16);
+          vf sc = wd < 2 ? sc0 : sc1, bi = wd < 2 ? bi0 : bi1;
           MN_UNROLL for (int e = 0; e < 8; e++)
             vf_storeu(dc + (wd * 8 + e) * stride, vf_fma(sc, vi_to_vf(word_code(W, e, 4)), bi));
         }
       } else if (B == 8) {
         for (int wd = 0; wd < 8; wd++) {
           vi W = vi_loadu(cw + wd * 16);
+          vf sc = wd < 4 ? sc0 : sc1, bi = wd < 4 ? bi0 : bi1;
           MN_UNROLL for (int e = 0; e < 4; e++)
             vf_storeu(dc + (wd * 4 + e) * stride, vf_fma(sc, vi_to_vf(word_code(W, e, 8)), bi));
         }
       } else {
-        for (int e = 0; e < 32; e++) vf_storeu(dc + e * stride, vf_fma(sc, vi_to_vf(chunk_code(cw, e, B)), bi));
+        for (int e = 0; e < 32; e++)
+          vf_storeu(dc + e * stride, vf_fma(e < 16 ? sc0 : sc1, vi_to_vf(chunk_code(cw, e, B)), e < 16 ? bi0 : bi1));
       }
     }
   }
@@ -686,6 +707,7 @@ typedef void (*mm_fn)(const mn_matmul *, int64_t, int64_t, int64_t, int64_t);
 static const mm_fn quant_fns[9] = {
     [2] = mm_quant_2, [3] = mm_quant_3, [4] = mm_quant_4, [5] = mm_quant_5, [6] = mm_quant_6, [8] = mm_quant_8,
 };
+static const mm_fn quant16_fns[9] = {[2] = mm_quant_2g16, [3] = mm_quant_3g16, [6] = mm_quant_6g16};
 static const mm_fn dense_fns[3] = {mm_dense_0, mm_dense_1, mm_dense_2};
 static const mm_fn q8a_fns[9] = {[4] = mm_q8a_4, [8] = mm_q8a_8};
 
@@ -698,7 +720,7 @@ static void k_matmul(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int
   if (!m->quant)
     dense_fns[m->dtype](m, r0, r1, p0, p1);
   else
-    quant_fns[m->bits](m, r0, r1, p0, p1);
+    (m->group == 16 ? quant16_fns : quant_fns)[m->bits](m, r0, r1, p0, p1);
 }
 static void k_matmul_q8a(const mn_matmul *m, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *scratch) {
   (void)scratch;

@@ -54,7 +54,8 @@ enum { MN_ROPE_HALF = 0, MN_ROPE_PAIR = 1 };
  * zeros); panel p holds, for k = 0..cols-1, the 16 elements w[16p + lane][k] (lane 0..15) back to back.
  * Affine panel (MLX affine quantization, bits b, group g): codes of panel p are cols/32 chunks of b * 16 uint32: chunk
  * c, word w, lane l holds word (c * b + w) of row 16p + l's MLX packed row (element 32c + i at bit b*i of the chunk's
- * b words, least significant first). Scales and biases of panel p: cols/g groups of 16 values (lane = row).
+ * b words, least significant first). Scales and biases of panel p: cols/g groups of 16 values (lane = row). Groups of
+ * 16 (GGML K-quants) are allowed too: a 32-element chunk then has two groups.
  */
 typedef struct mn_matmul {
   float *y;            /* [rows, n], row stride ldy */
@@ -62,6 +63,7 @@ typedef struct mn_matmul {
   const float *bias;   /* [n] or NULL */
   int64_t rows, k, n, ldx, ldy;
   int quant;           /* 0: dense panel of dtype `dtype`; 1: affine panel */
+  int ggml;            /* the affine panel was decoded from GGML blocks (f32 scales, groups of 16 or 32) */
   int dtype;           /* dense weights: MN_F32 / MN_F16 / MN_BF16 */
   const void *w;       /* panels (dense values or affine codes) */
   int bits, group, sdtype;
@@ -152,5 +154,31 @@ void mn_pack_codes(uint32_t *dst, const uint32_t *src, int64_t rows, int64_t col
 void mn_unpack_codes(uint32_t *dst, const uint32_t *src, int64_t rows, int64_t cols, int bits);
 void mn_pack_codes_rows(uint32_t *dst, const uint32_t *src, int64_t rows, int64_t cols, int bits, int64_t r0,
                         int64_t r1);
+
+/*
+ * GGML block weights (GGUF type ids). Stored as a "GGML panel": the affine panel layout above with code bits `bits`,
+ * f32 scales and offsets per sub-block of `group` (16 or 32) elements, in one buffer: codes at 0, scales at off_s,
+ * offsets at off_b (mn_ggml_panel_bytes). See ggml.c.
+ */
+enum {
+  MN_GGML_Q4_0 = 2,
+  MN_GGML_Q4_1 = 3,
+  MN_GGML_Q5_0 = 6,
+  MN_GGML_Q5_1 = 7,
+  MN_GGML_Q8_0 = 8,
+  MN_GGML_Q2_K = 10,
+  MN_GGML_Q3_K = 11,
+  MN_GGML_Q4_K = 12,
+  MN_GGML_Q5_K = 13,
+  MN_GGML_Q6_K = 14,
+};
+typedef struct mn_ggml_type {
+  int id, block, block_bytes, bits, group;
+} mn_ggml_type;
+/* 1 and *t filled for a known type id, else 0 */
+int mn_ggml_info(int type, mn_ggml_type *t);
+int64_t mn_ggml_panel_bytes(const mn_ggml_type *t, int64_t rows, int64_t cols, int64_t *off_s, int64_t *off_b);
+void mn_ggml_pack_rows(uint8_t *dst, const uint8_t *src, const mn_ggml_type *t, int64_t rows, int64_t cols, int64_t r0,
+                       int64_t r1);
 
 #endif

@@ -432,16 +432,18 @@ static void set_qmatmul(mn_matmul *m, const qweight *q) {
 
 static void test_quant(void) {
   const int bitss[] = {2, 3, 4, 5, 6, 8};
-  const int groups[] = {32, 64, 128};
+  /* groups of 16: the GGML K-quants with 2, 3 and 6 bits (f32 scales) */
+  const int groups[] = {32, 64, 128, 16};
   int count = 0;
   for (int bi = 0; bi < 6; bi++)
-    for (int gi = 0; gi < 3; gi++)
+    for (int gi = 0; gi < 4; gi++)
       for (int sd = 0; sd < 3; sd++) {
         int bits = bitss[bi], group = groups[gi];
+        if (group == 16 && (sd != MN_F32 || !(bits == 2 || bits == 3 || bits == 6))) continue;
         const int64_t shapes[][3] = {{1, 1, 5}, {3, 2, 3}, {2, 3, 1}, {7, 2, 37}, {1, 4, 70}, {13, 10, 35}};
         for (int s = 0; s < 6; s++) {
           if (s == 5 && (gi != 1 || sd != 1)) continue; /* one long case per bit width */
-          int64_t rows = shapes[s][0], K = shapes[s][1] * group, N = shapes[s][2];
+          int64_t rows = shapes[s][0], K = shapes[s][1] * (group < 32 ? 32 : group), N = shapes[s][2];
           qweight q;
           make_qweight(&q, N, K, bits, group, sd);
           float *x = malloc(rows * K * 4), *bias = malloc(N * 4);
@@ -479,7 +481,7 @@ static void test_quant(void) {
           }
           if (s == 0) hash_floats(q.wv, N * K);
           /* int8 activations */
-          if (bits == 4 || bits == 8) {
+          if ((bits == 4 || bits == 8) && group >= 32) {
             int64_t blocks = K / 32, G = K / group;
             int8_t *xq = malloc(rows * K);
             float *xd = malloc(rows * blocks * 4), *xg = malloc(rows * G * 4);

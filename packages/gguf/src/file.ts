@@ -44,6 +44,11 @@ export interface GgufFile extends GgufHeader {
    * was not written to since it was opened (see `FileIdentity` of `@mnemo/files`).
    */
   identity(): Promise<FileIdentity>;
+  /**
+   * Where the tensor's bytes lie in the open file: its descriptor (valid until `close()`), absolute position and
+   * length, for readers that copy straight from the file (e.g. a native backend). Throws NOT_FOUND / CLOSED.
+   */
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number };
   /** Closes the file handle; further reads throw CLOSED. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -198,6 +203,11 @@ class OpenFile extends Header implements GgufFile {
         `readInto: ${this.path}: tensor ${JSON.stringify(name)} has ${t.byteLength} bytes, the target ${out?.byteLength}`,
       );
     await readFully(this.#handle(name), out, t.byteOffset, this.path, name);
+  }
+
+  fileRange(name: string): { readonly fd: number; readonly position: number; readonly byteLength: number } {
+    const t = this.info(name);
+    return { fd: this.#handle(name).fd, position: t.byteOffset, byteLength: t.byteLength };
   }
 
   async identity(): Promise<FileIdentity> {

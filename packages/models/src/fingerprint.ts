@@ -48,7 +48,9 @@ export async function tensorDigestFromFile(
     while (got < want) {
       const n = await readAt(fd, buf.subarray(got), want - got, position + done + got);
       if (n === 0)
-        throw new RangeError(`tensor "${name}": the file ends ${byteLength - done - got} bytes before the tensor does`);
+        throw new RangeError(
+          `tensor "${name}": the file ends ${byteLength - done - got} bytes before the tensor does`,
+        );
       got += n;
     }
     h.update(buf.subarray(0, want));

@@ -272,6 +272,13 @@ export function ggufTensorSource(file: GgufFile, arch: string): TensorSource {
       if (path !== file.path) throw new ModelLoadError(`${path} is not the GGUF file ${file.path}`);
       return file.identity();
     },
+    // stored as read: dense and GGML block tensors (not the Gemma norms converted on reading, nor unknown types)
+    fileRange: (name) => {
+      const t = get(name);
+      return isShiftedNorm(t) || (!DENSE.has(t.typeName) && !isGgmlBlockType(t.typeName))
+        ? undefined
+        : file.fileRange(t.name);
+    },
     read: async (name) => {
       const t = get(name);
       if (isShiftedNorm(t)) {

@@ -17,7 +17,7 @@
     },
     {
       "target_name": "mnemo_native",
-      "sources": ["native/src/addon.c", "native/src/common.c", "native/src/ggml.c", "native/src/pool.c"],
+      "sources": ["native/src/addon.c", "native/src/common.c", "native/src/ggml.c", "native/src/kv.c", "native/src/pool.c"],
       "dependencies": ["mn_kernels_scalar"],
       "conditions": [
         ["target_arch=='x64'", {

@@ -124,17 +124,14 @@ export interface NativeContext {
   scale(out: number, outOff: number, x: number, xOff: number, n: number, s: number): void;
   softmax(x: number, xOff: number, rows: number, n: number): void;
   argmax(x: number, xOff: number, n: number): number;
+  /** See native/src/addon.c: the KV sides are (fmt, bits, group, h, off, scalesH, scalesOff, biasesH, biasesOff). */
   attention(
     out: number,
     outOff: number,
     q: number,
     qOff: number,
-    k: number,
-    kOff: number,
-    v: number,
-    vOff: number,
     rows: number,
-    startPos: number,
+    start: number,
     nHeads: number,
     nKvHeads: number,
     headDim: number,
@@ -142,6 +139,18 @@ export interface NativeContext {
     window: number,
     capacity: number,
     softcap: number,
+    keep: number,
+    ...kv: number[]
+  ): void;
+  writeKv(
+    src: number,
+    srcOff: number,
+    rows: number,
+    width: number,
+    start: number,
+    capacity: number,
+    keep: number,
+    ...dst: number[]
   ): void;
   exp(out: number, outOff: number, x: number, xOff: number, n: number): void;
   tanh(out: number, outOff: number, x: number, xOff: number, n: number): void;

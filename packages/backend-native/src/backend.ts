@@ -36,6 +36,7 @@ import {
   checkUploadQuantized,
   checkView,
   checkWrite,
+  checkWriteKv,
   DTYPE_BYTES,
   type DType,
   type FileRange,
@@ -43,6 +44,7 @@ import {
   type GgmlBlockType,
   GgmlTensor,
   isDType,
+  type KvRows,
   Owner,
   packedRowWords,
   QuantizedTensor,
@@ -51,6 +53,7 @@ import {
   type StorageBase,
   Tensor,
   type Weight,
+  type WriteKvOptions,
   width,
 } from '@mnemo/tensor';
 import type { NativeContext } from './addon';
@@ -763,23 +766,22 @@ export class NativeBackendImpl implements NativeBackend {
     return this.ctx.argmax(handle(x), byteOffset(x) + row * n * 4, n);
   }
 
-  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): void {
+  attention(out: Tensor, q: Tensor, k: KvRows, v: KvRows, opts: AttentionOptions): void {
     checkAttention(this.owner, out, q, k, v, opts);
     this.plain(out, 'attention');
     this.plain(q, 'attention');
-    this.plain(k, 'attention');
-    this.plain(v, 'attention');
+    this.kvPlain(k, 'attention');
+    this.kvPlain(v, 'attention');
     const rows = q.shape[0]!;
     if (rows === 0) return;
+    const a = this.kvArgs;
+    this.kvSide(a, 0, k);
+    this.kvSide(a, 9, v);
     this.ctx.attention(
       handle(out),
       byteOffset(out),
       handle(q),
       byteOffset(q),
-      handle(k),
-      byteOffset(k),
-      handle(v),
-      byteOffset(v),
       rows,
       opts.startPos,
       opts.nHeads,
@@ -787,9 +789,92 @@ export class NativeBackendImpl implements NativeBackend {
       opts.headDim,
       opts.scale,
       opts.window ?? 0,
-      k.shape[0]!,
+      k.shape[0],
       opts.softcap ?? 0,
+      opts.keep ?? 0,
+      a[0]!,
+      a[1]!,
+      a[2]!,
+      a[3]!,
+      a[4]!,
+      a[5]!,
+      a[6]!,
+      a[7]!,
+      a[8]!,
+      a[9]!,
+      a[10]!,
+      a[11]!,
+      a[12]!,
+      a[13]!,
+      a[14]!,
+      a[15]!,
+      a[16]!,
+      a[17]!,
     );
+  }
+
+  writeKv(dst: KvRows, src: Tensor, opts: WriteKvOptions): void {
+    checkWriteKv(this.owner, dst, src, opts);
+    this.plain(src, 'writeKv');
+    this.kvPlain(dst, 'writeKv');
+    const rows = src.shape[0]!;
+    if (rows === 0) return;
+    const a = this.kvArgs;
+    this.kvSide(a, 0, dst);
+    this.ctx.writeKv(
+      handle(src),
+      byteOffset(src),
+      rows,
+      width(src),
+      opts.startPos,
+      dst.shape[0],
+      opts.keep ?? 0,
+      a[0]!,
+      a[1]!,
+      a[2]!,
+      a[3]!,
+      a[4]!,
+      a[5]!,
+      a[6]!,
+      a[7]!,
+      a[8]!,
+    );
+  }
+
+  /** The addon's arguments for one side of KV storage (reused: no allocation per call). */
+  private readonly kvArgs: number[] = new Array<number>(18).fill(0);
+
+  private kvPlain(s: KvRows, op: string): void {
+    if (s instanceof QuantizedTensor) {
+      this.plain(s.packed, op);
+      this.plain(s.scales, op);
+      this.plain(s.biases, op);
+    } else this.plain(s, op);
+  }
+
+  /** (fmt, bits, group, h, off, scalesH, scalesOff, biasesH, biasesOff) of `s` into `a` at `i`. */
+  private kvSide(a: number[], i: number, s: KvRows): void {
+    if (s instanceof QuantizedTensor) {
+      a[i] = 2;
+      a[i + 1] = s.spec.bits;
+      a[i + 2] = s.spec.groupSize;
+      a[i + 3] = handle(s.packed);
+      a[i + 4] = byteOffset(s.packed);
+      a[i + 5] = handle(s.scales);
+      a[i + 6] = byteOffset(s.scales);
+      a[i + 7] = handle(s.biases);
+      a[i + 8] = byteOffset(s.biases);
+    } else {
+      a[i] = s.dtype === 'f16' ? 1 : 0;
+      a[i + 1] = 0;
+      a[i + 2] = 0;
+      a[i + 3] = handle(s);
+      a[i + 4] = byteOffset(s);
+      a[i + 5] = 0;
+      a[i + 6] = 0;
+      a[i + 7] = 0;
+      a[i + 8] = 0;
+    }
   }
 }
 

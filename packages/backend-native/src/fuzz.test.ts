@@ -6,6 +6,7 @@ import {
   type GgmlBlockType,
   GgmlTensor,
   ggmlRowBytes,
+  type KvRows,
   QuantizedTensor,
   type QuantSpec,
   Tensor,
@@ -255,6 +256,27 @@ describe('fuzzing the native backend', () => {
       return tensor();
     };
     const opt = <T>(make: () => T): T | undefined => (r.next() < 0.3 ? undefined : make());
+    /** KV storage: an f32/f16 tensor, a 4-/8-bit quantized one with f32 scales (as caches make them), or anything */
+    const kv = (): KvRows => {
+      const x = r.next();
+      if (x < 0.3) {
+        const rowsN = r.int(1, 24);
+        const w = r.pick([32, 64, 128]);
+        const bits = r.pick([4, 8] as const);
+        const groupSize = r.pick([32, 64] as const);
+        if (w % groupSize !== 0) return tensor();
+        const q = new QuantizedTensor(
+          { bits, groupSize, scaleDtype: 'f32' },
+          [rowsN, w],
+          b.alloc('u32', [rowsN, (w * bits) / 32]),
+          b.alloc('f32', [rowsN, w / groupSize]),
+          b.alloc('f32', [rowsN, w / groupSize]),
+        );
+        pool.push(q);
+        return q;
+      }
+      return x < 0.5 ? (weight() as KvRows) : tensor();
+    };
     const maybeGarbage = <T>(v: T): T =>
       r.next() < 0.05 ? (r.pick([null, undefined, 'x', {}, []]) as T) : v;
 
@@ -309,6 +331,18 @@ describe('fuzzing the native backend', () => {
             r.next() < 0.9 ? new Uint8Array(Math.min(n, 1 << 16)).map(() => r.int(0, 256)) : typedArray(r, n),
           );
         },
+      ],
+      [
+        'writeKv',
+        () =>
+          b.writeKv(
+            kv(),
+            tensor(),
+            maybeGarbage({
+              startPos: r.next() < 0.7 ? r.int(0, 40) : garbageNumber(r),
+              keep: opt(() => r.pick([0, 1, 4, -1, 1000, 0.5])),
+            } as never),
+          ),
       ],
       ['view', () => b.view(tensor(), shape(r), garbageNumber(r))],
       ['write', () => b.write(tensor(), typedArray(r, Math.min(tensor().byteLength || 0, 1 << 16)))],
@@ -378,8 +412,8 @@ describe('fuzzing the native backend', () => {
           b.attention(
             tensor(),
             tensor(),
-            tensor(),
-            tensor(),
+            kv(),
+            kv(),
             maybeGarbage({
               startPos: garbageNumber(r),
               nHeads: r.pick([1, 2, 4, 8, 0, 3]),
@@ -388,6 +422,7 @@ describe('fuzzing the native backend', () => {
               scale: r.pick([0.5, 1, Number.NaN, Infinity]),
               window: opt(() => garbageNumber(r)),
               softcap: opt(() => r.pick([0, 10, -1, Number.NaN, Infinity])),
+              keep: opt(() => r.pick([0, 1, 4, -1, 100])),
             } as never),
           ),
       ],
@@ -444,6 +479,18 @@ describe('fuzzing the native backend', () => {
     for (let i = 0; i < 8; i++) handles.push(ctx.alloc(r.int(0, 4096)));
     const h = () => (r.next() < 0.85 ? r.pick(handles) : r.pick([-1, 0, 1, 2 ** 24, 2 ** 30, 1e15, 0.5]));
     const n = () => (r.next() < 0.7 ? r.int(0, 300) : r.pick(NUMBERS));
+    /** one side of KV storage: (fmt, bits, group, h, off, scalesH, scalesOff, biasesH, biasesOff) */
+    const kvSide = () => [
+      r.pick([0, 1, 2, 2, 3, -1]),
+      r.pick([4, 8, 3, 0]),
+      r.pick([32, 64, 16, 0]),
+      h(),
+      n(),
+      h(),
+      n(),
+      h(),
+      n(),
+    ];
     const calls: (() => unknown)[] = [
       () => ctx.copy(h(), n(), h(), n(), n()),
       () => ctx.fill(h(), n(), n(), n()),
@@ -509,10 +556,6 @@ describe('fuzzing the native backend', () => {
           n(),
           h(),
           n(),
-          h(),
-          n(),
-          h(),
-          n(),
           n(),
           n(),
           r.int(0, 9),
@@ -522,7 +565,11 @@ describe('fuzzing the native backend', () => {
           n(),
           n(),
           r.pick([0, 1, -1, 50, Number.NaN]),
+          r.pick([0, 0, 1, 3, -1, n()]),
+          ...kvSide(),
+          ...kvSide(),
         ),
+      () => ctx.writeKv(h(), n(), n(), n(), n(), n(), r.pick([0, 0, 2, -1, n()]), ...kvSide()),
       () => ctx.geluGlu(h(), n(), h(), n(), h(), n(), n()),
       () => ctx.softcap(h(), n(), n(), r.pick([1, 0, -1, 30, Number.NaN, Infinity])),
       () => ctx.scale(h(), n(), h(), n(), n(), r.pick([1, 0.5, Number.NaN, Infinity])),

@@ -87,6 +87,7 @@ export {
   checkUploadQuantized,
   checkView,
   checkWrite,
+  checkWriteKv,
 } from './validate';
 export {
   createWasmBackend,

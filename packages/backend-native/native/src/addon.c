@@ -906,25 +906,72 @@ static void at_task(void *arg, int64_t t, int thread) {
   j->k->attention(j->a, kvh, r0, r1, j->scratch + thread * j->per_thread);
 }
 
-/* attention(out, outOff, q, qOff, k, kOff, v, vOff, rows, start, nheads, nkv, hd, scale, window, capacity, softcap) */
+/*
+ * One side of a KV storage at argv[i..i+8]: (fmt, bits, group, h, off, scalesH, scalesOff, biasesH, biasesOff), `cap`
+ * rows of `width` values. fmt 0 f32, 1 f16 (h/off the values), 2 affine (h/off the packed codes; bits 4/8, group
+ * 32/64, f32 scales and biases).
+ */
+static int kv_arg(ctx *c, napi_env env, napi_value *argv, int i, int64_t cap, int64_t width, mn_kv *kv, const char *OP,
+                  int *okp) {
+  int ok = *okp;
+  int64_t fmt = arg_i(env, argv[i], OP, &ok), bits = arg_i(env, argv[i + 1], OP, &ok),
+          group = arg_i(env, argv[i + 2], OP, &ok), h = arg_i(env, argv[i + 3], OP, &ok),
+          off = arg_i(env, argv[i + 4], OP, &ok), sh = arg_i(env, argv[i + 5], OP, &ok),
+          so = arg_i(env, argv[i + 6], OP, &ok), bh = arg_i(env, argv[i + 7], OP, &ok),
+          bo = arg_i(env, argv[i + 8], OP, &ok);
+  if (!ok) return *okp = 0;
+  memset(kv, 0, sizeof *kv);
+  kv->fmt = (int)fmt;
+  if (fmt == MN_KV_F32 || fmt == MN_KV_F16) {
+    kv->data = at(c, env, h, off, mul3(cap, width, fmt == MN_KV_F32 ? 4 : 2), OP, &ok);
+  } else if (fmt == MN_KV_AFFINE) {
+    if ((bits != 4 && bits != 8) || (group != 32 && group != 64) || width % group)
+      return *okp = 0, throw_range(env, "native %s: bad KV quantization", OP), 0;
+    kv->bits = (int)bits;
+    kv->group = (int)group;
+    kv->data = at(c, env, h, off, mul4(cap, width / 32, bits, 4), OP, &ok);
+    kv->scales = (const float *)at(c, env, sh, so, mul3(cap, width / group, 4), OP, &ok);
+    kv->biases = (const float *)at(c, env, bh, bo, mul3(cap, width / group, 4), OP, &ok);
+  } else {
+    return *okp = 0, throw_range(env, "native %s: bad KV format", OP), 0;
+  }
+  *okp = ok;
+  return ok;
+}
+
+/*
+ * attention(out, outOff, q, qOff, rows, start, nheads, nkv, hd, scale, window, cap, softcap, keep, K side (9 args),
+ * V side (9 args)) — sides as kv_arg. Every position a query sees must lie in the ring (checked here too).
+ */
 static napi_value m_attention(napi_env env, napi_callback_info info) {
-  BEGIN("attention", 17);
-  int64_t oh = I(0), oo = I(1), qh = I(2), qo = I(3), kh = I(4), ko = I(5), vh = I(6), vo = I(7), rows = I(8),
-          start = I(9), nh = I(10), nkv = I(11), hd = I(12), window = I(14), cap = I(15);
-  double scale = F(13), softcap = F(16);
+  BEGIN("attention", 32);
+  int64_t oh = I(0), oo = I(1), qh = I(2), qo = I(3), rows = I(4), start = I(5), nh = I(6), nkv = I(7), hd = I(8),
+          window = I(10), cap = I(11), keep = I(13);
+  double scale = F(9), softcap = F(12);
   CHECK;
   if (!(softcap >= 0 && softcap <= 3.4028234663852886e38)) return throw_range(env, "native attention: bad softcap");
   if (rows < 0 || start < 0 || nh < 1 || nkv < 1 || nh % nkv || hd < 1 || window < 0 || rows > MAX_BYTES ||
-      start > MAX_BYTES || cap < start + rows || nh > (1 << 20) || hd > (1 << 20))
+      start > MAX_BYTES || cap < 0 || cap > MAX_BYTES || keep < 0 || keep > cap || nh > (1 << 20) || hd > (1 << 20))
     return throw_range(env, "native attention: bad sizes");
+  if (rows > 0) {
+    /* the storage holds every position seen (kvRow never maps two of them to one row) */
+    int64_t last = start + rows - 1, lo = window > 0 && start - window + 1 > keep ? start - window + 1 : keep;
+    if (lo <= last && last - lo >= cap - keep)
+      return throw_range(env, "native attention: positions %lld..%lld do not fit %lld rows (keep %lld)",
+                         (long long)lo, (long long)last, (long long)cap, (long long)keep);
+  }
   mn_attention a = {0};
   a.out = (float *)AT(oh, oo, mul4(rows, nh, hd, 4));
   a.q = (const float *)AT(qh, qo, mul4(rows, nh, hd, 4));
-  a.k = (const float *)AT(kh, ko, mul4(cap, nkv, hd, 4));
-  a.v = (const float *)AT(vh, vo, mul4(cap, nkv, hd, 4));
   CHECK;
+  int64_t width = mul2(nkv, hd);
+  if (width < 0) return throw_range(env, "native attention: bad sizes");
+  if (!kv_arg(c, env, argv, 14, cap, width, &a.k, OP, &ok)) return NULL;
+  if (!kv_arg(c, env, argv, 23, cap, width, &a.v, OP, &ok)) return NULL;
+  if (a.k.fmt == MN_KV_AFFINE && hd % 8) return throw_range(env, "native attention: quantized KV needs headDim % 8 == 0");
   a.rows = rows, a.start = start, a.nheads = nh, a.nkv = nkv, a.hd = hd, a.window = window, a.scale = (float)scale;
   a.softcap = (float)softcap;
+  a.cap = cap, a.keep = keep;
   if (rows == 0) return undefined(env);
   int64_t per = MN_ATTN_SCRATCH(nh / nkv, hd);
   if (per > c->attn_floats) {
@@ -937,6 +984,40 @@ static napi_value m_attention(napi_env env, napi_callback_info info) {
   at_job j = {c->k, &a, c->attn, c->attn_floats, rows <= 16 ? rows : 16, 0};
   j.nrb = (rows + j.rb - 1) / j.rb;
   mn_pool_run(c->pool, at_task, &j, nkv * j.nrb);
+  return undefined(env);
+}
+
+typedef struct {
+  const mn_kv *dst;
+  const float *src;
+  int64_t width, start, cap, keep, rows, rows_per;
+} wkv_job;
+static void wkv_task(void *arg, int64_t t, int thread) {
+  (void)thread;
+  wkv_job *j = (wkv_job *)arg;
+  int64_t r0 = t * j->rows_per, r1 = r0 + j->rows_per < j->rows ? r0 + j->rows_per : j->rows;
+  mn_write_kv(j->dst, j->src, r0, r1, j->width, j->start, j->cap, j->keep);
+}
+
+/* writeKv(src, srcOff, rows, width, start, cap, keep, dst side (9 args, as kv_arg)) */
+static napi_value m_write_kv(napi_env env, napi_callback_info info) {
+  BEGIN("writeKv", 16);
+  int64_t sh = I(0), so = I(1), rows = I(2), width = I(3), start = I(4), cap = I(5), keep = I(6);
+  CHECK;
+  if (rows < 0 || width < 0 || start < 0 || cap < 0 || keep < 0 || keep > cap || rows > MAX_BYTES || start > MAX_BYTES ||
+      cap > MAX_BYTES)
+    return throw_range(env, "native writeKv: bad sizes");
+  /* no two rows written land on one storage row */
+  int64_t first = start > keep ? start : keep, ring = start + rows > first ? start + rows - first : 0;
+  if (ring > cap - keep) return throw_range(env, "native writeKv: %lld rows from %lld overwrite each other in %lld rows",
+                                            (long long)rows, (long long)start, (long long)cap);
+  const float *src = (const float *)AT(sh, so, mul3(rows, width, 4));
+  CHECK;
+  mn_kv kv;
+  if (!kv_arg(c, env, argv, 7, cap, width, &kv, OP, &ok)) return NULL;
+  if (rows == 0 || width == 0) return undefined(env);
+  wkv_job j = {&kv, src, width, start, cap, keep, rows, rows_per_task(rows, width)};
+  mn_pool_run(c->pool, wkv_task, &j, (rows + j.rows_per - 1) / j.rows_per);
   return undefined(env);
 }
 
@@ -1056,7 +1137,7 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
       {"bytes", m_bytes},         {"dispose", m_dispose}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
-      {"ggmlPackBuf", m_ggml_pack_buf}, {"ggmlPackFile", m_ggml_pack_file},
+      {"ggmlPackBuf", m_ggml_pack_buf}, {"writeKv", m_write_kv}, {"ggmlPackFile", m_ggml_pack_file},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
     napi_value fn;

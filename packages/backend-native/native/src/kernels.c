@@ -756,36 +756,73 @@ static void k_embed(float *out, const mn_matmul *m, int64_t row) {
 /* ---- attention ----------------------------------------------------------------------------------------------- */
 
 /*
- * Causal attention for query rows r0..r1 and the query heads of kv head kvh. Per (row at position p, head): keys
- * lo..p (lo = max(0, p - window + 1)) in blocks aligned to multiples of 16 positions, ascending. Per block: scores
- * s_j = dot16(q, k_j) * scale; m' = max(m, block max); c = exp(m - m'); l = l * c; acc = acc * c; p_j = exp(s_j - m');
- * l = l + p_j (j ascending); acc = fma(p_j, v_j, acc) (j ascending). Output acc / l. A block whose scores are all
+ * The hd values of kv head kvh in storage row `row` as f32: a pointer into the storage (f32), or `tmp` filled with
+ * the exact f16 conversions or the affine values fl(fl(s * q) + b) (a rounded product, then a rounded sum).
+ */
+MN_AI const float *kv_values(const mn_kv *s, int64_t row, int64_t width, int64_t kvh, int64_t hd, float *tmp) {
+  const int64_t e0 = row * width + kvh * hd;
+  if (s->fmt == MN_KV_F32) return (const float *)s->data + e0;
+  if (s->fmt == MN_KV_F16) {
+    const uint16_t *h = (const uint16_t *)s->data + e0;
+    int64_t i = 0;
+    for (; i + 16 <= hd; i += 16) vf_storeu(tmp + i, vf_load_f16(h + i));
+    for (; i < hd; i++) tmp[i] = mn_f16_to_f32(h[i]);
+    return tmp;
+  }
+  const int B = s->bits;
+  const int64_t words = width * B / 32, groups = width / s->group;
+  const uint32_t *pw = (const uint32_t *)s->data + row * words;
+  const float *sc = s->scales + row * groups, *bi = s->biases + row * groups;
+  const uint32_t mask = (1u << B) - 1;
+  for (int64_t i = 0; i < hd; i++) {
+    const int64_t k = kvh * hd + i, bit = (int64_t)B * k;
+    const uint32_t q = (pw[bit >> 5] >> (bit & 31)) & mask; /* 4 and 8 bits never straddle words */
+    const int64_t g = k / s->group;
+    const float v = sc[g] * (float)q;
+    tmp[i] = v + bi[g];
+  }
+  return tmp;
+}
+
+/*
+ * Causal attention for query rows r0..r1 and the query heads of kv head kvh. A query at position p sees
+ * V(p) = { j <= p : window = 0 or p - j < window or j < keep }, in blocks aligned to multiples of 16 positions,
+ * ascending (the blocks of the pinned positions first, then those of the window; a block in both is visited once).
+ * Per block: scores s_j = dot16(q, K_j) * scale (soft-capped); m' = max(m, block max); c = exp(m - m'); l = l * c;
+ * acc = acc * c; p_j = exp(s_j - m'); l = l + p_j (j ascending); acc = fma(p_j, V_j, acc) (j ascending). Output acc / l.
+ * K_j, V_j are the f32 values of the storage row of position j, whatever the format. A block whose scores are all
  * -inf adds nothing.
  */
 static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t r1, float *scratch) {
-  const int64_t hd = a->hd, G = a->nheads / a->nkv, ldq = a->nheads * hd, ldkv = a->nkv * hd;
+  const int64_t hd = a->hd, G = a->nheads / a->nkv, ldq = a->nheads * hd, width = a->nkv * hd;
   const int64_t hdp = (hd + 15) & ~(int64_t)15, chunks = hdp / 16, full = hd / 16;
   float *acc = scratch;            /* G * hdp */
   float *sc = acc + G * hdp;       /* G * 16 scores */
   float *mx = sc + G * 16;         /* G */
   float *ls = mx + G;              /* G */
   float *kp = ls + G;              /* hdp: a value row padded with zeros (hd not a multiple of 16) */
+  float *tmp = kp + hdp;           /* hdp: a converted key or value row */
   const float ninf = -INFINITY;
   for (int64_t r = r0; r < r1; r++) {
     const int64_t pos = a->start + r;
     const int64_t lo = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
+    const int64_t kend = a->keep < lo ? a->keep : lo; /* pinned positions [0, kend) before the window */
     for (int64_t h = 0; h < G; h++) {
       mx[h] = ninf;
       ls[h] = 0.0f;
       for (int64_t i = 0; i < hdp; i++) acc[h * hdp + i] = 0.0f;
     }
     const float *qrow = a->q + r * ldq + kvh * G * hd;
-    for (int64_t b0 = lo & ~(int64_t)15; b0 <= pos; b0 += 16) {
-      const int64_t j0 = b0 > lo ? b0 : lo, j1 = b0 + 15 < pos ? b0 + 15 : pos;
+    const int64_t wb = lo & ~(int64_t)15, kb = (kend + 15) & ~(int64_t)15;
+    for (int64_t b0 = 0; b0 <= pos; b0 += 16) {
+      if (b0 >= kb && b0 < wb) b0 = wb; /* skip the blocks between the pinned positions and the window */
+      const int64_t j1 = b0 + 15 < pos ? b0 + 15 : pos;
+#define MN_SEES(j) ((j) >= lo || (j) < kend)
       for (int64_t h = 0; h < G; h++)
         for (int i = 0; i < 16; i++) sc[h * 16 + i] = ninf;
-      for (int64_t j = j0; j <= j1; j++) {
-        const float *kr = a->k + j * ldkv + kvh * hd;
+      for (int64_t j = b0; j <= j1; j++) {
+        if (!MN_SEES(j)) continue;
+        const float *kr = kv_values(&a->k, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, tmp);
         for (int64_t h = 0; h < G; h++) {
           const float *qh = qrow + h * hd;
           vf s = vf_zero();
@@ -802,13 +839,15 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
         for (int64_t h = 0; h < G; h++) {
           float t[16];
           vf_storeu(t, vf_softcap(vf_loadu(sc + h * 16), cap));
-          for (int64_t j = j0; j <= j1; j++) sc[h * 16 + (j - b0)] = t[j - b0];
+          for (int64_t j = b0; j <= j1; j++)
+            if (MN_SEES(j)) sc[h * 16 + (j - b0)] = t[j - b0];
         }
       }
       for (int64_t h = 0; h < G; h++) {
         float *s = sc + h * 16;
         float mb = ninf;
-        for (int64_t j = j0; j <= j1; j++) mb = s[j - b0] > mb ? s[j - b0] : mb;
+        for (int64_t j = b0; j <= j1; j++)
+          if (MN_SEES(j)) mb = s[j - b0] > mb ? s[j - b0] : mb;
         float mnew = mb > mx[h] ? mb : mx[h];
         if (mnew == ninf) {
           for (int i = 0; i < 16; i++) s[i] = 0.0f;
@@ -819,11 +858,13 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
         vf vc = vf_set1(c);
         for (int64_t i = 0; i < chunks; i++) vf_storeu(acc + h * hdp + i * 16, vf_mul(vf_loadu(acc + h * hdp + i * 16), vc));
         vf_storeu(s, vf_exp(vf_sub(vf_loadu(s), vf_set1(mnew))));
-        for (int64_t j = j0; j <= j1; j++) ls[h] = ls[h] + s[j - b0];
+        for (int64_t j = b0; j <= j1; j++)
+          if (MN_SEES(j)) ls[h] = ls[h] + s[j - b0];
         mx[h] = mnew;
       }
-      for (int64_t j = j0; j <= j1; j++) {
-        const float *vr = a->v + j * ldkv + kvh * hd;
+      for (int64_t j = b0; j <= j1; j++) {
+        if (!MN_SEES(j)) continue;
+        const float *vr = kv_values(&a->v, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, tmp);
         if (full < chunks) {
           for (int64_t i = 0; i < hdp; i++) kp[i] = i < hd ? vr[i] : 0.0f;
           vr = kp;
@@ -834,6 +875,7 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
           for (int64_t i = 0; i < chunks; i++) vf_storeu(ah + i * 16, vf_fma(pj, vf_loadu(vr + i * 16), vf_loadu(ah + i * 16)));
         }
       }
+#undef MN_SEES
     }
     for (int64_t h = 0; h < G; h++) {
       float *o = a->out + r * ldq + (kvh * G + h) * hd;

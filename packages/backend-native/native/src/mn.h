@@ -75,13 +75,34 @@ typedef struct mn_matmul {
   const float *xg;
 } mn_matmul;
 
+/*
+ * One side of a KV cache as attention reads it: `cap` rows of nkv * hd values, stored as f32, f16 or MLX affine codes
+ * (bits 4/8, f32 scales and biases per group along the row; value fl(fl(s * q) + b)). Position j sits in row
+ * mn_kv_row(j, cap, keep).
+ */
+enum { MN_KV_F32 = 0, MN_KV_F16 = 1, MN_KV_AFFINE = 2 };
+typedef struct mn_kv {
+  int fmt;
+  const void *data;              /* f32 / f16 values, or u32 packed codes; rows back to back */
+  const float *scales, *biases;  /* MN_KV_AFFINE: [cap, width / group] */
+  int bits, group;
+} mn_kv;
+MN_AI int64_t mn_kv_row(int64_t j, int64_t cap, int64_t keep) {
+  return j < keep || j < cap ? j : keep + (j - keep) % (cap - keep);
+}
+
 typedef struct mn_attention {
   float *out;
-  const float *q, *k, *v;
-  int64_t rows, start, nheads, nkv, hd, window;
+  const float *q;
+  mn_kv k, v;
+  int64_t rows, start, nheads, nkv, hd, window, cap, keep;
   float scale;
   float softcap; /* 0: none */
 } mn_attention;
+
+/* KV rows written by writeKv: src rows r0..r1 ([rows, width] f32) into rows mn_kv_row(start + r) of dst. */
+void mn_write_kv(const mn_kv *dst, const float *src, int64_t r0, int64_t r1, int64_t width, int64_t start,
+                 int64_t cap, int64_t keep);
 
 /* Prefill GEMM: panels and columns decoded into f32 scratch at a time, and the rows a matmul needs to use it. */
 #define MN_GNV 2
@@ -90,7 +111,7 @@ typedef struct mn_attention {
 #define MN_MM_SCRATCH (MN_GNV * 16 * MN_KC)
 
 /* Scratch floats one thread needs for attention with `group` query heads per kv head of size hd. */
-#define MN_ATTN_SCRATCH(group, hd) (((group) + 1) * ((hd) + 16) + 18 * (group) + 16)
+#define MN_ATTN_SCRATCH(group, hd) (((group) + 2) * ((hd) + 16) + 18 * (group) + 16)
 
 /* One ISA level's kernels. Ranges are [start, end). */
 typedef struct mn_kernels {

@@ -699,7 +699,7 @@ static void attention_ref(const mn_attention *a, double *out, double *tol) {
       double mx = -INFINITY, sum = 0;
       for (int64_t j = lo; j <= p; j++) {
         double d = 0;
-        for (int64_t i = 0; i < a->hd; i++) d += (double)a->q[r * ldq + h * a->hd + i] * a->k[j * ldkv + kvh * a->hd + i];
+        for (int64_t i = 0; i < a->hd; i++) d += (double)a->q[r * ldq + h * a->hd + i] * ((const float *)a->k.data)[j * ldkv + kvh * a->hd + i];
         w[j] = d * a->scale;
         if (a->softcap > 0) w[j] = a->softcap * tanh(w[j] / a->softcap);
         if (w[j] > mx) mx = w[j];
@@ -708,8 +708,8 @@ static void attention_ref(const mn_attention *a, double *out, double *tol) {
       for (int64_t i = 0; i < a->hd; i++) {
         double acc = 0, mag = 0;
         for (int64_t j = lo; j <= p; j++) {
-          acc += w[j] * a->v[j * ldkv + kvh * a->hd + i];
-          mag += w[j] * fabs(a->v[j * ldkv + kvh * a->hd + i]);
+          acc += w[j] * ((const float *)a->v.data)[j * ldkv + kvh * a->hd + i];
+          mag += w[j] * fabs(((const float *)a->v.data)[j * ldkv + kvh * a->hd + i]);
         }
         out[r * ldq + h * a->hd + i] = acc / sum;
         tol[r * ldq + h * a->hd + i] = (4 * a->hd + 2 * (p - lo) + 100) * U * 8 * mag / sum + 1e-30;
@@ -737,7 +737,8 @@ static void test_attention(void) {
     fill(v, cap * ldkv, 1.0f);
     /* garbage the rows no query may read */
     for (int64_t i = (a.start + a.rows) * ldkv; i < cap * ldkv; i++) k[i] = v[i] = NAN;
-    a.q = q, a.k = k, a.v = v;
+    a.q = q, a.cap = cap;
+    a.k.fmt = a.v.fmt = MN_KV_F32, a.k.data = k, a.v.data = v;
     float *want = malloc(a.rows * ldq * 4), *got = malloc(a.rows * ldq * 4);
     float *scratch = malloc(MN_ATTN_SCRATCH(G, a.hd) * 4);
     a.out = want;

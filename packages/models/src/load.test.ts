@@ -19,7 +19,7 @@ describe('loading through file ranges', () => {
   for (const preset of ['llama-q4g32', 'llama3-f16-tied', 'llama-bf16-headdim', 'gemma3-q4g32'] as const)
     it(`${preset}: the same fingerprint and weights on native (from the file) as on wasm (from buffers)`, async () => {
       const dir = syntheticPreset(preset);
-      for (const digestCache of [false, join(tmp, `cache-${preset}`)]) {
+      for (const digestCache of [false, join(tmp, `cache-${preset}`)] as const) {
         const native = await loadModel(dir, { backendName: 'native', digestCache });
         const wasm = await loadModel(dir, { backendName: 'wasm', digestCache: false });
         try {

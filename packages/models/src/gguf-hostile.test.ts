@@ -39,8 +39,8 @@ afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Fails the test instead of hanging when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, ms = 30_000): Promise<T> {
+/** Fails the test instead of hanging when `p` does not settle within `ms` (a hang guard, not a speed check). */
+async function within<T>(p: Promise<T>, ms = 240_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms (it blocked)`)), ms);

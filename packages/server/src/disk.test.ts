@@ -63,6 +63,8 @@ describe('the disk tier', () => {
     const dir = a.options.cacheDir!;
     const cold = await ask(a, SYSTEM, 'First question?');
     expect(cold.cache).toMatch(/^tier=none; cached=0;/);
+    // The answer is sent before the conversation is written; close() gives a busy worker only a bounded grace period.
+    await a.settled();
     await a.close();
     const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors'));
     expect(files).toHaveLength(1);
@@ -73,6 +75,7 @@ describe('the disk tier', () => {
     expect(warm.cache).toMatch(/^tier=disk; /);
     expect(warm.cached).toBeGreaterThan(SYSTEM.length);
     expect(warm.body).toEqual(cold.body);
+    await b.settled();
     await b.close();
 
     // Damage one byte of the cached keys: the file fails its checksum, is moved aside and reported, never used.
@@ -93,6 +96,7 @@ describe('the disk tier', () => {
   it('names another model’s cached prefix instead of using it', async () => {
     const a = await start();
     await ask(a, SYSTEM, 'Shared between models?');
+    await a.settled();
     await a.close();
     // Another checkpoint with the same tokenizer: its prompt has the same token ids, but its cache is not reusable.
     const other = await start({
@@ -111,6 +115,7 @@ describe('the disk tier', () => {
     const a = await start({ cacheDisk: 120_000, cacheMemory: 0 });
     const first = await ask(a, SYSTEM, 'Evicted later?');
     await ask(a, `Another system prompt, unrelated. ${SYSTEM}`, 'Kept?');
+    await a.settled();
     let m = await fetch(`${a.url}/metrics`).then((r) => r.text());
     expect(metric(m, 'mnemo_cache_entries', { tier: 'disk' })).toBe(1);
     expect(metric(m, 'mnemo_cache_bytes', { tier: 'disk' })).toBeLessThanOrEqual(120_000);
@@ -118,6 +123,7 @@ describe('the disk tier', () => {
     expect(again.cache).toMatch(/^tier=none; cached=0;/);
     expect(again.notes).toMatch(/a \d+-token prefix was evicted from the cache \(LRU\)/);
     expect(again.body).toEqual(first.body);
+    await a.settled();
     m = await fetch(`${a.url}/metrics`).then((r) => r.text());
     expect(metric(m, 'mnemo_kv_caches_live')).toBe(0); // memory budget 0: every cache was freed
   });

@@ -90,6 +90,8 @@ export class Engine {
   #closing = false;
   readonly #ctl: Int32Array;
   readonly #durations: number[] = [];
+  /** Callers of `idle()` waiting for the worker to be free with nothing queued. */
+  #idleWaiters: (() => void)[] = [];
   stats: WorkerStats;
 
   private constructor(
@@ -153,6 +155,24 @@ export class Engine {
     return this.#dead;
   }
 
+  /**
+   * Resolves once no request is queued or running and the worker has finished its last job's work (persisting
+   * included), or the worker is gone. An event, not a poll: tests wait on it instead of guessing a delay.
+   */
+  idle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    return this.#dead !== undefined || (this.#free && !this.#running && this.#queue.length === 0);
+  }
+
+  #wakeIdle(): void {
+    if (!this.#isIdle()) return;
+    for (const w of this.#idleWaiters.splice(0)) w();
+  }
+
   /** What the worker is doing, read from the control block (never waits for the worker). */
   progress(): Progress {
     return {
@@ -182,10 +202,13 @@ export class Engine {
       if (i >= 0) this.#queue.splice(i, 1);
       job.state = 'finished';
       job.events.onFail(499, 'cancelled', 'the client went away');
+      this.#wakeIdle();
     } else if (job.state === 'running' && job.cancelMark === undefined) {
+      // The mark first, then the progress: the worker checks the mark after each chunk or step, so at most one more
+      // completes after this read. (Read first, the worker could finish a chunk and start another in between.)
+      Atomics.store(this.#ctl, CTL.CANCEL, job.id);
       const p = this.progress();
       job.cancelMark = { generated: p.generated, prefillDone: p.prefillDone };
-      Atomics.store(this.#ctl, CTL.CANCEL, job.id);
     }
   }
 
@@ -252,6 +275,7 @@ export class Engine {
         this.#free = true;
         Atomics.store(this.#ctl, CTL.CANCEL, 0);
         this.#dispatch();
+        this.#wakeIdle();
         break;
       case 'redis-get': {
         const id = m.id;
@@ -293,6 +317,7 @@ export class Engine {
       j.events.onFail(503, 'worker_failed', message);
     }
     this.hooks.fatal(message);
+    this.#wakeIdle();
   }
 
   /** Fails what is waiting, stops the running job, lets the worker free the model, and ends it. */
@@ -310,6 +335,7 @@ export class Engine {
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref());
       if ((await Promise.race([exited, timeout])) === 'timeout') await this.worker.terminate();
     } else await this.worker.terminate();
+    for (const w of this.#idleWaiters.splice(0)) w();
   }
 }
 

@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { rng } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODEL_ID, metric, startTestServer, type TestServer } from './testing';
+import { MODEL_ID, metric, startTestServer, type TestServer, waitFor } from './testing';
 
 // A bounded load test: 64 concurrent streaming requests, a quarter of whose clients go away at random points, then
 // 500 sequential requests. Nothing may crash or leak (prompt caches, backend memory, connections), and every
@@ -172,12 +172,8 @@ describe('load', () => {
     }
 
     // The last answer is sent before the worker finishes with its request (it persists the conversation after).
-    type Health = { status: string; running: boolean; phase: string; queue: number };
-    let h = (await (await fetch(`${server.url}/health`)).json()) as Health;
-    for (const deadline = Date.now() + 30_000; (h.running || h.phase !== 'idle') && Date.now() < deadline; ) {
-      await new Promise((r) => setTimeout(r, 10));
-      h = (await (await fetch(`${server.url}/health`)).json()) as Health;
-    }
+    await server.settled();
+    const h = await (await fetch(`${server.url}/health`)).json();
     expect(h).toMatchObject({ status: 'ok', running: false, phase: 'idle', queue: 0 });
     m = await metrics();
     // Every prompt cache alive is one the memory tier holds, within its budget.
@@ -195,11 +191,7 @@ describe('load', () => {
     expect(answered).toBeLessThanOrEqual(64 + 500);
     expect(answered).toBeGreaterThanOrEqual(64 + 500 - early);
     // Every connection was closed again (polled: sockets close asynchronously).
-    if (fds0 >= 0) {
-      const deadline = Date.now() + 20_000;
-      while (openFds() > fds0 + 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      expect(openFds()).toBeLessThanOrEqual(fds0 + 4);
-    }
+    if (fds0 >= 0) await waitFor(`open descriptors back to ${fds0} + 4`, () => openFds() <= fds0 + 4, 50);
     const rss1 = process.memoryUsage().rss;
     console.log(
       `load: ${completed}/64 streams completed, ${64 - completed} dropped by their clients; 500 sequential OK; ` +

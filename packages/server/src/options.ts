@@ -55,6 +55,12 @@ export interface ServerOptions {
   readonly logStream?: NodeJS.WritableStream;
   /** Called once if the model worker dies (the server then answers 503 until closed). */
   readonly onFatal?: (message: string) => void;
+  /**
+   * For tests: a counter of permits (an Int32Array's first slot on this buffer). The worker takes one after each prefill
+   * chunk and each decode step, and waits while there is none (a cancelled request stops waiting), so a test can hold
+   * a request at a known point instead of racing it. Unset: no gate.
+   */
+  readonly stepGate?: SharedArrayBuffer;
 }
 
 /** The user's cache folder for mnemo: `$XDG_CACHE_HOME/mnemo` or `~/.cache/mnemo`. */

@@ -29,6 +29,8 @@ export interface WorkerInit {
   readonly prefillStepSize: number;
   /** The control block (Int32Array view, see `CTL`). */
   readonly ctl: SharedArrayBuffer;
+  /** Permits for prefill chunks and decode steps (`ServerOptions.stepGate`, tests only). */
+  readonly stepGate?: SharedArrayBuffer;
 }
 
 /** Int32 slots of the control block. */

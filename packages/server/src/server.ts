@@ -29,6 +29,12 @@ export interface MnemoServer {
   readonly options: ResolvedOptions;
   /** The fastify instance (for tests and embedding; routes are registered). */
   readonly app: FastifyInstance;
+  /**
+   * Resolves once the model is idle — no request queued or running, the worker done with its last job's work
+   * (persisting to disk included) — and every Redis command that work started has settled. For tests and graceful
+   * shutdowns: what a finished request left behind (cache entries, metrics) is then in place.
+   */
+  settled(): Promise<void>;
   /** Stops listening, fails waiting requests, stops the running one, frees the model and closes Redis. */
   close(): Promise<void>;
 }
@@ -55,6 +61,12 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
   app.removeContentTypeParser('text/plain'); // request bodies are JSON: anything else is a 415
 
   let redis: RedisTier | undefined;
+  /** Redis commands started for the worker (stores, deletions) and not settled yet. */
+  const redisPending = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    redisPending.add(p);
+    void p.finally(() => redisPending.delete(p));
+  };
   let engine: Engine | undefined;
   let fatal: string | undefined;
   if (o.cacheRedis) {
@@ -96,6 +108,7 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
           blockTokens: BLOCK_TOKENS,
         },
         prefillStepSize: o.prefillStepSize,
+        ...(options.stepGate ? { stepGate: options.stepGate } : {}),
       },
       o.maxQueue,
       {
@@ -103,9 +116,13 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
           redis ? redis.get(engine!.info.scope, boundaries) : { found: null, note: null },
         redisPut: (id, hashes, bytes) => {
           if (!redis) return;
-          void redis.put(engine!.info.scope, id, hashes, bytes).then((ok) => ok && metrics.redisStored.inc());
+          track(
+            redis.put(engine!.info.scope, id, hashes, bytes).then((ok) => ok && metrics.redisStored.inc()),
+          );
         },
-        redisDel: (id) => void redis?.del(engine!.info.scope, id),
+        redisDel: (id) => {
+          if (redis) track(redis.del(engine!.info.scope, id));
+        },
         log: (level, msg, data) => log[level](data ?? {}, msg),
         refused: (tier, code) => metrics.refused.inc({ tier, code }),
         cancelled: (steps) => metrics.cancelSteps.observe(steps),
@@ -273,6 +290,10 @@ export async function createServer(options: ServerOptions): Promise<MnemoServer>
     model: info,
     options: o,
     app,
+    settled: async () => {
+      await engine!.idle();
+      while (redisPending.size > 0) await Promise.allSettled([...redisPending]);
+    },
     close: () => {
       closed ??= (async () => {
         await engine!.close();

@@ -17,7 +17,30 @@ export interface TestServer extends MnemoServer {
   stop(): Promise<void>;
 }
 
-/** A server on a free loopback port with the small synthetic Llama, one thread, and a fresh cache folder. */
+/**
+ * A hang guard, never a speed check: how long a test waits for something that must happen before it gives up. CI runs
+ * on 2 cores shared with other work, where what takes milliseconds alone can take seconds.
+ */
+export const HANG_GUARD_MS = 240_000;
+
+/** Polls `ok` until it holds; throws (naming `what`) only past the hang guard. */
+export async function waitFor(
+  what: string,
+  ok: () => Promise<boolean> | boolean,
+  everyMs = 10,
+): Promise<void> {
+  const deadline = Date.now() + HANG_GUARD_MS;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting (${HANG_GUARD_MS / 1000} s) for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * A server on a free loopback port with the small synthetic Llama, one thread, and a fresh cache folder. With a Redis
+ * tier it returns once that tier is connected, and its command timeout is a hang guard (a loaded machine must not
+ * make a local Redis look unavailable); tests of a slow Redis pass their own `cacheRedisTimeout`.
+ */
 export async function startTestServer(opts: Partial<ServerOptions> = {}): Promise<TestServer> {
   const cacheDir = mkdtempSync(join(tmpdir(), 'mnemo-server-test-'));
   const server = await createServer({
@@ -28,11 +51,21 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     logLevel: 'silent',
     cacheDir: join(cacheDir, 'prompts'),
     cacheMinTokens: 16,
+    ...(opts.cacheRedis ? { cacheRedisTimeout: HANG_GUARD_MS } : {}),
     ...opts,
   }).catch((e: unknown) => {
     rmSync(cacheDir, { recursive: true, force: true });
     throw e;
   });
+  if (opts.cacheRedis)
+    await waitFor('the Redis tier to connect', async () => {
+      const h = (await (await fetch(`${server.url}/health`)).json()) as { redis: string };
+      return h.redis === 'up';
+    }).catch(async (e: unknown) => {
+      await server.close();
+      rmSync(cacheDir, { recursive: true, force: true });
+      throw e;
+    });
   return Object.assign(Object.create(server) as MnemoServer, server, {
     cacheDir,
     stop: async () => {
@@ -78,9 +111,9 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-/** Starts a private redis-server on a free loopback port (no persistence) and waits until it answers. */
-export async function startRedisServer(bin: string): Promise<TestRedis> {
-  const port = await new Promise<number>((resolve, reject) => {
+/** A loopback port free at the time of asking (another process may take it before it is used: callers retry). */
+async function freePort(): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
     const s = createNetServer();
     s.once('error', reject);
     s.listen(0, '127.0.0.1', () => {
@@ -88,13 +121,26 @@ export async function startRedisServer(bin: string): Promise<TestRedis> {
       s.close(() => resolve(p));
     });
   });
+}
+
+/**
+ * Starts a private redis-server on a free loopback port (no persistence) and waits until it answers. A port taken by
+ * another process between choosing and binding it makes redis-server exit at once: it then tries another port.
+ */
+export async function startRedisServer(bin: string): Promise<TestRedis> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await startRedisOn(bin, await freePort());
+    if (r !== 'exited') return r;
+    if (attempt === 5) throw new Error('redis-server exited at start on 5 different ports');
+  }
+}
+
+async function startRedisOn(bin: string, port: number): Promise<TestRedis | 'exited'> {
   const dir = mkdtempSync(join(tmpdir(), 'mnemo-redis-'));
   const proc = spawn(
     bin,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-    {
-      stdio: 'ignore',
-    },
+    { stdio: 'ignore' },
   );
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -104,22 +150,41 @@ export async function startRedisServer(bin: string): Promise<TestRedis> {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
+  // Answered by this redis-server (its process id), not by another one that holds the port.
+  const ours = () =>
+    new Promise<boolean>((resolve) => {
       const sock = connect(port, '127.0.0.1');
+      let text = '';
+      // A silent holder of the port: give up on this try (the loop asks again; not a speed check).
+      sock.setTimeout(1000, () => sock.destroy());
       sock.once('error', () => resolve(false));
-      sock.once('connect', () => sock.write('PING\r\n'));
-      sock.once('data', (d) => {
-        sock.destroy();
-        resolve(String(d).startsWith('+PONG'));
+      sock.once('connect', () => sock.write('INFO server\r\n'));
+      sock.on('data', (d) => {
+        text += String(d);
+        const m = /process_id:(\d+)\r\n/.exec(text);
+        if (m || text.startsWith('-')) {
+          sock.destroy();
+          resolve(m !== null && Number(m[1]) === proc.pid);
+        }
       });
+      sock.once('close', () => resolve(false));
     });
-    if (ok) return { url: `redis://127.0.0.1:${port}`, port, stop };
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error('redis-server did not start');
-    }
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    await waitFor(
+      'redis-server to answer',
+      async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return true;
+        return ours();
+      },
+      50,
+    );
+  } catch (e) {
+    await stop();
+    throw e;
   }
+  if (proc.exitCode !== null || proc.signalCode !== null) {
+    await stop();
+    return 'exited';
+  }
+  return { url: `redis://127.0.0.1:${port}`, port, stop };
 }

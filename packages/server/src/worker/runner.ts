@@ -33,6 +33,7 @@ type RedisReply = Extract<ToWorker, { type: 'redis-reply' }>;
 
 export class Runner {
   readonly #ctl: Int32Array;
+  readonly #gate: Int32Array | undefined;
   #redisWait: { id: number; resolve: (r: RedisReply) => void } | undefined;
   /** Entries offered to Redis, with when (re-offered after half their TTL). */
   readonly #redisPut = new Map<string, number>();
@@ -47,6 +48,7 @@ export class Runner {
     private readonly post: (m: FromWorker, transfer?: ArrayBuffer[]) => void,
   ) {
     this.#ctl = new Int32Array(init.ctl);
+    this.#gate = init.stepGate ? new Int32Array(init.stepGate) : undefined;
   }
 
   stats(): WorkerStats {
@@ -300,6 +302,22 @@ export class Runner {
     Atomics.store(this.#ctl, CTL.PREFILL_DONE, done);
     Atomics.store(this.#ctl, CTL.PREFILL_TOTAL, total);
     if (this.#cancelled(id)) throw new Cancelled();
+    this.#step(id);
+  }
+
+  /** With a step gate (tests): takes a permit, waiting while there is none or until the job is cancelled. */
+  #step(id: number): void {
+    const g = this.#gate;
+    if (!g) return;
+    for (;;) {
+      const v = Atomics.load(g, 0);
+      if (v > 0) {
+        if (Atomics.compareExchange(g, 0, v, v - 1) === v) return;
+        continue;
+      }
+      if (this.#cancelled(id)) throw new Cancelled();
+      Atomics.wait(g, 0, v, 10);
+    }
   }
 
   async #generate(
@@ -362,7 +380,10 @@ export class Runner {
               top: p.logprobs === null ? [] : c.logprobs.top,
             };
         this.post({ type: 'chunk', id, text: c.text, token });
-        if (c.finishReason === undefined && this.#cancelled(id)) throw new Cancelled();
+        if (c.finishReason === undefined) {
+          if (this.#cancelled(id)) throw new Cancelled();
+          this.#step(id);
+        }
       }
     } finally {
       await it.return(undefined as never).catch(() => {});

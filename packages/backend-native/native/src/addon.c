@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <sys/mman.h>
+#endif
 
 #include "mn.h"
 #include "pool.h"
@@ -216,10 +219,36 @@ static void *alloc_aligned(int64_t bytes) {
   return p;
 }
 
+/*
+ * Tensor buffers of MAP_MIN bytes or more are pages of their own (mmap): freeing one returns its memory to the system
+ * at once, and pages never written (the spare rows of a KV cache) are never resident. Through malloc they would land
+ * in the heap once glibc has raised its mmap threshold, and a freed cache would stay resident as a hole in it.
+ */
+#define MAP_MIN ((int64_t)256 << 10)
+static void *buf_alloc(int64_t bytes) {
+#if defined(MAP_ANONYMOUS)
+  if (bytes >= MAP_MIN) {
+    void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+  }
+#endif
+  return alloc_aligned(bytes);
+}
+static void buf_release(void *p, int64_t bytes) {
+  if (!p) return;
+#if defined(MAP_ANONYMOUS)
+  if (bytes >= MAP_MIN) {
+    munmap(p, (size_t)bytes);
+    return;
+  }
+#endif
+  free(p);
+}
+
 /* a new buffer of `bytes`; returns its handle or -1 */
 static int64_t new_buf(ctx *c, int64_t bytes) {
   if (bytes < 0 || bytes > MAX_BYTES) return -1;
-  void *p = alloc_aligned(bytes);
+  void *p = buf_alloc(bytes);
   if (!p) return -1;
   int64_t idx;
   if (c->nfree > 0) {
@@ -228,7 +257,7 @@ static int64_t new_buf(ctx *c, int64_t bytes) {
     if (c->nbufs == c->cap) {
       int64_t cap = c->cap ? 2 * c->cap : 256;
       if (cap > INDEX_MASK + 1) {
-        free(p);
+        buf_release(p, bytes);
         return -1;
       }
       buf *nb = (buf *)realloc(c->bufs, (size_t)cap * sizeof(buf));
@@ -236,7 +265,7 @@ static int64_t new_buf(ctx *c, int64_t bytes) {
       if (nb) c->bufs = nb;
       if (nf) c->free_idx = nf;
       if (!nb || !nf) {
-        free(p);
+        buf_release(p, bytes);
         return -1;
       }
       c->cap = cap;
@@ -254,7 +283,7 @@ static int64_t new_buf(ctx *c, int64_t bytes) {
 
 static void free_buf(ctx *c, int64_t idx) {
   buf *b = &c->bufs[idx];
-  free(b->p);
+  buf_release(b->p, b->size);
   c->bytes -= b->size;
   b->p = NULL;
   b->size = 0;
@@ -379,7 +408,7 @@ static napi_value m_repack(napi_env env, napi_callback_info info) {
   uint8_t *src = AT(h, 0, to_panel ? plain : panel);
   CHECK;
   int64_t nbytes = to_panel ? panel : plain;
-  uint8_t *dst = (uint8_t *)alloc_aligned(nbytes);
+  uint8_t *dst = (uint8_t *)buf_alloc(nbytes);
   if (!dst) return throw_range(env, "native repack: could not allocate %lld bytes", (long long)nbytes);
   if (to_panel) {
     if (kind == 0) mn_pack_dense(dst, src, rows, cols, (int)arg);
@@ -390,7 +419,7 @@ static napi_value m_repack(napi_env env, napi_callback_info info) {
   }
   buf *b = &c->bufs[h & INDEX_MASK];
   c->bytes += nbytes - b->size;
-  free(b->p);
+  buf_release(b->p, b->size);
   b->p = dst;
   b->size = nbytes;
   return undefined(env);
@@ -1028,7 +1057,7 @@ static void ctx_release(ctx *c) {
   c->disposed = 1;
   if (c->pool) mn_pool_destroy(c->pool);
   c->pool = NULL;
-  for (int64_t i = 0; i < c->nbufs; i++) free(c->bufs[i].p);
+  for (int64_t i = 0; i < c->nbufs; i++) buf_release(c->bufs[i].p, c->bufs[i].size);
   free(c->bufs);
   free(c->free_idx);
   free(c->attn);

@@ -5,6 +5,7 @@
  */
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PROMPT_CACHE_FORMAT_VERSION } from '@mnemo/kv-cache';
 import { LM, type PromptCache } from '@mnemo/lm';
 import { another, type ChildResult, coresBusy, type Job, type RunFigures } from './job';
 
@@ -136,7 +137,7 @@ async function main(): Promise<void> {
       ttftCachedMs.push(g.ttftMs);
       log(`cached TTFT: ${g.ttftMs.toFixed(0)} ms`);
     }
-    cacheNote = `lm.savePromptCache / lm.loadPromptCache (mnemo prompt-cache file v1, ${job.ttftPrompt.length - 1} tokens); TTFT counts loading and checking the file`;
+    cacheNote = `lm.savePromptCache / lm.loadPromptCache (mnemo prompt-cache file v${PROMPT_CACHE_FORMAT_VERSION}, ${job.ttftPrompt.length - 1} tokens); TTFT counts loading and checking the file`;
   } catch (e) {
     cacheNote = `prompt cache failed: ${(e as Error).message}`;
     notes.push(cacheNote);

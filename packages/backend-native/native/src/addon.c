@@ -225,11 +225,21 @@ static void *alloc_aligned(int64_t bytes) {
  * in the heap once glibc has raised its mmap threshold, and a freed cache would stay resident as a hole in it.
  */
 #define MAP_MIN ((int64_t)256 << 10)
+/*
+ * Buffers of HUGE_MIN bytes or more ask for transparent huge pages (where the kernel offers them only on request):
+ * a decode step streams every weight once, and with 2 MiB pages it takes ~500x fewer TLB misses and page walks to do
+ * so (3-10% faster f16/q8 matvecs out of cache, measured on Zen 5).
+ */
+#define HUGE_MIN ((int64_t)2 << 20)
 static void *buf_alloc(int64_t bytes) {
 #if defined(MAP_ANONYMOUS)
   if (bytes >= MAP_MIN) {
     void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) return NULL;
+#if defined(MADV_HUGEPAGE)
+    if (bytes >= HUGE_MIN) madvise(p, (size_t)bytes, MADV_HUGEPAGE); /* a hint; failure changes nothing */
+#endif
+    return p;
   }
 #endif
   return alloc_aligned(bytes);

@@ -785,6 +785,44 @@ MN_AI const float *kv_values(const mn_kv *s, int64_t row, int64_t width, int64_t
 }
 
 /*
+ * The block loops of attention for head sizes of CH * 16 (CH = 4 or 8: the common 64 and 128), with the block's 16 key
+ * or value rows gathered first (NULL where a position is not seen) so that a query head's q, or its accumulator, stays
+ * in registers across the block. Every value is computed by the same operations as the one-row loops in k_attention:
+ * s_j = vf_reduce_add(fma chain over the chunks) * scale (16 rows reduced at once by vf_reduce16, which makes the very
+ * same pairwise sums), and acc = fma(p_j, V_j, acc) for j ascending.
+ */
+MN_AI void block_scores(float *sc, const float *qrow, const float *const *kr, int64_t G, int64_t hd, float scale,
+                        const int CH) {
+  float part[256];
+  for (int64_t h = 0; h < G; h++) {
+    const float *qh = qrow + h * hd;
+    vf q[8];
+    MN_UNROLL for (int i = 0; i < CH; i++) q[i] = vf_loadu(qh + 16 * i);
+    for (int jj = 0; jj < 16; jj++) {
+      vf s = vf_zero();
+      if (kr[jj]) MN_UNROLL for (int i = 0; i < CH; i++) s = vf_fma(q[i], vf_loadu(kr[jj] + 16 * i), s);
+      vf_storeu(part + 16 * jj, s);
+    }
+    vf_storeu(sc + h * 16, vf_mul(vf_reduce16(part), vf_set1(scale)));
+    for (int jj = 0; jj < 16; jj++)
+      if (!kr[jj]) sc[h * 16 + jj] = -INFINITY;
+  }
+}
+MN_AI void block_values(float *acc, const float *sc, const float *const *vr, int64_t G, int64_t hdp, const int CH) {
+  for (int64_t h = 0; h < G; h++) {
+    float *ah = acc + h * hdp;
+    vf av[8];
+    MN_UNROLL for (int i = 0; i < CH; i++) av[i] = vf_loadu(ah + 16 * i);
+    for (int jj = 0; jj < 16; jj++) {
+      if (!vr[jj]) continue;
+      const vf pj = vf_set1(sc[h * 16 + jj]);
+      MN_UNROLL for (int i = 0; i < CH; i++) av[i] = vf_fma(pj, vf_loadu(vr[jj] + 16 * i), av[i]);
+    }
+    MN_UNROLL for (int i = 0; i < CH; i++) vf_storeu(ah + 16 * i, av[i]);
+  }
+}
+
+/*
  * Causal attention for query rows r0..r1 and the query heads of kv head kvh. A query at position p sees
  * V(p) = { j <= p : window = 0 or p - j < window or j < keep }, in blocks aligned to multiples of 16 positions,
  * ascending (the blocks of the pinned positions first, then those of the window; a block in both is visited once).
@@ -802,6 +840,9 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
   float *ls = mx + G;              /* G */
   float *kp = ls + G;              /* hdp: a value row padded with zeros (hd not a multiple of 16) */
   float *tmp = kp + hdp;           /* hdp: a converted key or value row */
+  float *rows = tmp + hdp;         /* 16 * hdp: a block's converted key or value rows (block loops) */
+  const int blocked = full == chunks && (chunks == 4 || chunks == 8);
+  const float *rp[16];
   const float ninf = -INFINITY;
   for (int64_t r = r0; r < r1; r++) {
     const int64_t pos = a->start + r;
@@ -820,17 +861,27 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
 #define MN_SEES(j) ((j) >= lo || (j) < kend)
       for (int64_t h = 0; h < G; h++)
         for (int i = 0; i < 16; i++) sc[h * 16 + i] = ninf;
-      for (int64_t j = b0; j <= j1; j++) {
-        if (!MN_SEES(j)) continue;
-        const float *kr = kv_values(&a->k, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, tmp);
-        for (int64_t h = 0; h < G; h++) {
-          const float *qh = qrow + h * hd;
-          vf s = vf_zero();
-          int64_t c = 0;
-          for (; c < full; c++) s = vf_fma(vf_loadu(qh + c * 16), vf_loadu(kr + c * 16), s);
-          if (c < chunks)
-            s = vf_fma(vf_load_part(qh + c * 16, hd - c * 16, 0.0f), vf_load_part(kr + c * 16, hd - c * 16, 0.0f), s);
-          sc[h * 16 + (j - b0)] = vf_reduce_add(s) * a->scale;
+      if (blocked) {
+        for (int jj = 0; jj < 16; jj++) {
+          const int64_t j = b0 + jj;
+          rp[jj] = j <= j1 && MN_SEES(j) ? kv_values(&a->k, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, rows + jj * hdp)
+                                        : NULL;
+        }
+        if (chunks == 4) block_scores(sc, qrow, rp, G, hd, a->scale, 4);
+        else block_scores(sc, qrow, rp, G, hd, a->scale, 8);
+      } else {
+        for (int64_t j = b0; j <= j1; j++) {
+          if (!MN_SEES(j)) continue;
+          const float *kr = kv_values(&a->k, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, tmp);
+          for (int64_t h = 0; h < G; h++) {
+            const float *qh = qrow + h * hd;
+            vf s = vf_zero();
+            int64_t c = 0;
+            for (; c < full; c++) s = vf_fma(vf_loadu(qh + c * 16), vf_loadu(kr + c * 16), s);
+            if (c < chunks)
+              s = vf_fma(vf_load_part(qh + c * 16, hd - c * 16, 0.0f), vf_load_part(kr + c * 16, hd - c * 16, 0.0f), s);
+            sc[h * 16 + (j - b0)] = vf_reduce_add(s) * a->scale;
+          }
         }
       }
       if (a->softcap > 0.0f) {
@@ -861,6 +912,13 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
         for (int64_t j = b0; j <= j1; j++)
           if (MN_SEES(j)) ls[h] = ls[h] + s[j - b0];
         mx[h] = mnew;
+      }
+      if (blocked) {
+        for (int jj = 0; jj < 16; jj++)
+          if (rp[jj]) rp[jj] = kv_values(&a->v, mn_kv_row(b0 + jj, a->cap, a->keep), width, kvh, hd, rows + jj * hdp);
+        if (chunks == 4) block_values(acc, sc, rp, G, hdp, 4);
+        else block_values(acc, sc, rp, G, hdp, 8);
+        continue;
       }
       for (int64_t j = b0; j <= j1; j++) {
         if (!MN_SEES(j)) continue;

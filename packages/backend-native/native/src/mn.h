@@ -111,7 +111,7 @@ void mn_write_kv(const mn_kv *dst, const float *src, int64_t r0, int64_t r1, int
 #define MN_MM_SCRATCH (MN_GNV * 16 * MN_KC)
 
 /* Scratch floats one thread needs for attention with `group` query heads per kv head of size hd. */
-#define MN_ATTN_SCRATCH(group, hd) (((group) + 2) * ((hd) + 16) + 18 * (group) + 16)
+#define MN_ATTN_SCRATCH(group, hd) (((group) + 18) * ((hd) + 16) + 18 * (group) + 16)
 
 /* One ISA level's kernels. Ranges are [start, end). */
 typedef struct mn_kernels {

@@ -40,6 +40,32 @@ MN_AI float vf_reduce_add(vf x) {
   q = _mm_add_ss(q, _mm_movehdup_ps(q));
   return _mm_cvtss_f32(q);
 }
+/*
+ * Lane k = vf_reduce_add(row k) for 16 rows of 16 floats (r: row k at r + 16k): the very same pairwise sums, done for
+ * 16 rows at once (the same shuffles as the AVX-512 level, per 256-bit half). Rows are read in the order MN_R16 so
+ * that row k's sum lands in lane k.
+ */
+#define MN_R16 {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15}
+MN_AI vf vf_reduce16(const float *r) {
+  static const int o[16] = MN_R16;
+  __m256 t[8][2], u[4][2], v[2][2];
+  for (int a = 0; a < 8; a++) { /* i + i+8 */
+    const float *x = r + 16 * o[2 * a], *y = r + 16 * o[2 * a + 1];
+    t[a][0] = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+    t[a][1] = _mm256_add_ps(_mm256_loadu_ps(y), _mm256_loadu_ps(y + 8));
+  }
+  for (int b = 0; b < 4; b++) /* i + i+4 */
+    for (int h = 0; h < 2; h++) {
+      __m256 p = t[2 * b + h][0], q = t[2 * b + h][1];
+      u[b][h] = _mm256_add_ps(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
+    }
+  for (int c = 0; c < 2; c++) /* i + i+2 */
+    for (int h = 0; h < 2; h++)
+      v[c][h] = _mm256_add_ps(_mm256_shuffle_ps(u[2 * c][h], u[2 * c + 1][h], 0x44),
+                              _mm256_shuffle_ps(u[2 * c][h], u[2 * c + 1][h], 0xEE));
+  return mkf(_mm256_add_ps(_mm256_shuffle_ps(v[0][0], v[1][0], 0x88), _mm256_shuffle_ps(v[0][0], v[1][0], 0xDD)),
+             _mm256_add_ps(_mm256_shuffle_ps(v[0][1], v[1][1], 0x88), _mm256_shuffle_ps(v[0][1], v[1][1], 0xDD)));
+}
 
 MN_AI vi vi_zero(void) { return mki(_mm256_setzero_si256(), _mm256_setzero_si256()); }
 MN_AI vi vi_set1(int32_t x) { return mki(_mm256_set1_epi32(x), _mm256_set1_epi32(x)); }

@@ -26,6 +26,25 @@ MN_AI float vf_reduce_add(vf a) {
   q = _mm_add_ss(q, _mm_movehdup_ps(q));
   return _mm_cvtss_f32(q);
 }
+/*
+ * Lane k = vf_reduce_add(row k) for 16 rows of 16 floats (r: row k at r + 16k): the very same pairwise sums, done for
+ * 16 rows at once. Rows are read in the order MN_R16 so that the transposing shuffles leave row k's sum in lane k.
+ */
+#define MN_R16 {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15}
+MN_AI vf vf_reduce16(const float *r) {
+  static const int o[16] = MN_R16;
+  __m512 t[8], u[4], v[2];
+  for (int a = 0; a < 8; a++) {
+    __m512 x = _mm512_loadu_ps(r + 16 * o[2 * a]), y = _mm512_loadu_ps(r + 16 * o[2 * a + 1]);
+    t[a] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE)); /* i + i+8 */
+  }
+  for (int b = 0; b < 4; b++) /* i + i+4 */
+    u[b] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * b], t[2 * b + 1], 0x88),
+                         _mm512_shuffle_f32x4(t[2 * b], t[2 * b + 1], 0xDD));
+  for (int c = 0; c < 2; c++) /* i + i+2 */
+    v[c] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * c], u[2 * c + 1], 0x44), _mm512_shuffle_ps(u[2 * c], u[2 * c + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD)); /* i + i+1 */
+}
 
 MN_AI vi vi_zero(void) { return _mm512_setzero_si512(); }
 MN_AI vi vi_set1(int32_t a) { return _mm512_set1_epi32(a); }

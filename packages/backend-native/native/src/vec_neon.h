@@ -68,6 +68,27 @@ MN_AI float vf_reduce_add(vf x) {
   float32x2_t q = vadd_f32(vget_low_f32(h), vget_high_f32(h));
   return vget_lane_f32(q, 0) + vget_lane_f32(q, 1);
 }
+/*
+ * Lane k = vf_reduce_add(row k) for 16 rows of 16 floats (row k at r + 16k): per row the same (v0 + v2) + (v1 + v3),
+ * then four rows transposed so that (x0 + x2) + (x1 + x3) of each lands in its own lane.
+ */
+MN_AI vf vf_reduce16(const float *r) {
+  vf out;
+  for (int g = 0; g < 4; g++) {
+    float32x4_t h[4];
+    for (int k = 0; k < 4; k++) {
+      const float *x = r + 16 * (4 * g + k);
+      h[k] = vaddq_f32(vaddq_f32(vld1q_f32(x), vld1q_f32(x + 8)), vaddq_f32(vld1q_f32(x + 4), vld1q_f32(x + 12)));
+    }
+    float32x4x2_t p = vtrnq_f32(h[0], h[1]), q = vtrnq_f32(h[2], h[3]);
+    float32x4_t c0 = vcombine_f32(vget_low_f32(p.val[0]), vget_low_f32(q.val[0]));   /* x0 of rows 0..3 */
+    float32x4_t c2 = vcombine_f32(vget_high_f32(p.val[0]), vget_high_f32(q.val[0])); /* x2 */
+    float32x4_t c1 = vcombine_f32(vget_low_f32(p.val[1]), vget_low_f32(q.val[1]));   /* x1 */
+    float32x4_t c3 = vcombine_f32(vget_high_f32(p.val[1]), vget_high_f32(q.val[1])); /* x3 */
+    out.v[g] = vaddq_f32(vaddq_f32(c0, c2), vaddq_f32(c1, c3));
+  }
+  return out;
+}
 
 #define MN_MAP4I(expr)                                                                                                 \
   do {                                                                                                                 \

@@ -63,6 +63,16 @@ MN_AI float vf_reduce_add(vf x) {
   for (int i = 0; i < 2; i++) t[i] = q[i] + q[i + 2];
   return t[0] + t[1];
 }
+/* lane k = vf_reduce_add(row k) for 16 rows of 16 floats (row k at r + 16k) */
+MN_AI vf vf_reduce16(const float *r) {
+  vf out;
+  for (int k = 0; k < 16; k++) {
+    vf x;
+    MN_FOR16 x.v[i] = r[16 * k + i];
+    out.v[k] = vf_reduce_add(x);
+  }
+  return out;
+}
 
 MN_AI vi vi_zero(void) {
   vi r;

@@ -724,12 +724,13 @@ static void test_attention(void) {
   const int64_t cs[][6] = {{2, 2, 8, 1, 0, 0},   {4, 2, 16, 5, 0, 0},   {8, 2, 8, 3, 7, 0},    {4, 1, 12, 4, 9, 3},
                            {4, 4, 8, 6, 2, 4},   {8, 2, 16, 1, 20, 8},  {2, 1, 64, 2, 30, 0},  {6, 3, 5, 7, 1, 0},
                            {4, 2, 32, 3, 4, 1},  {8, 4, 64, 1, 700, 0}, {6, 3, 36, 40, 300, 100}, {4, 4, 20, 33, 0, 0},
-                           {32, 8, 64, 2, 100, 0},  {8, 4, 16, 20, 30, 0},  {4, 2, 32, 3, 40, 16}};
+                           {32, 8, 64, 2, 100, 0},  {8, 2, 128, 3, 50, 0},  {8, 4, 64, 19, 40, 24},
+                           {8, 4, 16, 20, 30, 0},  {4, 2, 32, 3, 40, 16}, {4, 2, 64, 5, 60, 0}};
   for (size_t s = 0; s < sizeof cs / sizeof cs[0]; s++) {
     mn_attention a = {0};
     a.nheads = cs[s][0], a.nkv = cs[s][1], a.hd = cs[s][2], a.rows = cs[s][3], a.start = cs[s][4], a.window = cs[s][5];
     a.scale = 1.0f / sqrtf((float)a.hd);
-    a.softcap = s >= 13 ? 2.0f : 0.0f; /* the last cases soft-capped (scores from q, k up to 4 to make it bite) */
+    a.softcap = s >= 15 ? 2.0f : 0.0f; /* the last cases soft-capped (scores from q, k up to 4 to make it bite) */
     int64_t cap = a.start + a.rows + 5, ldq = a.nheads * a.hd, ldkv = a.nkv * a.hd, G = a.nheads / a.nkv;
     float *q = malloc(a.rows * ldq * 4), *k = malloc(cap * ldkv * 4), *v = malloc(cap * ldkv * 4);
     fill(q, a.rows * ldq, a.softcap > 0 ? 4.0f : 1.0f);

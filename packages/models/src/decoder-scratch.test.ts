@@ -3,6 +3,7 @@ import type { Backend } from '@mnemo/tensor';
 import { createBackend } from '@mnemo/tensor';
 import { syntheticPreset } from '@mnemo/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_FORWARD_ROWS } from './blocks/index';
 import { Decoder } from './decoder';
 import { loadModel } from './load';
 
@@ -80,6 +81,47 @@ describe('decoder scratch', () => {
       // scratch only: the weights are the first decoder's
       (chunked as unknown as { freeScratch(): void }).freeScratch();
     }
+    model.free();
+  });
+
+  it('runs a long forward in passes of forwardRows rows: bitwise the same logits and caches, scratch for one pass', async () => {
+    const { backend, allocs } = recording(inner);
+    const { model } = await loadModel(syntheticPreset('llama-q4g32'), { backend });
+    const d = model as Decoder;
+    const hidden = d.dims.hidden;
+    // two forwards: the second one's logits read every cache row the first one wrote
+    const run = (m: Decoder) => {
+      const caches = makeCaches(m.numLayers, { backend, ...m.cacheShape });
+      const first = backend.read(m.forward(IDS.subarray(0, 25), caches));
+      const rest = backend.read(m.forward(IDS.subarray(25), caches));
+      const offsets = caches.map((c) => c.offset);
+      for (const c of caches) c.free();
+      return [first, rest, offsets];
+    };
+    const onePass = new Decoder(backend, d.dims, d.w, d.weightBytes, { forwardRows: 1000 });
+    allocs.length = 0;
+    const want = run(onePass);
+    expect(Math.max(...allocs.filter((s) => s[1] === hidden).map((s) => s[0]!))).toBe(25);
+    onePass.freeScratch();
+    for (const rows of [16, 7, 1]) {
+      const passes = new Decoder(backend, d.dims, d.w, d.weightBytes, { forwardRows: rows });
+      allocs.length = 0;
+      expect(run(passes)).toEqual(want);
+      const wide = allocs.filter((s) => s[1] === hidden);
+      expect(wide.length).toBeGreaterThan(0);
+      for (const s of wide) expect(s[0]).toBeLessThanOrEqual(rows);
+      passes.freeScratch();
+    }
+    // every row's logits: one pass, whatever forwardRows says
+    const passes = new Decoder(backend, d.dims, d.w, d.weightBytes, { forwardRows: 4 });
+    const caches = makeCaches(d.numLayers, { backend, ...d.cacheShape });
+    expect(backend.read(passes.forward(IDS, caches, { allLogits: true })).length).toBe(
+      IDS.length * d.vocabSize,
+    );
+    for (const c of caches) c.free();
+    passes.freeScratch();
+    expect(() => new Decoder(backend, d.dims, d.w, d.weightBytes, { forwardRows: 0 })).toThrow(/forwardRows/);
+    expect(d.forwardRows).toBe(DEFAULT_FORWARD_ROWS);
     model.free();
   });
 

@@ -64,6 +64,8 @@ export interface DecoderOptions {
    * staging of those rows), which would otherwise grow with the prefill step size.
    */
   readonly mlpChunkRows?: number;
+  /** Most rows one pass through the layers computes ({@link TransformerParts.forwardRows}). */
+  readonly forwardRows?: number;
 }
 
 /**
@@ -130,6 +132,7 @@ export class Decoder extends TransformerModel {
       layers,
       head: new LmHead(scratch, { norm: new RmsNorm(backend, w.norm, d.eps), weight: w.head }),
       weightBytes,
+      ...(opts.forwardRows === undefined ? {} : { forwardRows: opts.forwardRows }),
     });
     this.mlpChunkRows = chunkRows;
   }

@@ -18,6 +18,7 @@ export {
   type AttentionConfig,
   type AttentionLayer,
   type AttentionWeights,
+  DEFAULT_FORWARD_ROWS,
   defaultMlpChunkRows,
   EmbeddingBlock,
   type LayerBlocks,

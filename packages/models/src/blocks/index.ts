@@ -15,7 +15,7 @@ export {
   type MlpOptions,
   type MlpWeights,
 } from './mlp';
-export { TransformerModel, type TransformerParts } from './model';
+export { DEFAULT_FORWARD_ROWS, TransformerModel, type TransformerParts } from './model';
 export { loadRmsNorm, RmsNorm } from './norm';
 export { RopeTable } from './rope';
 export {

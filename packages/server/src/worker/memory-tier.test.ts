@@ -71,13 +71,14 @@ describe('the memory tier counts what the caches hold', () => {
       t.put(pc);
       expect(t.bytes).toBe(pc.byteLength);
       expect(t.bytes).toBe(held);
-      // 630 tokens prefilled in 512-token steps: the global layer holds 768 f32 rows, each sliding layer a ring of the
-      // 16-token window grown for one step (512 rows) — not the 6 × 768 f32 rows a per-token estimate would charge
+      // 630 tokens prefilled in 512-token steps, which the model computes in passes of 128 rows (`forwardRows`): the
+      // global layer holds 768 f32 rows, each sliding layer a ring of the 16-token window grown for one pass (the 15
+      // earlier positions the pass still sees + its 128 rows) — not the 6 × 768 f32 rows a per-token estimate would charge
       const { nKvHeads, headDim } = lm.model.cacheShape;
       const row = 2 * nKvHeads * headDim * 4;
       expect(pc.tokens.length).toBeGreaterThan(600);
       expect(pc.caches.map((c) => c.kind)).toEqual([...Array(5).fill('rotating'), 'standard']);
-      expect(t.bytes).toBe(768 * row + 5 * 512 * row);
+      expect(t.bytes).toBe(768 * row + 5 * (15 + 128) * row);
       // what a saved file of it holds (the disk tier's estimate): every position on the global layer, the window on
       // each sliding one
       expect(pc.stateByteLength).toBe(pc.tokens.length * row + 5 * 16 * row);

@@ -4,7 +4,7 @@ import { decodeGguf, encodeGguf, type GgufValue, openGguf, GgufValues as V } fro
 import { ggufFixture, realFixture, repoRoot } from '@mnemo/test-utils';
 import { describe, expect, it } from 'vitest';
 import { ggufTokenizerParts, tokenizerFromGguf } from './gguf';
-import type { Tokenizer } from './tokenizer';
+import { Tokenizer } from './tokenizer';
 
 const dir = ggufFixture();
 
@@ -93,6 +93,27 @@ function bpeMeta(extra: [string, GgufValue][] = []) {
 }
 
 describe('tokenizers from GGUF metadata: rules', () => {
+  it("leaves the caller's tokenizer.json object as it was, and builds the unparsed-special tokenizer from the text", () => {
+    const { meta, tokens } = bpeMeta();
+    const parts = ggufTokenizerParts(meta);
+    const tj = parts.tokenizerJson;
+    const vocab = tj.model.vocab;
+    const tok = new Tokenizer({
+      tokenizerJson: tj,
+      tokenizerConfig: parts.tokenizerConfig,
+      source: 'bpe.gguf',
+    });
+    // the tokenizer drops the vocabulary object from its own copy only (the library keeps a map of it)
+    expect(tj.model.vocab).toBe(vocab);
+    // the caller may drop or change its object: nothing the tokenizer does later reads it
+    delete (tj.model as { vocab?: unknown }).vocab;
+    tj.added_tokens = [];
+    const id = (t: string) => tokens.indexOf(t);
+    expect(tok.encode('hi<|im_end|>')).toEqual([id('hi'), id('<|im_end|>')]);
+    expect(tok.encode('<|im_end|>', { parseSpecial: false })).not.toContain(id('<|im_end|>'));
+    expect(tok.decode([id('hi'), id('<|im_end|>')])).toBe('hi<|im_end|>');
+  });
+
   it('merges, special and user-defined tokens, end-of-generation ids and named templates', () => {
     const { meta, tokens } = bpeMeta();
     const tok = tokenizerFromGguf(meta, 'bpe.gguf');

@@ -125,7 +125,6 @@ export class Tokenizer {
   private readonly hf: HfTokenizer;
   /** The same tokenizer without its special added tokens (for `parseSpecial: false`), made on first use. */
   private plainHf: HfTokenizer | null = null;
-  private readonly tokenizerJson: TokenizerJson;
   private readonly hfConfig: Record<string, unknown>;
   private readonly prefixIds: readonly number[];
   private readonly suffixIds: readonly number[];
@@ -147,7 +146,6 @@ export class Tokenizer {
     this.specialTokensMap = specials;
 
     const facts = checkVocab(tj, `${src}/tokenizer.json`);
-    this.tokenizerJson = tj;
     this.hfConfig = {
       ...config,
       ...specials,
@@ -155,7 +153,7 @@ export class Tokenizer {
       clean_up_tokenization_spaces: false,
     };
     try {
-      this.hf = new HfTokenizer(tj, this.hfConfig);
+      this.hf = buildHf(tj, this.hfConfig);
       fixDecoder(this.hf.decoder);
     } catch (e) {
       throw new TokenizerLoadError(
@@ -265,8 +263,9 @@ export class Tokenizer {
 
   private plain(): HfTokenizer {
     if (this.plainHf === null) {
-      const tj = this.tokenizerJson;
-      this.plainHf = new HfTokenizer(
+      // parsed again from the text: the parsed tokenizer.json is not kept (see buildHf)
+      const tj = JSON.parse(this.tokenizerJsonText) as TokenizerJson;
+      this.plainHf = buildHf(
         { ...tj, added_tokens: (tj.added_tokens ?? []).filter((t) => !t.special) },
         this.hfConfig,
       );
@@ -352,4 +351,17 @@ export class Tokenizer {
 /** Builds a {@link Tokenizer} from already-parsed files. */
 export function createTokenizer(sources: TokenizerSources): Tokenizer {
   return new Tokenizer(sources);
+}
+
+/**
+ * The `@huggingface/tokenizers` tokenizer of `tj`, built from a shallow copy whose `model.vocab` is dropped once the
+ * library has made its own map of it: the library keeps the JSON it was given, and the vocabulary object (a
+ * dictionary of every token, ~6 MiB for 128k tokens) would otherwise stay in the heap beside that map. The caller's
+ * object is not changed.
+ */
+function buildHf(tj: TokenizerJson, config: Record<string, unknown>): HfTokenizer {
+  const model = { ...tj.model };
+  const hf = new HfTokenizer({ ...tj, model }, config);
+  delete (model as { vocab?: unknown }).vocab;
+  return hf;
 }

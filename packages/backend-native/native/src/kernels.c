@@ -859,8 +859,6 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
       if (b0 >= kb && b0 < wb) b0 = wb; /* skip the blocks between the pinned positions and the window */
       const int64_t j1 = b0 + 15 < pos ? b0 + 15 : pos;
 #define MN_SEES(j) ((j) >= lo || (j) < kend)
-      for (int64_t h = 0; h < G; h++)
-        for (int i = 0; i < 16; i++) sc[h * 16 + i] = ninf;
       if (blocked) {
         for (int jj = 0; jj < 16; jj++) {
           const int64_t j = b0 + jj;
@@ -870,6 +868,8 @@ static void k_attention(const mn_attention *a, int64_t kvh, int64_t r0, int64_t 
         if (chunks == 4) block_scores(sc, qrow, rp, G, hd, a->scale, 4);
         else block_scores(sc, qrow, rp, G, hd, a->scale, 8);
       } else {
+        for (int64_t h = 0; h < G; h++) /* block_scores writes every lane itself */
+          for (int i = 0; i < 16; i++) sc[h * 16 + i] = ninf;
         for (int64_t j = b0; j <= j1; j++) {
           if (!MN_SEES(j)) continue;
           const float *kr = kv_values(&a->k, mn_kv_row(j, a->cap, a->keep), width, kvh, hd, tmp);

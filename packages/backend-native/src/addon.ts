@@ -156,6 +156,8 @@ export interface NativeContext {
   tanh(out: number, outOff: number, x: number, xOff: number, n: number): void;
   /** Bytes of live native buffers. */
   bytes(): number;
+  /** V8's count of external memory: what this process has reported with napi_adjust_external_memory (tests). */
+  external(): number;
   dispose(): void;
 }
 

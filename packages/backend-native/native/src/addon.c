@@ -69,6 +69,7 @@ typedef struct ctx {
   int32_t *free_idx;
   int64_t nfree;
   int64_t bytes;
+  int64_t reported; /* bytes told to V8 as external memory */
   /* scratch */
   float *attn;
   int64_t attn_floats; /* per thread */
@@ -300,12 +301,18 @@ static void free_buf(ctx *c, int64_t idx) {
   c->free_idx[c->nfree++] = (int32_t)idx;
 }
 
+static void report_bytes(napi_env env, ctx *c) {
+  int64_t d = c->bytes - c->reported, total;
+  if (d != 0 && napi_adjust_external_memory(env, d, &total) == napi_ok) c->reported += d;
+}
+
 static napi_value m_alloc(napi_env env, napi_callback_info info) {
   BEGIN("alloc", 1);
   int64_t bytes = I(0);
   CHECK;
   int64_t h = new_buf(c, bytes);
   if (h < 0) return throw_range(env, "native alloc: could not allocate %lld bytes", (long long)bytes);
+  report_bytes(env, c);
   return num(env, (double)h);
 }
 
@@ -315,6 +322,7 @@ static napi_value m_free(napi_env env, napi_callback_info info) {
   AT(h, 0, 0);
   CHECK;
   free_buf(c, h & INDEX_MASK);
+  report_bytes(env, c);
   return undefined(env);
 }
 
@@ -432,6 +440,7 @@ static napi_value m_repack(napi_env env, napi_callback_info info) {
   buf_release(b->p, b->size);
   b->p = dst;
   b->size = nbytes;
+  report_bytes(env, c);
   return undefined(env);
 }
 
@@ -1089,6 +1098,7 @@ static void ctx_finalize(napi_env env, void *data, void *hint) {
   ctx *c = (ctx *)data;
   if (!c->disposed) napi_remove_env_cleanup_hook(env, env_cleanup, c);
   ctx_release(c);
+  report_bytes(env, c);
   free(c);
 }
 
@@ -1100,6 +1110,7 @@ static napi_value m_dispose(napi_env env, napi_callback_info info) {
   if (!c->disposed) {
     napi_remove_env_cleanup_hook(env, env_cleanup, c);
     ctx_release(c);
+    report_bytes(env, c);
   }
   return undefined(env);
 }
@@ -1109,6 +1120,14 @@ static napi_value m_bytes(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   napi_get_cb_info(env, info, &argc, NULL, NULL, &data);
   return num(env, (double)((ctx *)data)->bytes);
+}
+
+/* V8's count of external memory (every report of this process, the buffers here included): for tests */
+static napi_value m_external(napi_env env, napi_callback_info info) {
+  (void)info;
+  int64_t total = 0;
+  napi_adjust_external_memory(env, 0, &total);
+  return num(env, (double)total);
 }
 
 /* exp / tanh (out, outOff, x, xOff, n): the kernels' functions, for tests */
@@ -1175,7 +1194,7 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
-      {"bytes", m_bytes},         {"dispose", m_dispose}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
+      {"bytes", m_bytes},         {"dispose", m_dispose}, {"external", m_external}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
       {"ggmlPackBuf", m_ggml_pack_buf}, {"writeKv", m_write_kv}, {"ggmlPackFile", m_ggml_pack_file},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {

@@ -1194,7 +1194,8 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"rmsnorm", m_rmsnorm},     {"rope", m_rope},       {"add", m_add},         {"swiglu", m_swiglu},
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
-      {"bytes", m_bytes},         {"dispose", m_dispose}, {"external", m_external}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
+      {"bytes", m_bytes},         {"dispose", m_dispose}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
+      {"external", m_external},
       {"ggmlPackBuf", m_ggml_pack_buf}, {"writeKv", m_write_kv}, {"ggmlPackFile", m_ggml_pack_file},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {

@@ -2,13 +2,22 @@
  * Measures this machine's memory read bandwidth in the same run as the benchmark, on 1 and 2 threads: a small C
  * program (gcc -O3 -mavx2, AVX2 loads into eight independent accumulators, 1 GiB buffer, median of 15 passes) when
  * gcc is there, else a JavaScript fallback (Float64Array reduction in worker threads; lower — it is compute-bound —
- * and reported as such).
+ * and reported as such). The same program also measures 2 threads alone, right before and after each decode
+ * (`probeTwoThreads`): on a virtual machine the bandwidth it gets can double or halve from one minute to the next, so
+ * decode is compared with what the memory gave while it ran, not minutes earlier.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+
+/** 2 threads only, measured next to a decode. */
+export interface TwoThreadBandwidth {
+  /** GB/s, median of the passes, and the fastest pass. */
+  readonly twoThreadGBs: number;
+  readonly twoThreadBestGBs: number;
+}
 
 export interface Bandwidth {
   /** GB/s (1e9 bytes per second), median of the passes. */
@@ -96,12 +105,19 @@ static double run(int threads) {
 }
 
 int main(int argc, char **argv) {
+  if (argc < 3) return 2;
   BYTES = (size_t)atoll(argv[1]);
   PASSES = atoi(argv[2]);
   if (PASSES > 64) PASSES = 64;
+  if (PASSES < 1) PASSES = 1;
   buf = aligned_alloc(4096, BYTES);
   if (!buf) return 1;
   memset(buf, 1, BYTES);
+  if (argc > 3 && strcmp(argv[3], "two") == 0) { /* 2 threads only */
+    double two = run(2);
+    printf("{\"two\": %.3f, \"twoBest\": %.3f, \"sink\": %llu}\n", two, best_gbs, (unsigned long long)(sink & 1));
+    return 0;
+  }
   run(1); /* warm-up */
   double one = run(1);
   double one_best = best_gbs;
@@ -115,17 +131,44 @@ int main(int argc, char **argv) {
 
 const BYTES = 1 << 30;
 const PASSES = 15;
+/** Passes of the 2-thread probe next to a decode (about a second in all, the buffer's first touch included). */
+const ADJACENT_PASSES = 9;
 
-function measureC(): Bandwidth | undefined {
+/**
+ * Compiles the C probe into `dir` (which the caller removes) and returns the executable's path, or undefined without
+ * gcc or on another architecture (the probe is x86-64 AVX2).
+ */
+export function buildProbe(dir: string): string | undefined {
+  if (process.arch !== 'x64') return undefined;
   const gcc = spawnSync('gcc', ['--version'], { encoding: 'utf8' });
   if (gcc.status !== 0) return undefined;
-  const dir = mkdtempSync(join(tmpdir(), 'mnemo-bench-bw-'));
+  const src = join(dir, 'bw.c');
+  const exe = join(dir, 'bw');
+  writeFileSync(src, C_SOURCE);
+  const cc = spawnSync('gcc', ['-O3', '-mavx2', '-pthread', '-o', exe, src], { encoding: 'utf8' });
+  return cc.status === 0 ? exe : undefined;
+}
+
+/** 2-thread read bandwidth now (the caller's own threads idle meanwhile); null when the probe fails. */
+export function probeTwoThreads(exe: string): TwoThreadBandwidth | null {
+  const r = spawnSync(exe, [String(BYTES), String(ADJACENT_PASSES), 'two'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (r.status !== 0) return null;
   try {
-    const src = join(dir, 'bw.c');
-    const exe = join(dir, 'bw');
-    writeFileSync(src, C_SOURCE);
-    const cc = spawnSync('gcc', ['-O3', '-mavx2', '-pthread', '-o', exe, src], { encoding: 'utf8' });
-    if (cc.status !== 0) return undefined;
+    const out = JSON.parse(r.stdout) as { two: number; twoBest: number };
+    return { twoThreadGBs: out.two, twoThreadBestGBs: out.twoBest };
+  } catch {
+    return null;
+  }
+}
+
+function measureC(probe?: string): Bandwidth | undefined {
+  const dir = probe ? undefined : mkdtempSync(join(tmpdir(), 'mnemo-bench-bw-'));
+  try {
+    const exe = probe ?? buildProbe(dir!);
+    if (!exe) return undefined;
     const r = spawnSync(exe, [String(BYTES), String(PASSES)], { encoding: 'utf8', timeout: 300_000 });
     if (r.status !== 0) return undefined;
     const out = JSON.parse(r.stdout) as { one: number; two: number; oneBest: number; twoBest: number };
@@ -141,7 +184,7 @@ function measureC(): Bandwidth | undefined {
   } catch {
     return undefined;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -212,8 +255,9 @@ async function measureJs(): Promise<Bandwidth> {
   };
 }
 
-export async function measureBandwidth(): Promise<Bandwidth> {
-  return measureC() ?? (await measureJs());
+/** `probe`: an executable from `buildProbe`, else one is compiled for this measurement. */
+export async function measureBandwidth(probe?: string): Promise<Bandwidth> {
+  return measureC(probe) ?? (await measureJs());
 }
 
 /** One line for the log. */

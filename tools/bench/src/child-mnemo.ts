@@ -7,7 +7,7 @@ import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROMPT_CACHE_FORMAT_VERSION } from '@mnemo/kv-cache';
 import { LM, type PromptCache } from '@mnemo/lm';
-import { another, type ChildResult, coresBusy, type Job, type RunFigures } from './job';
+import { another, type ChildResult, coresBusy, DecodeProbes, type Job, type RunFigures } from './job';
 
 const job = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Job;
 const log = (msg: string) => process.stderr.write(`    [mnemo] ${msg}\n`);
@@ -23,9 +23,12 @@ async function gen(
   maxTokens: number,
   promptCache?: PromptCache,
   startedAt?: number,
+  /** Runs after the first token, before decode's clock starts. */
+  beforeDecode?: () => void,
 ): Promise<Gen> {
   const t0 = startedAt ?? performance.now();
   const c0 = process.cpuUsage();
+  let tPrefilled = 0;
   let tFirst = 0;
   let cFirst = c0;
   const out: number[] = [];
@@ -47,6 +50,8 @@ async function gen(
       break;
     }
     if (out.length === 0) {
+      tPrefilled = performance.now();
+      beforeDecode?.();
       tFirst = performance.now();
       cFirst = process.cpuUsage();
     }
@@ -54,7 +59,7 @@ async function gen(
   }
   const tEnd = performance.now();
   const cEnd = process.cpuUsage();
-  const prefillMs = tFirst - t0;
+  const prefillMs = tPrefilled - t0;
   const decodeMs = tEnd - tFirst;
   return {
     prefillTps: tokens.length / (prefillMs / 1000),
@@ -80,10 +85,14 @@ async function main(): Promise<void> {
   await gen(lm, job.prefillPrompt.slice(0, 32), 4); // warm-up (JIT, first allocations)
 
   const runs: RunFigures[] = [];
+  const probes = new DecodeProbes(job.bandwidthProbe);
   let last = 0;
   for (let r = 0; another(job, r, last); r++) {
     const started = performance.now();
-    const g = await gen(lm, job.prefillPrompt, job.decodeTokens + 1);
+    const g = await gen(lm, job.prefillPrompt, job.decodeTokens + 1, undefined, undefined, () =>
+      probes.take(r, 'before'),
+    );
+    probes.take(r, 'after');
     runs.push({
       prefillTps: g.prefillTps,
       decodeTps: g.decodeTps,
@@ -170,6 +179,7 @@ async function main(): Promise<void> {
     kvBytesPerToken: 2 * lm.model.numLayers * lm.model.cacheShape.nKvHeads * lm.model.cacheShape.headDim * 4,
     backend: lm.backend.name,
     numerics: lm.numerics,
+    decodeProbes: probes.list,
     notes,
   };
   writeFileSync(job.outFile, JSON.stringify(result));

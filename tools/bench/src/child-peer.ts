@@ -6,7 +6,7 @@
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { another, type ChildResult, coresBusy, type Job, type RunFigures } from './job';
+import { another, type ChildResult, coresBusy, DecodeProbes, type Job, type RunFigures } from './job';
 
 const job = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Job;
 const log = (msg: string) => process.stderr.write(`    [llama.cpp] ${msg}\n`);
@@ -75,14 +75,19 @@ async function gen(
   tokens: readonly number[],
   maxTokens: number,
   startedAt?: number,
+  /** Runs after the first token, before decode's clock starts. */
+  beforeDecode?: () => void,
 ): Promise<Gen> {
   const t0 = startedAt ?? performance.now();
   const c0 = process.cpuUsage();
+  let tPrefilled = 0;
   let tFirst = 0;
   let cFirst = c0;
   const out: number[] = [];
   for await (const t of seq.evaluate([...tokens], { temperature: 0 })) {
     if (out.length === 0) {
+      tPrefilled = performance.now();
+      beforeDecode?.();
       tFirst = performance.now();
       cFirst = process.cpuUsage();
     }
@@ -91,7 +96,7 @@ async function gen(
   }
   const tEnd = performance.now();
   const cEnd = process.cpuUsage();
-  const prefillMs = tFirst - t0;
+  const prefillMs = tPrefilled - t0;
   const decodeMs = tEnd - tFirst;
   return {
     prefillTps: tokens.length / (prefillMs / 1000),
@@ -129,10 +134,14 @@ async function main(): Promise<void> {
   await seq.clearHistory();
 
   const runs: RunFigures[] = [];
+  const probes = new DecodeProbes(job.bandwidthProbe);
   let last = 0;
   for (let r = 0; another(job, r, last); r++) {
     const started = performance.now();
-    const g = await gen(seq, job.prefillPrompt, job.decodeTokens + 1);
+    const g = await gen(seq, job.prefillPrompt, job.decodeTokens + 1, undefined, () =>
+      probes.take(r, 'before'),
+    );
+    probes.take(r, 'after');
     await seq.clearHistory();
     runs.push({
       prefillTps: g.prefillTps,
@@ -225,6 +234,7 @@ async function main(): Promise<void> {
     threadsNote: `context threads ${context.currentThreads} (ideal ${context.idealThreads}), cpuMathCores ${llama.cpuMathCores}; KV cache f16, flash attention ${context.flashAttention}, batch ${context.batchSize}, context ${context.contextSize}; model file mmapped`,
     teacherForcedAgree,
     kvBytesPerToken: 0,
+    decodeProbes: probes.list,
     notes,
   };
   writeFileSync(job.outFile, JSON.stringify(result));

@@ -1,3 +1,5 @@
+import { probeTwoThreads, type TwoThreadBandwidth } from './bandwidth';
+
 /** What the parent passes to a measuring child process, and what the child reports back (JSON files). */
 export interface Job {
   /** mnemo: the Hugging Face folder; llama.cpp: the GGUF file. */
@@ -22,6 +24,14 @@ export interface Job {
   readonly peerDir?: string;
   readonly contextSize?: number;
   readonly referenceTokens?: readonly number[];
+  /** The read-bandwidth probe (`buildProbe`), run on 2 threads right before and after each decode; absent: not run. */
+  readonly bandwidthProbe?: string;
+}
+
+/** The 2-thread read bandwidth measured right before (`at: 'before'`) or after a decode of run `run`. */
+export interface DecodeProbe extends TwoThreadBandwidth {
+  readonly run: number;
+  readonly at: 'before' | 'after';
 }
 
 export interface RunFigures {
@@ -56,6 +66,8 @@ export interface ChildResult {
   /** mnemo only: the backend and arithmetic it ran with (`native`, `native-f32+int8a`, ...). */
   readonly backend?: string;
   readonly numerics?: string;
+  /** The bandwidth probes run next to the decodes (none when the job had no probe or it failed). */
+  readonly decodeProbes?: DecodeProbe[];
   readonly notes: string[];
 }
 
@@ -76,4 +88,15 @@ export function median(xs: readonly number[]): number {
 export function coresBusy(a: NodeJS.CpuUsage, b: NodeJS.CpuUsage, wallMs: number): number {
   const cpuMs = (b.user - a.user + (b.system - a.system)) / 1000;
   return wallMs > 0 ? cpuMs / wallMs : 0;
+}
+
+/** Runs the job's bandwidth probe next to each decode (the runtime idle meanwhile) and keeps what it measured. */
+export class DecodeProbes {
+  readonly list: DecodeProbe[] = [];
+  constructor(private readonly exe: string | undefined) {}
+  take(run: number, at: 'before' | 'after'): void {
+    if (!this.exe) return;
+    const b = probeTwoThreads(this.exe);
+    if (b) this.list.push({ run, at, ...b });
+  }
 }

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Bandwidth, describeBandwidth, measureBandwidth } from './bandwidth';
+import { type Bandwidth, buildProbe, describeBandwidth, measureBandwidth } from './bandwidth';
 import { ALL_FORMATS, type Checkpoint, ensureCheckpoint, FORMAT_INFO, type Format } from './checkpoint';
 import { ggufBenchModel, ggufPrompts } from './gguf-file';
 import type { ChildResult, Job } from './job';
@@ -282,6 +282,7 @@ async function benchModel(
   bandwidth: Awaited<ReturnType<typeof measureBandwidth>>,
   budget: Budget,
   git: string,
+  probe: string | undefined,
 ) {
   const p = prompts(spec, a.prefill, a.ttft);
   const maxTokens = Math.max(a.ttft + 1, a.prefill + a.decode + 1);
@@ -326,6 +327,7 @@ async function benchModel(
       threads: a.threads,
       scratchDir: '',
       outFile: '',
+      ...(probe ? { bandwidthProbe: probe } : {}),
     };
     const loads: Record<string, [number, number]> = {};
     const mnemoRuns: [MnemoVariant, ChildResult | null][] = [];
@@ -438,7 +440,7 @@ async function benchModel(
     "Q and K rows are permuted in the GGUF as llama.cpp's converter does (rotate-half → adjacent pairs), and llama3 rope scaling is written as the rope_freqs tensor, so both runtimes compute the same function. q4 weights are identical in both files (Q4_1 = MLX 4-bit g32 f16); q8 differs (Q8_0 is symmetric, MLX 8-bit affine), so its greedy tokens may diverge sooner.",
   );
   notes.push(
-    'Decode bandwidth = (weights in their stored form + norms + KV cache at the mean decode context) × decode tok/s, against the fastest 2-thread pass of the read-bandwidth measurements above. mnemo keeps its KV cache in f32, llama.cpp in f16.',
+    'Decode bandwidth = (weights in their stored form + norms + KV cache at the mean decode context) × decode tok/s, against the read bandwidth measured next to that decode (above). mnemo keeps its KV cache in f32, llama.cpp in f16.',
   );
   notes.push(
     "Peak RSS is each runtime's own child process (process.resourceUsage().maxRSS, loading included). llama.cpp maps the GGUF file, so its RSS counts the mapped pages it touched. KV in the budget: mnemo's f32 cache at its capacity for the longest prompt, llama.cpp's f16 cache for the whole context.",
@@ -484,7 +486,12 @@ function finishReport(report: BenchReport, bandwidths: Bandwidth[]): void {
   report.bandwidthMeasurements = bandwidths;
   for (const f of report.formats) {
     for (const fig of [...f.mnemo.map((v) => v.figures), f.peer]) {
-      if (fig) fig.decodeBandwidthPct = (100 * fig.decodeGBs) / referenceBandwidth(best);
+      if (!fig) continue;
+      fig.decodeBandwidthPctOfRun = (100 * fig.decodeGBs) / referenceBandwidth(best);
+      if (!fig.decodeBandwidthAdjacent) {
+        fig.decodeBandwidthRefGBs = referenceBandwidth(best);
+        fig.decodeBandwidthPct = fig.decodeBandwidthPctOfRun;
+      }
     }
     f.targets = formatTargets(report.spec, f);
   }
@@ -501,6 +508,7 @@ async function benchGguf(
   bandwidth: Awaited<ReturnType<typeof measureBandwidth>>,
   budget: Budget,
   git: string,
+  probe: string | undefined,
 ): Promise<BenchReport> {
   const g = await ggufBenchModel(path);
   const spec = g.spec;
@@ -533,6 +541,7 @@ async function benchGguf(
     threads: a.threads,
     scratchDir: '',
     outFile: '',
+    ...(probe ? { bandwidthProbe: probe } : {}),
     model: path,
   };
   const errors: string[] = [];
@@ -668,17 +677,27 @@ async function main(): Promise<void> {
   // The code measured is what was built when the run started (others may commit while it runs).
   const git = gitDescribe();
   if (!a.skipPeer) ensurePeer(a.peerDir, log);
+  // One build of the bandwidth probe for the run: measured before and after, and by the children next to each decode.
+  const probeDir = mkdtempSync(join(tmpdir(), 'mnemo-bench-bw-'));
+  try {
+    await benchAll(a, git, buildProbe(probeDir));
+  } finally {
+    rmSync(probeDir, { recursive: true, force: true });
+  }
+}
+
+async function benchAll(a: Args, git: string, probe: string | undefined): Promise<void> {
   log('measuring memory read bandwidth…');
-  const bandwidth = await measureBandwidth();
+  const bandwidth = await measureBandwidth(probe);
   log(`  ${describeBandwidth(bandwidth)}`);
   const bandwidths = [bandwidth];
   if (a.makeQ4km)
     a.gguf = makeQ4KMFile(a.models[0]!, join(a.modelsDir, `${a.models[0]!.name}-q4_k_m.gguf`), log).path;
   if (a.gguf !== undefined) {
     const budget = new Budget(a.budgetMin, (a.skipMnemo ? 0 : a.variants.length) + (a.skipPeer ? 0 : 1));
-    const report = await benchGguf(a.gguf, a, bandwidth, budget, git);
+    const report = await benchGguf(a.gguf, a, bandwidth, budget, git, probe);
     log('measuring memory read bandwidth again…');
-    const again = await measureBandwidth();
+    const again = await measureBandwidth(probe);
     log(`  ${describeBandwidth(again)}`);
     bandwidths.push(again);
     finishReport(report, bandwidths);
@@ -691,10 +710,10 @@ async function main(): Promise<void> {
   const children = a.models.length * a.formats.reduce((n, f) => n + perFormat(f), 0);
   const budget = new Budget(a.budgetMin, children);
   for (const spec of a.models) {
-    const report = await benchModel(spec, a, bandwidth, budget, git);
+    const report = await benchModel(spec, a, bandwidth, budget, git, probe);
     // Measure again after the runs: other work on the machine can lower either measurement.
     log('measuring memory read bandwidth again…');
-    const again = await measureBandwidth();
+    const again = await measureBandwidth(probe);
     log(`  ${describeBandwidth(again)}`);
     bandwidths.push(again);
     finishReport(report, bandwidths);

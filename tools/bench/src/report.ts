@@ -2,7 +2,7 @@
  * Turns the children's raw figures into the reported numbers (medians, ratios, bandwidth, targets) and renders them
  * as a markdown table, JSON and a chart (SVG, rasterized to PNG with @resvg/resvg-js when it loads).
  */
-import type { Bandwidth } from './bandwidth';
+import type { Bandwidth, TwoThreadBandwidth } from './bandwidth';
 import { FORMAT_INFO, type Format } from './checkpoint';
 import { type ChildResult, median } from './job';
 import { type ModelSpec, tensorDefs } from './spec';
@@ -13,6 +13,14 @@ export interface RuntimeFigures {
   /** GB/s read during decode (weights + KV at the mean context), and its share of the measured 2-thread bandwidth. */
   readonly decodeGBs: number;
   decodeBandwidthPct: number;
+  /**
+   * GB/s that `decodeBandwidthPct` is a share of: the fastest 2-thread pass of the probes run right before and after
+   * this runtime's decodes (`decodeBandwidthAdjacent`), else (no probes) the fastest 2-thread pass of the whole run.
+   */
+  decodeBandwidthRefGBs: number;
+  readonly decodeBandwidthAdjacent: boolean;
+  /** Share of the fastest 2-thread pass of the whole run's measurements (before and after all runtimes). */
+  decodeBandwidthPctOfRun: number;
   /** 1-minute load average before and after this runtime's process. */
   readonly loadAverage: [number, number];
   readonly ttftUncachedMs: number;
@@ -108,16 +116,28 @@ export interface BenchReport {
 /** A report saved before variants existed (one `mnemo` result per format) in the current shape. */
 export function upgradeReport(r: BenchReport): BenchReport {
   const variant: MnemoVariant = r.config.mnemoNumerics === 'wasm+int8a' ? 'wasm+int8a' : 'wasm';
+  // Before the probes next to each decode: every share was of the run's fastest pass.
+  const ref = referenceBandwidth(r.bandwidth);
+  const upgrade = (m: RuntimeFigures | null): RuntimeFigures | null =>
+    m && m.decodeBandwidthRefGBs === undefined
+      ? {
+          ...m,
+          decodeBandwidthRefGBs: ref,
+          decodeBandwidthAdjacent: false,
+          decodeBandwidthPctOfRun: m.decodeBandwidthPct,
+        }
+      : m;
   const formats = r.formats.map((f) => {
     const old = f as unknown as {
       mnemo: RuntimeFigures | VariantResult[] | null;
       agreement?: Agreement | null;
     };
-    if (Array.isArray(old.mnemo)) return f;
-    return {
-      ...f,
-      mnemo: old.mnemo ? [{ variant, figures: old.mnemo, agreement: old.agreement ?? null }] : [],
-    };
+    const mnemo: VariantResult[] = Array.isArray(old.mnemo)
+      ? old.mnemo
+      : old.mnemo
+        ? [{ variant, figures: old.mnemo, agreement: old.agreement ?? null }]
+        : [];
+    return { ...f, mnemo: mnemo.map((v) => ({ ...v, figures: upgrade(v.figures) })), peer: upgrade(f.peer) };
   });
   return { ...r, formats };
 }
@@ -127,8 +147,14 @@ const MB = 1024 * 1024;
 const RSS_FACTOR = 1.15;
 
 /** The bandwidth decode is compared with: the fastest 2-thread pass (the median drops when other work runs). */
-export function referenceBandwidth(bw: Bandwidth): number {
+export function referenceBandwidth(bw: TwoThreadBandwidth): number {
   return Math.max(bw.twoThreadBestGBs, bw.twoThreadGBs);
+}
+
+/** The fastest 2-thread pass of the probes next to a runtime's decodes; undefined when none ran. */
+export function adjacentBandwidth(raw: ChildResult): number | undefined {
+  const probes = raw.decodeProbes ?? [];
+  return probes.length > 0 ? Math.max(...probes.map(referenceBandwidth)) : undefined;
 }
 
 /**
@@ -173,11 +199,16 @@ export function figures(
   const ttftCachedMs = raw.ttftCachedMs ? median(raw.ttftCachedMs) : null;
   const weightsMb = weightBytes / MB;
   const kvMb = (kvBytesPerToken * kvCapacityTokens) / MB;
+  const adjacent = adjacentBandwidth(raw);
+  const ref = adjacent ?? referenceBandwidth(bw);
   return {
     prefillTps: median(raw.runs.map((r) => r.prefillTps)),
     decodeTps,
     decodeGBs,
-    decodeBandwidthPct: (100 * decodeGBs) / referenceBandwidth(bw),
+    decodeBandwidthPct: (100 * decodeGBs) / ref,
+    decodeBandwidthRefGBs: ref,
+    decodeBandwidthAdjacent: adjacent !== undefined,
+    decodeBandwidthPctOfRun: (100 * decodeGBs) / referenceBandwidth(bw),
     loadAverage,
     ttftUncachedMs,
     ttftCachedMs,
@@ -247,7 +278,9 @@ export function targets(
   if (format === 'f16' && !int8)
     out.push({
       name: 'decode bandwidth',
-      value: `${m.decodeBandwidthPct.toFixed(0)}%`,
+      value: m.decodeBandwidthAdjacent
+        ? `${m.decodeBandwidthPct.toFixed(0)}% of ${m.decodeBandwidthRefGBs.toFixed(1)} GB/s measured next to the decode (${m.decodeBandwidthPctOfRun.toFixed(0)}% of the run's fastest pass)`
+        : `${m.decodeBandwidthPct.toFixed(0)}% of the run's fastest pass`,
       target: '≥ 70% of measured',
       met: m.decodeBandwidthPct >= 70,
     });
@@ -318,9 +351,24 @@ export function markdown(report: BenchReport): string {
         (b) =>
           `1 thread ${b.oneThreadGBs.toFixed(1)} GB/s, 2 threads ${b.twoThreadGBs.toFixed(1)} GB/s (fastest pass ${b.oneThreadBestGBs.toFixed(1)} / ${b.twoThreadBestGBs.toFixed(1)})`,
       )
-      .join(
-        '; ',
-      )}. Decode bandwidth is a share of the fastest 2-thread pass, **${referenceBandwidth(r.bandwidth).toFixed(1)} GB/s**.`,
+      .join('; ')}; fastest 2-thread pass **${referenceBandwidth(r.bandwidth).toFixed(1)} GB/s**.`,
+  );
+  lines.push('');
+  lines.push(
+    r.formats.some((f) => [...f.mnemo.map((v) => v.figures), f.peer].some((m) => m?.decodeBandwidthAdjacent))
+      ? "Decode bandwidth is a share of the fastest 2-thread pass of the same probe run right before and right after each runtime's decode (9 passes each, the runtime's threads idle meanwhile; the GB/s after each % in the table). On a virtual machine the bandwidth two cores get can double or halve from one minute to the next; these probes see what it was while that decode ran. As a share of the run's fastest pass above: " +
+          r.formats
+            .flatMap((f) =>
+              [
+                ...f.mnemo.map((v) => [VARIANT_LABEL[v.variant], v.figures] as const),
+                ['llama.cpp', f.peer] as const,
+              ]
+                .filter(([, m]) => m !== null)
+                .map(([name, m]) => `${f.format} ${name} ${m!.decodeBandwidthPctOfRun.toFixed(0)}%`),
+            )
+            .join(', ') +
+          '.'
+      : 'Decode bandwidth is a share of the fastest 2-thread pass above.',
   );
   lines.push('');
   lines.push(
@@ -328,7 +376,7 @@ export function markdown(report: BenchReport): string {
   );
   lines.push('');
   lines.push(
-    '| format | runtime | prefill tok/s | decode tok/s | decode GB/s (% of 2-thread) | TTFT uncached ms | TTFT cached ms (% of uncached) | peak RSS MiB (× weights + KV) | cores busy prefill / decode | runs | load |',
+    '| format | runtime | prefill tok/s | decode tok/s | decode GB/s (% of 2-thread GB/s) | TTFT uncached ms | TTFT cached ms (% of uncached) | peak RSS MiB (× weights + KV) | cores busy prefill / decode | runs | load |',
   );
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|');
   for (const f of r.formats) {
@@ -340,7 +388,7 @@ export function markdown(report: BenchReport): string {
       }
       const q = (a: number, b: number | undefined) => (vsPeer && b !== undefined ? ` (${ratio(a, b)})` : '');
       lines.push(
-        `| ${f.format} | ${name} | ${f1(m.prefillTps)}${q(m.prefillTps, p?.prefillTps)} | ${f1(m.decodeTps, 2)}${q(m.decodeTps, p?.decodeTps)} | ${f1(m.decodeGBs)} (${m.decodeBandwidthPct.toFixed(0)}%) | ${f1(m.ttftUncachedMs, 0)} | ${m.ttftCachedMs != null ? `${f1(m.ttftCachedMs, 0)} (${f1(m.cachedPctOfUncached)}%)` : 'n/a'} | ${f1(m.peakRssMb, 0)} (${(m.peakRssMb / (m.weightsMb + m.kvMb)).toFixed(2)}×) | ${f1(m.prefillCores, 2)} / ${f1(m.decodeCores, 2)} | ${m.raw.runs.length} | ${m.loadAverage[0].toFixed(1)} → ${m.loadAverage[1].toFixed(1)} |`,
+        `| ${f.format} | ${name} | ${f1(m.prefillTps)}${q(m.prefillTps, p?.prefillTps)} | ${f1(m.decodeTps, 2)}${q(m.decodeTps, p?.decodeTps)} | ${f1(m.decodeGBs)} (${m.decodeBandwidthPct.toFixed(0)}% of ${f1(m.decodeBandwidthRefGBs)}) | ${f1(m.ttftUncachedMs, 0)} | ${m.ttftCachedMs != null ? `${f1(m.ttftCachedMs, 0)} (${f1(m.cachedPctOfUncached)}%)` : 'n/a'} | ${f1(m.peakRssMb, 0)} (${(m.peakRssMb / (m.weightsMb + m.kvMb)).toFixed(2)}×) | ${f1(m.prefillCores, 2)} / ${f1(m.decodeCores, 2)} | ${m.raw.runs.length} | ${m.loadAverage[0].toFixed(1)} → ${m.loadAverage[1].toFixed(1)} |`,
       );
     };
     row('llama.cpp', p, false);

@@ -2,7 +2,7 @@
  * Measures this machine's memory read bandwidth in the same run as the benchmark, on 1 and 2 threads: a small C
  * program (gcc -O3 -mavx2, AVX2 loads into eight independent accumulators, 1 GiB buffer, median of 15 passes) when
  * gcc is there, else a JavaScript fallback (Float64Array reduction in worker threads; lower — it is compute-bound —
- * and reported as such). The same program also measures 2 threads alone, right before and after each decode
+ * and reported as such). The same program also measures 2 threads alone between slices of each decode
  * (`probeTwoThreads`): on a virtual machine the bandwidth it gets can double or halve from one minute to the next, so
  * decode is compared with what the memory gave while it ran, not minutes earlier.
  */
@@ -131,8 +131,12 @@ int main(int argc, char **argv) {
 
 const BYTES = 1 << 30;
 const PASSES = 15;
-/** Passes of the 2-thread probe next to a decode (about a second in all, the buffer's first touch included). */
-const ADJACENT_PASSES = 9;
+/**
+ * The 2-thread probe during a decode: a smaller buffer (still 16 times a 32 MiB L3) and fewer passes, since it runs
+ * about nine times per decode (a third of a second each, the buffer's first touch included).
+ */
+export const PROBE_BYTES = 1 << 29;
+export const PROBE_PASSES = 7;
 
 /**
  * Compiles the C probe into `dir` (which the caller removes) and returns the executable's path, or undefined without
@@ -151,7 +155,7 @@ export function buildProbe(dir: string): string | undefined {
 
 /** 2-thread read bandwidth now (the caller's own threads idle meanwhile); null when the probe fails. */
 export function probeTwoThreads(exe: string): TwoThreadBandwidth | null {
-  const r = spawnSync(exe, [String(BYTES), String(ADJACENT_PASSES), 'two'], {
+  const r = spawnSync(exe, [String(PROBE_BYTES), String(PROBE_PASSES), 'two'], {
     encoding: 'utf8',
     timeout: 60_000,
   });

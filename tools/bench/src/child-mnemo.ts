@@ -7,7 +7,15 @@ import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROMPT_CACHE_FORMAT_VERSION } from '@mnemo/kv-cache';
 import { LM, type PromptCache } from '@mnemo/lm';
-import { another, type ChildResult, coresBusy, DecodeProbes, type Job, type RunFigures } from './job';
+import {
+  another,
+  type ChildResult,
+  coresBusy,
+  type DecodeClock,
+  DecodeProbes,
+  type Job,
+  type RunFigures,
+} from './job';
 
 const job = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Job;
 const log = (msg: string) => process.stderr.write(`    [mnemo] ${msg}\n`);
@@ -23,13 +31,12 @@ async function gen(
   maxTokens: number,
   promptCache?: PromptCache,
   startedAt?: number,
-  /** Runs after the first token, before decode's clock starts. */
-  beforeDecode?: () => void,
+  /** Decode's clock (probing the read bandwidth between slices of the decode); a plain clock without. */
+  clock: DecodeClock = new DecodeProbes(undefined).clock(0),
 ): Promise<Gen> {
   const t0 = startedAt ?? performance.now();
   const c0 = process.cpuUsage();
   let tPrefilled = 0;
-  let tFirst = 0;
   let cFirst = c0;
   const out: number[] = [];
   const it = lm.stream(
@@ -51,16 +58,14 @@ async function gen(
     }
     if (out.length === 0) {
       tPrefilled = performance.now();
-      beforeDecode?.();
-      tFirst = performance.now();
+      clock.begin();
       cFirst = process.cpuUsage();
-    }
+    } else clock.token();
     out.push(r.value.token);
   }
-  const tEnd = performance.now();
   const cEnd = process.cpuUsage();
+  const decodeMs = clock.end();
   const prefillMs = tPrefilled - t0;
-  const decodeMs = tEnd - tFirst;
   return {
     prefillTps: tokens.length / (prefillMs / 1000),
     decodeTps: out.length > 1 ? (out.length - 1) / (decodeMs / 1000) : 0,
@@ -89,10 +94,7 @@ async function main(): Promise<void> {
   let last = 0;
   for (let r = 0; another(job, r, last); r++) {
     const started = performance.now();
-    const g = await gen(lm, job.prefillPrompt, job.decodeTokens + 1, undefined, undefined, () =>
-      probes.take(r, 'before'),
-    );
-    probes.take(r, 'after');
+    const g = await gen(lm, job.prefillPrompt, job.decodeTokens + 1, undefined, undefined, probes.clock(r));
     runs.push({
       prefillTps: g.prefillTps,
       decodeTps: g.decodeTps,

@@ -6,7 +6,15 @@
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { another, type ChildResult, coresBusy, DecodeProbes, type Job, type RunFigures } from './job';
+import {
+  another,
+  type ChildResult,
+  coresBusy,
+  type DecodeClock,
+  DecodeProbes,
+  type Job,
+  type RunFigures,
+} from './job';
 
 const job = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Job;
 const log = (msg: string) => process.stderr.write(`    [llama.cpp] ${msg}\n`);
@@ -75,29 +83,26 @@ async function gen(
   tokens: readonly number[],
   maxTokens: number,
   startedAt?: number,
-  /** Runs after the first token, before decode's clock starts. */
-  beforeDecode?: () => void,
+  /** Decode's clock (probing the read bandwidth between slices of the decode); a plain clock without. */
+  clock: DecodeClock = new DecodeProbes(undefined).clock(0),
 ): Promise<Gen> {
   const t0 = startedAt ?? performance.now();
   const c0 = process.cpuUsage();
   let tPrefilled = 0;
-  let tFirst = 0;
   let cFirst = c0;
   const out: number[] = [];
   for await (const t of seq.evaluate([...tokens], { temperature: 0 })) {
     if (out.length === 0) {
       tPrefilled = performance.now();
-      beforeDecode?.();
-      tFirst = performance.now();
+      clock.begin();
       cFirst = process.cpuUsage();
-    }
+    } else clock.token();
     out.push(t);
     if (out.length >= maxTokens) break;
   }
-  const tEnd = performance.now();
   const cEnd = process.cpuUsage();
+  const decodeMs = clock.end();
   const prefillMs = tPrefilled - t0;
-  const decodeMs = tEnd - tFirst;
   return {
     prefillTps: tokens.length / (prefillMs / 1000),
     decodeTps: out.length > 1 ? (out.length - 1) / (decodeMs / 1000) : 0,
@@ -138,10 +143,7 @@ async function main(): Promise<void> {
   let last = 0;
   for (let r = 0; another(job, r, last); r++) {
     const started = performance.now();
-    const g = await gen(seq, job.prefillPrompt, job.decodeTokens + 1, undefined, () =>
-      probes.take(r, 'before'),
-    );
-    probes.take(r, 'after');
+    const g = await gen(seq, job.prefillPrompt, job.decodeTokens + 1, undefined, probes.clock(r));
     await seq.clearHistory();
     runs.push({
       prefillTps: g.prefillTps,

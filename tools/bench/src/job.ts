@@ -24,15 +24,25 @@ export interface Job {
   readonly peerDir?: string;
   readonly contextSize?: number;
   readonly referenceTokens?: readonly number[];
-  /** The read-bandwidth probe (`buildProbe`), run on 2 threads right before and after each decode; absent: not run. */
+  /**
+   * The read-bandwidth probe (`buildProbe`), run on 2 threads before each decode and after every
+   * `PROBE_EVERY` of its tokens (the decode's clock stopped meanwhile); absent: not run.
+   */
   readonly bandwidthProbe?: string;
 }
 
-/** The 2-thread read bandwidth measured right before (`at: 'before'`) or after a decode of run `run`. */
+/**
+ * The 2-thread read bandwidth measured during the decode of run `run`, after a slice of `tokens` decoded tokens that took
+ * `ms` (the clock stopped while the probes run); the first probe of a run comes before its first slice (0 tokens).
+ */
 export interface DecodeProbe extends TwoThreadBandwidth {
   readonly run: number;
-  readonly at: 'before' | 'after';
+  readonly tokens: number;
+  readonly ms: number;
 }
+
+/** Decode tokens between two bandwidth probes. */
+export const PROBE_EVERY = 16;
 
 export interface RunFigures {
   readonly prefillTps: number;
@@ -90,13 +100,58 @@ export function coresBusy(a: NodeJS.CpuUsage, b: NodeJS.CpuUsage, wallMs: number
   return wallMs > 0 ? cpuMs / wallMs : 0;
 }
 
-/** Runs the job's bandwidth probe next to each decode (the runtime idle meanwhile) and keeps what it measured. */
+/** Runs the job's bandwidth probe during each decode (the runtime idle meanwhile) and keeps what it measured. */
 export class DecodeProbes {
   readonly list: DecodeProbe[] = [];
   constructor(private readonly exe: string | undefined) {}
-  take(run: number, at: 'before' | 'after'): void {
+  take(run: number, tokens: number, ms: number): void {
     if (!this.exe) return;
     const b = probeTwoThreads(this.exe);
-    if (b) this.list.push({ run, at, ...b });
+    if (b) this.list.push({ run, tokens, ms, ...b });
+  }
+  /** The clock of one decode, probing between its slices (`now`: the time source, ms). */
+  clock(run: number, now: () => number = () => performance.now()): DecodeClock {
+    return new DecodeClock(this, run, now);
+  }
+}
+
+/**
+ * The clock of a decode that probes the read bandwidth before its first token is timed and after every `PROBE_EVERY`
+ * tokens: the bandwidth a virtual machine's two cores get can double or halve from one minute to the next, so decode
+ * is compared with what the memory gave while it ran. The probes' own time is left out of the decode's.
+ */
+export class DecodeClock {
+  private start = 0;
+  private paused = 0;
+  private sliceStart = 0;
+  private sliceTokens = 0;
+  constructor(
+    private readonly probes: DecodeProbes,
+    private readonly run: number,
+    private readonly now: () => number,
+  ) {}
+  /** After the first token (which ends prefill): probe, then start the clock. */
+  begin(): void {
+    this.probes.take(this.run, 0, 0);
+    this.start = this.now();
+    this.sliceStart = this.start;
+  }
+  /** After each decoded token. */
+  token(): void {
+    if (++this.sliceTokens >= PROBE_EVERY) this.cut(this.now());
+  }
+  /** After the last token: the decode's wall time without the probes (a last probe closes a partial slice). */
+  end(): number {
+    const t = this.now();
+    const ms = t - this.start - this.paused;
+    if (this.sliceTokens > 0) this.cut(t);
+    return ms;
+  }
+  private cut(t: number): void {
+    this.probes.take(this.run, this.sliceTokens, t - this.sliceStart);
+    const resumed = this.now();
+    this.paused += resumed - t;
+    this.sliceStart = resumed;
+    this.sliceTokens = 0;
   }
 }

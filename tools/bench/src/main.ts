@@ -440,7 +440,7 @@ async function benchModel(
     "Q and K rows are permuted in the GGUF as llama.cpp's converter does (rotate-half → adjacent pairs), and llama3 rope scaling is written as the rope_freqs tensor, so both runtimes compute the same function. q4 weights are identical in both files (Q4_1 = MLX 4-bit g32 f16); q8 differs (Q8_0 is symmetric, MLX 8-bit affine), so its greedy tokens may diverge sooner.",
   );
   notes.push(
-    'Decode bandwidth = (weights in their stored form + norms + KV cache at the mean decode context) × decode tok/s, against the read bandwidth measured next to that decode (above). mnemo keeps its KV cache in f32, llama.cpp in f16.',
+    'Decode bandwidth = (weights in their stored form + norms + KV cache at the mean decode context) × decode tok/s, against the read bandwidth measured while it ran (above). mnemo keeps its KV cache in f32, llama.cpp in f16.',
   );
   notes.push(
     "Peak RSS is each runtime's own child process (process.resourceUsage().maxRSS, loading included). llama.cpp maps the GGUF file, so its RSS counts the mapped pages it touched. KV in the budget: mnemo's f32 cache at its capacity for the longest prompt, llama.cpp's f16 cache for the whole context.",
@@ -677,7 +677,7 @@ async function main(): Promise<void> {
   // The code measured is what was built when the run started (others may commit while it runs).
   const git = gitDescribe();
   if (!a.skipPeer) ensurePeer(a.peerDir, log);
-  // One build of the bandwidth probe for the run: measured before and after, and by the children next to each decode.
+  // One build of the bandwidth probe for the run: measured before and after, and by the children during each decode.
   const probeDir = mkdtempSync(join(tmpdir(), 'mnemo-bench-bw-'));
   try {
     await benchAll(a, git, buildProbe(probeDir));

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Bandwidth } from './bandwidth';
 import type { ChildResult, DecodeProbe } from './job';
-import { type BenchConfig, figures, targets } from './report';
+import { type BenchConfig, decodeTimeBandwidth, figures, targets } from './report';
 import { MODEL_SPECS } from './spec';
 
 const spec = MODEL_SPECS['1b']!;
@@ -48,20 +48,35 @@ function child(decodeTps: number, decodeProbes?: DecodeProbe[]): ChildResult {
 const fig = (raw: ChildResult) => figures(spec, 'f16', raw, config, run, 2.5e9, 32768, 2304, [0, 0]);
 
 describe('decode bandwidth share', () => {
-  it('is a share of the fastest pass of the probes next to the decode when they ran', () => {
-    const f = fig(
-      child(10, [
-        { run: 0, at: 'before', twoThreadGBs: 30, twoThreadBestGBs: 32 },
-        { run: 0, at: 'after', twoThreadGBs: 34, twoThreadBestGBs: 36 },
-      ]),
-    );
+  it('is a share of the bandwidth measured during the decode, each slice weighted by its time', () => {
+    const p = (run: number, tokens: number, ms: number, two: number): DecodeProbe => ({
+      run,
+      tokens,
+      ms,
+      twoThreadGBs: two,
+      twoThreadBestGBs: two + 20,
+    });
+    // run 0: slices of 1000 ms between 30 and 50 GB/s (40), and 3000 ms between 50 and 30 (40);
+    // run 1: one slice of 4000 ms between 80 and 100 (90). Medians only: the best passes are left out.
+    const probes = [
+      p(0, 0, 0, 30),
+      p(0, 16, 1000, 50),
+      p(0, 16, 3000, 30),
+      p(1, 0, 0, 80),
+      p(1, 16, 4000, 100),
+    ];
+    const f = fig(child(10, probes));
     expect(f.decodeBandwidthAdjacent).toBe(true);
-    expect(f.decodeBandwidthRefGBs).toBe(36);
-    expect(f.decodeBandwidthPct).toBeCloseTo((100 * f.decodeGBs) / 36, 10);
+    expect(f.decodeBandwidthRefGBs).toBeCloseTo((40 * 1000 + 40 * 3000 + 90 * 4000) / 8000, 10);
+    expect(f.decodeBandwidthPct).toBeCloseTo((100 * f.decodeGBs) / f.decodeBandwidthRefGBs, 10);
     expect(f.decodeBandwidthPctOfRun).toBeCloseTo((100 * f.decodeGBs) / 60, 10);
     const t = targets(spec, 'f16', 'native', f, null).find((x) => x.name === 'decode bandwidth')!;
-    expect(t.value).toContain('36.0 GB/s measured next to the decode');
+    expect(t.value).toContain('65.0 GB/s measured during the decode');
     expect(t.met).toBe(f.decodeBandwidthPct >= 70);
+    // a probe that failed leaves its neighbours paired across the gap, with the later slice's time
+    expect(decodeTimeBandwidth(child(10, [p(0, 0, 0, 30), p(0, 16, 500, 50)]))).toBe(40);
+    // a lone probe (a decode of one token) gives nothing to compare with
+    expect(decodeTimeBandwidth(child(10, [p(0, 0, 0, 30)]))).toBeUndefined();
   });
 
   it("falls back to the run's fastest pass without probes", () => {

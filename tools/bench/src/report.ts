@@ -4,7 +4,7 @@
  */
 import type { Bandwidth, TwoThreadBandwidth } from './bandwidth';
 import { FORMAT_INFO, type Format } from './checkpoint';
-import { type ChildResult, median } from './job';
+import { type ChildResult, median, PROBE_EVERY } from './job';
 import { type ModelSpec, tensorDefs } from './spec';
 
 export interface RuntimeFigures {
@@ -14,8 +14,9 @@ export interface RuntimeFigures {
   readonly decodeGBs: number;
   decodeBandwidthPct: number;
   /**
-   * GB/s that `decodeBandwidthPct` is a share of: the fastest 2-thread pass of the probes run right before and after
-   * this runtime's decodes (`decodeBandwidthAdjacent`), else (no probes) the fastest 2-thread pass of the whole run.
+   * GB/s that `decodeBandwidthPct` is a share of: the 2-thread read bandwidth measured between the slices of this
+   * runtime's decodes (`decodeBandwidthAdjacent`, see `decodeTimeBandwidth`), else (no probes, or a report from before
+   * them) the fastest 2-thread pass of the whole run.
    */
   decodeBandwidthRefGBs: number;
   readonly decodeBandwidthAdjacent: boolean;
@@ -151,10 +152,22 @@ export function referenceBandwidth(bw: TwoThreadBandwidth): number {
   return Math.max(bw.twoThreadBestGBs, bw.twoThreadGBs);
 }
 
-/** The fastest 2-thread pass of the probes next to a runtime's decodes; undefined when none ran. */
-export function adjacentBandwidth(raw: ChildResult): number | undefined {
+/**
+ * The 2-thread read bandwidth while a runtime decoded: each slice of a decode is given the mean of the medians of the
+ * probes on either side of it, and the slices are weighted by their time. Undefined when no slice lies between probes.
+ */
+export function decodeTimeBandwidth(raw: ChildResult): number | undefined {
   const probes = raw.decodeProbes ?? [];
-  return probes.length > 0 ? Math.max(...probes.map(referenceBandwidth)) : undefined;
+  let ms = 0;
+  let sum = 0;
+  for (let i = 1; i < probes.length; i++) {
+    const a = probes[i - 1]!;
+    const b = probes[i]!;
+    if (b.run !== a.run || b.tokens === 0 || !(b.ms > 0)) continue;
+    sum += ((a.twoThreadGBs + b.twoThreadGBs) / 2) * b.ms;
+    ms += b.ms;
+  }
+  return ms > 0 ? sum / ms : undefined;
 }
 
 /**
@@ -199,7 +212,7 @@ export function figures(
   const ttftCachedMs = raw.ttftCachedMs ? median(raw.ttftCachedMs) : null;
   const weightsMb = weightBytes / MB;
   const kvMb = (kvBytesPerToken * kvCapacityTokens) / MB;
-  const adjacent = adjacentBandwidth(raw);
+  const adjacent = decodeTimeBandwidth(raw);
   const ref = adjacent ?? referenceBandwidth(bw);
   return {
     prefillTps: median(raw.runs.map((r) => r.prefillTps)),
@@ -279,7 +292,7 @@ export function targets(
     out.push({
       name: 'decode bandwidth',
       value: m.decodeBandwidthAdjacent
-        ? `${m.decodeBandwidthPct.toFixed(0)}% of ${m.decodeBandwidthRefGBs.toFixed(1)} GB/s measured next to the decode (${m.decodeBandwidthPctOfRun.toFixed(0)}% of the run's fastest pass)`
+        ? `${m.decodeBandwidthPct.toFixed(0)}% of ${m.decodeBandwidthRefGBs.toFixed(1)} GB/s measured during the decode (${m.decodeBandwidthPctOfRun.toFixed(0)}% of the run's fastest pass)`
         : `${m.decodeBandwidthPct.toFixed(0)}% of the run's fastest pass`,
       target: '≥ 70% of measured',
       met: m.decodeBandwidthPct >= 70,
@@ -356,7 +369,9 @@ export function markdown(report: BenchReport): string {
   lines.push('');
   lines.push(
     r.formats.some((f) => [...f.mnemo.map((v) => v.figures), f.peer].some((m) => m?.decodeBandwidthAdjacent))
-      ? "Decode bandwidth is a share of the fastest 2-thread pass of the same probe run right before and right after each runtime's decode (9 passes each, the runtime's threads idle meanwhile; the GB/s after each % in the table). On a virtual machine the bandwidth two cores get can double or halve from one minute to the next; these probes see what it was while that decode ran. As a share of the run's fastest pass above: " +
+      ? "Decode bandwidth is a share of the 2-thread read bandwidth measured while that runtime decoded (the GB/s after each % in the table): the same probe (512 MiB, median of 7 passes) runs in the runtime's process before its first decode token is timed and after every " +
+          PROBE_EVERY +
+          " tokens, with the decode's clock stopped and its threads idle; each slice of the decode gets the mean of the probes on either side, weighted by its time. On a virtual machine the bandwidth two cores get can double or halve from one minute to the next (the probes show it), so decode is compared with what the memory gave while it ran. As a share of the run's fastest pass above: " +
           r.formats
             .flatMap((f) =>
               [

@@ -158,6 +158,8 @@ export interface NativeContext {
   bytes(): number;
   /** V8's count of external memory: what this process has reported with napi_adjust_external_memory (tests). */
   external(): number;
+  /** Bytes this context has told V8 of (its successful napi_adjust_external_memory calls; tests). */
+  reported(): number;
   dispose(): void;
 }
 

@@ -78,27 +78,34 @@ describe('native: buffers are reported to V8 as external memory', () => {
   // V8 sees only its own heap unless told: with ~1 GiB of weights and caches held natively it would never collect on
   // their account, and the young generation it grew while a tokenizer was built would stay committed (~30 MiB of the
   // 1B model's peak RSS). Reported, a cache growing by hundreds of MiB starts a collection, which also shrinks it.
-  // `external()` is V8's own count (what napi_adjust_external_memory returns); nothing else runs between two
-  // synchronous calls, so the differences are exact. Address space never written costs no memory.
+  // `reported()` is what this context has told V8 (its successful napi_adjust_external_memory calls), exact between
+  // two synchronous calls. V8's own total (`external()`) counts every report of the process, and a report of 1 GiB can
+  // start a collection, whose frees come off that total too (a CI run saw it rise by 8 MiB less than 1 GiB), so of V8's
+  // total the test asks only that it hold at least what this context reported.
+  // Address space never written costs no memory.
   it('tells V8 of allocations, frees and dispose', () => {
     const GiB = 1024 * MiB;
     const ctx = loadAddon().createContext('scalar', 1, 0);
     let disposed = false;
     try {
-      const v8count = () => ctx.external();
-      const start = v8count();
+      const told = () => ctx.reported();
+      const check = (bytes: number) => {
+        expect(told()).toBe(bytes);
+        expect(ctx.external()).toBeGreaterThanOrEqual(bytes);
+      };
+      check(0);
       const a = ctx.alloc(GiB);
-      expect(v8count() - start).toBe(GiB);
+      check(GiB);
       const small = ctx.alloc(1000);
-      expect(v8count() - start).toBe(GiB + 1000);
+      check(GiB + 1000);
       ctx.free(a);
-      expect(v8count() - start).toBe(1000);
+      check(1000);
       ctx.alloc(GiB / 2);
       ctx.free(small);
-      expect(v8count() - start).toBe(GiB / 2);
+      check(GiB / 2);
       ctx.dispose();
       disposed = true;
-      expect(v8count() - start).toBe(0);
+      expect(told()).toBe(0);
     } finally {
       if (!disposed) ctx.dispose();
     }

@@ -1122,6 +1122,14 @@ static napi_value m_bytes(napi_env env, napi_callback_info info) {
   return num(env, (double)((ctx *)data)->bytes);
 }
 
+/* Bytes this context has told V8 of (napi_adjust_external_memory calls that succeeded): for tests */
+static napi_value m_reported(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  size_t argc = 0;
+  napi_get_cb_info(env, info, &argc, NULL, NULL, &data);
+  return num(env, (double)((ctx *)data)->reported);
+}
+
 /* V8's count of external memory (every report of this process, the buffers here included): for tests */
 static napi_value m_external(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1195,7 +1203,7 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
       {"softmax", m_softmax},     {"argmax", m_argmax},   {"attention", m_attention}, {"exp", m_exp},
       {"tanh", m_tanh},           {"geluGlu", m_gelu_glu}, {"softcap", m_softcap}, {"scale", m_scale},
       {"bytes", m_bytes},         {"dispose", m_dispose}, {"ggmlBytes", m_ggml_bytes}, {"ggmlPack", m_ggml_pack},
-      {"external", m_external},
+      {"external", m_external},   {"reported", m_reported},
       {"ggmlPackBuf", m_ggml_pack_buf}, {"writeKv", m_write_kv}, {"ggmlPackFile", m_ggml_pack_file},
   };
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {

@@ -3,7 +3,7 @@
  * program (gcc -O3 -mavx2, AVX2 loads into eight independent accumulators, 1 GiB buffer, median of 15 passes) when
  * gcc is there, else a JavaScript fallback (Float64Array reduction in worker threads; lower — it is compute-bound —
  * and reported as such). The same program also measures 2 threads alone between slices of each decode
- * (`probeTwoThreads`): on a virtual machine the bandwidth it gets can double or halve from one minute to the next, so
+ * (`probeTwoThreads`): on a virtual machine the bandwidth it gets can double or halve within seconds, so
  * decode is compared with what the memory gave while it ran, not minutes earlier.
  */
 import { spawnSync } from 'node:child_process';

@@ -117,8 +117,8 @@ export class DecodeProbes {
 
 /**
  * The clock of a decode that probes the read bandwidth before its first token is timed and after every `PROBE_EVERY`
- * tokens: the bandwidth a virtual machine's two cores get can double or halve from one minute to the next, so decode
- * is compared with what the memory gave while it ran. The probes' own time is left out of the decode's.
+ * tokens: the bandwidth a virtual machine's two cores get can double or halve within seconds, so decode is
+ * compared with what the memory gave while it ran. The probes' own time is left out of the decode's.
  */
 export class DecodeClock {
   private start = 0;

@@ -2,7 +2,7 @@
  * Turns the children's raw figures into the reported numbers (medians, ratios, bandwidth, targets) and renders them
  * as a markdown table, JSON and a chart (SVG, rasterized to PNG with @resvg/resvg-js when it loads).
  */
-import type { Bandwidth, TwoThreadBandwidth } from './bandwidth';
+import { type Bandwidth, PROBE_BYTES, PROBE_PASSES, type TwoThreadBandwidth } from './bandwidth';
 import { FORMAT_INFO, type Format } from './checkpoint';
 import { type ChildResult, median, PROBE_EVERY } from './job';
 import { type ModelSpec, tensorDefs } from './spec';
@@ -369,9 +369,7 @@ export function markdown(report: BenchReport): string {
   lines.push('');
   lines.push(
     r.formats.some((f) => [...f.mnemo.map((v) => v.figures), f.peer].some((m) => m?.decodeBandwidthAdjacent))
-      ? "Decode bandwidth is a share of the 2-thread read bandwidth measured while that runtime decoded (the GB/s after each % in the table): the same probe (512 MiB, median of 7 passes) runs in the runtime's process before its first decode token is timed and after every " +
-          PROBE_EVERY +
-          " tokens, with the decode's clock stopped and its threads idle; each slice of the decode gets the mean of the probes on either side, weighted by its time. On a virtual machine the bandwidth two cores get can double or halve from one minute to the next (the probes show it), so decode is compared with what the memory gave while it ran. As a share of the run's fastest pass above: " +
+      ? `Decode bandwidth is a share of the 2-thread read bandwidth measured while that runtime decoded (the GB/s after each % in the table): the same probe (${PROBE_BYTES / 2 ** 20} MiB, median of ${PROBE_PASSES} passes) runs in the runtime's process before its first decode token is timed and after every ${PROBE_EVERY} tokens, with the decode's clock stopped and its threads idle; each slice of the decode gets the mean of the probes on either side, weighted by its time. On a virtual machine the bandwidth two cores get can double or halve within seconds (the probes show it), so decode is compared with what the memory gave while it ran. As a share of the run's fastest pass above: ` +
           r.formats
             .flatMap((f) =>
               [
